@@ -1,0 +1,488 @@
+//! The real filesystem adapter: [`CapFs`] implements [`Fs`] with cap-std.
+//!
+//! One directory handle is opened with ambient authority, at the game
+//! directory, in [`CapFs::open`]; every later operation resolves its
+//! [`RelPath`] beneath that handle and nothing else. No symbolic link is ever
+//! followed, in any component: each directory on the way is opened with
+//! `O_NOFOLLOW` semantics (`open_dir_nofollow`), and the final component is
+//! opened with [`FollowSymlinks::No`]. Operating through a link fails with
+//! [`FsErrorKind::Symlink`].
+//!
+//! Every blocking call runs on `tokio::task::spawn_blocking`. File handles
+//! use positional IO, so concurrent writers to different regions of one file
+//! never serialize on a shared cursor. [`Fs::watch`] uses `notify` on the real
+//! path of the watched directory.
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, File, FileExt, OpenOptions};
+use lanspread_ports::{DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsResult, Metadata, RelPath, WatchEvent, Watcher};
+use std::io;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+use tokio::sync::mpsc;
+
+/// Capacity of a watch's event queue; on overflow the consumer receives one
+/// event without a name ("rescan the directory").
+const WATCH_QUEUE: usize = 1024;
+
+/// The filesystem beneath one directory, on the real disk.
+#[derive(Clone)]
+pub struct CapFs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: Dir,
+    root_path: PathBuf,
+}
+
+impl std::fmt::Debug for CapFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapFs").field("root", &self.inner.root_path).finish()
+    }
+}
+
+impl CapFs {
+    /// Opens the directory `dir` (which must exist) as the root of a new
+    /// filesystem. This is the only use of ambient authority: `dir` itself
+    /// may be reached through symlinks, nothing beneath it will be.
+    pub fn open(dir: &Path) -> FsResult<CapFs> {
+        let shown = dir.display().to_string();
+        let root = Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| io_err(e, &shown))?;
+        // The canonical path makes notify's event paths comparable with ours.
+        let root_path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Ok(CapFs { inner: Arc::new(Inner { root, root_path }) })
+    }
+
+    /// The real path of the root directory (as canonicalized at open time).
+    pub fn root_path(&self) -> &Path {
+        &self.inner.root_path
+    }
+
+    async fn run<T, F>(&self, f: F) -> FsResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> FsResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || f(&inner)).await
+    }
+}
+
+async fn blocking<T, F>(f: F) -> FsResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> FsResult<T> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(FsError::new(FsErrorKind::Io, format!("blocking filesystem task failed: {e}"))),
+    }
+}
+
+/// A directory handle: the root (borrowed) or one opened beneath it.
+enum DirRef<'a> {
+    Root(&'a Dir),
+    Sub(Dir),
+}
+
+impl Deref for DirRef<'_> {
+    type Target = Dir;
+    fn deref(&self) -> &Dir {
+        match self {
+            DirRef::Root(d) => d,
+            DirRef::Sub(d) => d,
+        }
+    }
+}
+
+fn is_symlink_in(dir: &Dir, name: &str) -> bool {
+    dir.symlink_metadata(name).map(|m| m.file_type().is_symlink()).unwrap_or(false)
+}
+
+/// Turns an error on `name` in `dir` into `Symlink` if `name` is a link.
+fn refine(dir: &Dir, name: &str, e: io::Error, path: &RelPath) -> FsError {
+    if e.kind() != io::ErrorKind::NotFound && is_symlink_in(dir, name) {
+        return FsError::new(FsErrorKind::Symlink, format!("{path}: is a symbolic link, which is never followed"));
+    }
+    io_err(e, &path.to_string())
+}
+
+impl Inner {
+    /// Opens the directory `path`, refusing a symlink in any component.
+    fn open_dir(&self, path: &RelPath) -> FsResult<DirRef<'_>> {
+        let mut cur = DirRef::Root(&self.root);
+        let mut walked = RelPath::root();
+        for c in path.components() {
+            walked = walked.join_local(c).map_err(|e| FsError::new(FsErrorKind::InvalidPath, format!("{path}: {e}")))?;
+            let next = cur.open_dir_nofollow(c).map_err(|e| refine(&cur, c, e, &walked))?;
+            cur = DirRef::Sub(next);
+        }
+        Ok(cur)
+    }
+
+    /// Opens the parent directory of `path` and returns it with the last
+    /// component. Fails with `InvalidPath` for the root.
+    fn open_parent<'p>(&self, path: &'p RelPath) -> FsResult<(DirRef<'_>, &'p str)> {
+        let parent = path.parent().ok_or_else(|| FsError::new(FsErrorKind::InvalidPath, "the root has no parent"))?;
+        let dir = self.open_dir(&parent)?;
+        Ok((dir, path.file_name()))
+    }
+
+    fn read_dir(&self, path: &RelPath) -> FsResult<Vec<DirEntry>> {
+        let dir = self.open_dir(path)?;
+        let shown = path.to_string();
+        let mut out = Vec::new();
+        for entry in dir.entries().map_err(|e| io_err(e, &shown))? {
+            let entry = entry.map_err(|e| io_err(e, &shown))?;
+            let m = match entry.metadata() {
+                Ok(m) => convert_metadata(&m),
+                // Removed between listing and stat: it is simply gone.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(e, &shown)),
+            };
+            // Non-UTF-8 names cannot be represented; they are shown lossily
+            // (and then fail to resolve), never silently hidden.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let len = if m.kind == FileKind::File { m.len } else { 0 };
+            out.push(DirEntry { name, kind: m.kind, len, modified_ns: m.modified_ns });
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self, path: &RelPath) -> FsResult<Metadata> {
+        let m = if path.is_root() {
+            self.root.dir_metadata().map_err(|e| io_err(e, "."))?
+        } else {
+            let (dir, name) = self.open_parent(path)?;
+            dir.symlink_metadata(name).map_err(|e| io_err(e, &path.to_string()))?
+        };
+        Ok(convert_metadata(&m))
+    }
+
+    fn open_file(&self, path: &RelPath, write: bool) -> FsResult<File> {
+        let (dir, name) = self.open_parent(path)?;
+        if let Ok(m) = dir.symlink_metadata(name) {
+            check_regular(kind_of(m.file_type()), path)?;
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).follow(FollowSymlinks::No);
+        if write {
+            opts.write(true).create(true).truncate(false);
+        }
+        nonblocking(&mut opts);
+        let file = dir.open_with(name, &opts).map_err(|e| refine(&dir, name, e, path))?;
+        // Re-check on the open handle: the entry may have been swapped.
+        let m = file.metadata().map_err(|e| io_err(e, &path.to_string()))?;
+        check_regular(kind_of(m.file_type()), path)?;
+        Ok(file)
+    }
+
+    fn create_dir(&self, path: &RelPath) -> FsResult<()> {
+        let (dir, name) = self.open_parent(path)?;
+        dir.create_dir(name).map_err(|e| io_err(e, &path.to_string()))
+    }
+
+    fn rename(&self, from: &RelPath, to: &RelPath) -> FsResult<()> {
+        let (from_dir, from_name) = self.open_parent(from)?;
+        let (to_dir, to_name) = self.open_parent(to)?;
+        from_dir.rename(from_name, &to_dir, to_name).map_err(|e| {
+            let mut err = io_err(e, &format!("rename {from} -> {to}"));
+            // A rename over a non-empty directory: the target exists.
+            if err.kind == FsErrorKind::NotEmpty {
+                err.kind = FsErrorKind::AlreadyExists;
+            }
+            err
+        })
+    }
+
+    fn remove_file(&self, path: &RelPath) -> FsResult<()> {
+        let (dir, name) = self.open_parent(path)?;
+        dir.remove_file_or_symlink(name).map_err(|e| io_err(e, &path.to_string()))
+    }
+
+    fn remove_dir(&self, path: &RelPath) -> FsResult<()> {
+        let (dir, name) = self.open_parent(path)?;
+        dir.remove_dir(name).map_err(|e| refine(&dir, name, e, path))
+    }
+
+    fn sync_dir(&self, path: &RelPath) -> FsResult<()> {
+        let dir = self.open_dir(path)?;
+        // Directory handles may be `O_PATH`, which cannot be synced: open
+        // the directory itself for reading.
+        let mut opts = OpenOptions::new();
+        opts.read(true).maybe_dir(true).follow(FollowSymlinks::No);
+        let file = dir.open_with(".", &opts).map_err(|e| io_err(e, &path.to_string()))?;
+        file.sync_all().map_err(|e| io_err(e, &path.to_string()))
+    }
+
+    #[cfg(unix)]
+    fn free_space(&self) -> FsResult<Option<u64>> {
+        let st = rustix::fs::fstatvfs(&self.root).map_err(|e| io_err(e.into(), "."))?;
+        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+    }
+
+    #[cfg(not(unix))]
+    fn free_space(&self) -> FsResult<Option<u64>> {
+        Ok(None)
+    }
+}
+
+fn convert_metadata(m: &cap_std::fs::Metadata) -> Metadata {
+    let modified_ns = m.modified().ok().and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos());
+    Metadata { kind: kind_of(m.file_type()), len: m.len(), modified_ns }
+}
+
+fn check_regular(kind: FileKind, path: &RelPath) -> FsResult<()> {
+    match kind {
+        FileKind::File => Ok(()),
+        FileKind::Dir => Err(FsError::new(FsErrorKind::IsADirectory, format!("{path}: is a directory"))),
+        FileKind::Symlink => Err(FsError::new(FsErrorKind::Symlink, format!("{path}: is a symbolic link, which is never followed"))),
+        FileKind::Other => Err(FsError::new(FsErrorKind::Io, format!("{path}: not a regular file"))),
+    }
+}
+
+/// Opens never block, even on a FIFO planted where a file was expected.
+#[cfg(unix)]
+fn nonblocking(opts: &mut OpenOptions) {
+    use cap_std::fs::OpenOptionsExt;
+    opts.custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32);
+}
+
+#[cfg(not(unix))]
+fn nonblocking(_opts: &mut OpenOptions) {}
+
+fn kind_of(t: cap_std::fs::FileType) -> FileKind {
+    if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
+/// Maps an I/O error to the port's error kinds.
+fn io_err(e: io::Error, what: &str) -> FsError {
+    use io::ErrorKind as K;
+    let kind = match e.kind() {
+        K::NotFound => FsErrorKind::NotFound,
+        K::AlreadyExists => FsErrorKind::AlreadyExists,
+        K::NotADirectory => FsErrorKind::NotADirectory,
+        K::IsADirectory => FsErrorKind::IsADirectory,
+        K::DirectoryNotEmpty => FsErrorKind::NotEmpty,
+        K::StorageFull => FsErrorKind::NoSpace,
+        K::PermissionDenied if e.to_string().contains("outside of the filesystem") => FsErrorKind::InvalidPath,
+        K::PermissionDenied => FsErrorKind::PermissionDenied,
+        _ => os_kind(&e).unwrap_or(FsErrorKind::Io),
+    };
+    FsError::new(kind, format!("{what}: {e}"))
+}
+
+#[cfg(unix)]
+fn os_kind(e: &io::Error) -> Option<FsErrorKind> {
+    use rustix::io::Errno;
+    match Errno::from_io_error(e)? {
+        Errno::LOOP => Some(FsErrorKind::Symlink),
+        Errno::DQUOT | Errno::NOSPC => Some(FsErrorKind::NoSpace),
+        Errno::PERM | Errno::ACCESS => Some(FsErrorKind::PermissionDenied),
+        _ => None,
+    }
+}
+
+#[cfg(not(unix))]
+fn os_kind(_e: &io::Error) -> Option<FsErrorKind> {
+    None
+}
+
+/// An open file on the real disk.
+struct CapFile {
+    file: Arc<File>,
+    path: RelPath,
+}
+
+impl CapFile {
+    async fn run<T, F>(&self, f: F) -> FsResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&File) -> io::Result<T> + Send + 'static,
+    {
+        let file = self.file.clone();
+        let shown = self.path.to_string();
+        blocking(move || f(&file).map_err(|e| io_err(e, &shown))).await
+    }
+}
+
+#[async_trait]
+impl FileHandle for CapFile {
+    async fn read_at(&self, offset: u64, len: usize) -> FsResult<Bytes> {
+        self.run(move |f| {
+            // Never allocate more than what the file can give.
+            let avail = f.metadata()?.len().saturating_sub(offset);
+            let want = usize::try_from(avail).map_or(len, |a| a.min(len));
+            let mut buf = vec![0u8; want];
+            let mut got = 0;
+            while got < want {
+                match f.read_at(&mut buf[got..], offset + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(got);
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn write_at(&self, offset: u64, data: Bytes) -> FsResult<()> {
+        self.run(move |f| f.write_all_at(&data, offset)).await
+    }
+
+    async fn set_len(&self, len: u64) -> FsResult<()> {
+        self.run(move |f| f.set_len(len)).await
+    }
+
+    async fn len(&self) -> FsResult<u64> {
+        self.run(|f| Ok(f.metadata()?.len())).await
+    }
+
+    async fn sync(&self) -> FsResult<()> {
+        self.run(|f| f.sync_all()).await
+    }
+}
+
+/// A live notify watch bridged into a tokio channel.
+struct CapWatcher {
+    dir: RelPath,
+    rx: mpsc::Receiver<Option<String>>,
+    overflowed: Arc<AtomicBool>,
+    // Dropping the watcher stops the OS watch.
+    _watcher: notify::RecommendedWatcher,
+}
+
+#[async_trait]
+impl Watcher for CapWatcher {
+    async fn next(&mut self) -> Option<WatchEvent> {
+        if self.overflowed.swap(false, Ordering::AcqRel) {
+            return Some(WatchEvent { dir: self.dir.clone(), name: None });
+        }
+        let name = self.rx.recv().await?;
+        Some(WatchEvent { dir: self.dir.clone(), name })
+    }
+}
+
+fn start_watch(inner: &Inner, dir: &RelPath) -> FsResult<CapWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher as _};
+    // Refuse a symlink anywhere on the way (notify itself would follow it).
+    drop(inner.open_dir(dir)?);
+    let real = dir.components().fold(inner.root_path.clone(), |p, c| p.join(c));
+    let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let flag = overflowed.clone();
+    let watched = real.clone();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let names: Vec<Option<String>> = match res {
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => return,
+            Ok(ev) if ev.paths.is_empty() => vec![None],
+            Ok(ev) => ev
+                .paths
+                .iter()
+                .map(|p| match (p.parent(), p.file_name()) {
+                    (Some(parent), Some(name)) if parent == watched => Some(name.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect(),
+            Err(_) => vec![None],
+        };
+        for name in names {
+            match tx.try_send(name) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => flag.store(true, Ordering::Release),
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    };
+    let shown = dir.to_string();
+    let mut watcher = notify::recommended_watcher(handler).map_err(|e| notify_err(e, &shown))?;
+    watcher.watch(&real, RecursiveMode::NonRecursive).map_err(|e| notify_err(e, &shown))?;
+    Ok(CapWatcher { dir: dir.clone(), rx, overflowed, _watcher: watcher })
+}
+
+fn notify_err(e: notify::Error, what: &str) -> FsError {
+    match e.kind {
+        notify::ErrorKind::Io(io) => io_err(io, what),
+        notify::ErrorKind::PathNotFound => FsError::new(FsErrorKind::NotFound, format!("{what}: not found")),
+        other => FsError::new(FsErrorKind::Io, format!("{what}: watch failed: {other:?}")),
+    }
+}
+
+#[async_trait]
+impl Fs for CapFs {
+    async fn read_dir(&self, dir: &RelPath) -> FsResult<Vec<DirEntry>> {
+        let dir = dir.clone();
+        self.run(move |i| i.read_dir(&dir)).await
+    }
+
+    async fn metadata(&self, path: &RelPath) -> FsResult<Metadata> {
+        let path = path.clone();
+        self.run(move |i| i.metadata(&path)).await
+    }
+
+    async fn open_read(&self, path: &RelPath) -> FsResult<Box<dyn FileHandle>> {
+        let p = path.clone();
+        let file = self.run(move |i| i.open_file(&p, false)).await?;
+        Ok(Box::new(CapFile { file: Arc::new(file), path: path.clone() }))
+    }
+
+    async fn open_write(&self, path: &RelPath) -> FsResult<Box<dyn FileHandle>> {
+        let p = path.clone();
+        let file = self.run(move |i| i.open_file(&p, true)).await?;
+        Ok(Box::new(CapFile { file: Arc::new(file), path: path.clone() }))
+    }
+
+    async fn create_dir(&self, path: &RelPath) -> FsResult<()> {
+        let path = path.clone();
+        self.run(move |i| i.create_dir(&path)).await
+    }
+
+    async fn rename(&self, from: &RelPath, to: &RelPath) -> FsResult<()> {
+        let (from, to) = (from.clone(), to.clone());
+        self.run(move |i| i.rename(&from, &to)).await
+    }
+
+    async fn remove_file(&self, path: &RelPath) -> FsResult<()> {
+        let path = path.clone();
+        self.run(move |i| i.remove_file(&path)).await
+    }
+
+    async fn remove_dir(&self, path: &RelPath) -> FsResult<()> {
+        let path = path.clone();
+        self.run(move |i| i.remove_dir(&path)).await
+    }
+
+    async fn sync_dir(&self, dir: &RelPath) -> FsResult<()> {
+        let dir = dir.clone();
+        self.run(move |i| i.sync_dir(&dir)).await
+    }
+
+    async fn watch(&self, dir: &RelPath) -> FsResult<Box<dyn Watcher>> {
+        let dir = dir.clone();
+        let w = self.run(move |i| start_watch(i, &dir)).await?;
+        Ok(Box::new(w))
+    }
+
+    async fn free_space(&self) -> FsResult<Option<u64>> {
+        self.run(|i| i.free_space()).await
+    }
+}

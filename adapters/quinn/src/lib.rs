@@ -1,0 +1,438 @@
+//! Transport adapter on quinn: one [`quinn::Endpoint`] that both listens and
+//! dials, with the mutual-TLS configuration of `lanspread-tls`.
+
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use lanspread_ports::{
+    BiStream, Connection, PeerId, RecvStream, SendStream, Transport, TransportError,
+};
+use lanspread_tls::{ClientTls, Identity, TransportLimits, EXPORTER_LEN};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{
+    ConnectionError, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, ReadError, TransportConfig,
+    WriteError,
+};
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Incoming connections that finished their handshake but were not yet
+/// taken by [`Transport::accept`].
+const ACCEPT_QUEUE: usize = 64;
+
+/// IPv6 + UDP header bytes: an IP MTU minus this is a safe UDP payload.
+const IP_UDP_OVERHEAD: u16 = 48;
+
+/// A quinn endpoint implementing [`Transport`].
+pub struct QuinnTransport {
+    endpoint: quinn::Endpoint,
+    local_id: PeerId,
+    local_addr: SocketAddr,
+    client_tls: ClientTls,
+    limits: Arc<TransportLimits>,
+    incoming: tokio::sync::Mutex<mpsc::Receiver<QuinnConnection>>,
+    shutdown: watch::Sender<bool>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for QuinnTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuinnTransport")
+            .field("local_id", &self.local_id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn other(context: &str, e: impl std::fmt::Display) -> TransportError {
+    TransportError::Other(format!("{context}: {e}"))
+}
+
+/// The quinn transport parameters derived from `limits`.
+fn transport_config(limits: &TransportLimits) -> Result<TransportConfig, TransportError> {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(limits.max_concurrent_bidi_streams.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(limits.stream_receive_window.into())
+        .receive_window(limits.connection_receive_window.into())
+        .send_window(u64::from(limits.send_window))
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(limits.idle_timeout).map_err(|e| other("idle timeout", e))?,
+        ))
+        .keep_alive_interval(Some(limits.keep_alive))
+        .datagram_receive_buffer_size(None);
+    let upper = limits.max_mtu.saturating_sub(IP_UDP_OVERHEAD);
+    if upper > 1200 {
+        let mut mtu = MtuDiscoveryConfig::default();
+        mtu.upper_bound(upper).interval(Duration::from_secs(60));
+        t.mtu_discovery_config(Some(mtu));
+    }
+    Ok(t)
+}
+
+impl QuinnTransport {
+    /// Binds `addr` and starts listening (server and client on one UDP
+    /// socket). Must be called from within a Tokio runtime.
+    pub fn listen(
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: TransportLimits,
+    ) -> Result<Arc<QuinnTransport>, TransportError> {
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| TransportError::Other("no async runtime found".into()))?;
+        let transport = Arc::new(transport_config(&limits)?);
+
+        let server_tls =
+            lanspread_tls::server_config(identity).map_err(|e| other("server tls", e))?;
+        let server_crypto =
+            QuicServerConfig::try_from(server_tls).map_err(|e| other("server tls", e))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
+        server_config.transport_config(Arc::clone(&transport));
+
+        let client_tls = ClientTls::new(identity).map_err(|e| other("client tls", e))?;
+        let client_crypto =
+            QuicClientConfig::try_from(client_tls.config()).map_err(|e| other("client tls", e))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
+        client_config.transport_config(transport);
+
+        let mut endpoint_config = EndpointConfig::default();
+        let max_payload = limits.max_mtu.saturating_sub(28).clamp(1200, 65_527);
+        endpoint_config
+            .max_udp_payload_size(max_payload)
+            .map_err(|e| other("max udp payload", e))?;
+
+        let socket = std::net::UdpSocket::bind(addr).map_err(|e| TransportError::Connect {
+            addr,
+            reason: format!("bind: {e}"),
+        })?;
+        let mut endpoint =
+            quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+                .map_err(|e| other("endpoint", e))?;
+        endpoint.set_default_client_config(client_config);
+        let local_addr = endpoint.local_addr().map_err(|e| other("local addr", e))?;
+
+        let limits = Arc::new(limits);
+        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            tx,
+            Arc::clone(&limits),
+            shutdown_rx,
+        ));
+
+        Ok(Arc::new(QuinnTransport {
+            endpoint,
+            local_id: identity.peer_id(),
+            local_addr,
+            client_tls,
+            limits,
+            incoming: tokio::sync::Mutex::new(rx),
+            shutdown,
+            accept_task: Mutex::new(Some(accept_task)),
+        }))
+    }
+
+    fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Takes incoming connection attempts and completes each handshake in its
+/// own task, so one slow peer cannot stall the others.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    tx: mpsc::Sender<QuinnConnection>,
+    limits: Arc<TransportLimits>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = shutdown.wait_for(|s| *s) => None,
+        };
+        let Some(incoming) = incoming else { break };
+        let tx = tx.clone();
+        let limits = Arc::clone(&limits);
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "incoming handshake failed");
+                    return;
+                }
+            };
+            match QuinnConnection::new(conn, limits) {
+                Ok(conn) => {
+                    // A closed receiver means we are shutting down; the
+                    // connection is dropped (and closed) with the error.
+                    let _ = tx.send(conn).await;
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "incoming connection refused"),
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Transport for QuinnTransport {
+    fn local_id(&self) -> PeerId {
+        self.local_id
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn accept(&self) -> Option<Box<dyn Connection>> {
+        let mut shutdown = self.shutdown.subscribe();
+        if *shutdown.borrow() {
+            return None;
+        }
+        let mut incoming = tokio::select! {
+            guard = self.incoming.lock() => guard,
+            _ = shutdown.wait_for(|s| *s) => return None,
+        };
+        tokio::select! {
+            conn = incoming.recv() => conn.map(|c| Box::new(c) as Box<dyn Connection>),
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    }
+
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        expected: Option<PeerId>,
+    ) -> Result<Box<dyn Connection>, TransportError> {
+        if self.is_shut_down() {
+            return Err(TransportError::Closed);
+        }
+        let dial = self.client_tls.dial(expected);
+        let connecting =
+            self.endpoint
+                .connect(addr, dial.server_name())
+                .map_err(|e| TransportError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                })?;
+        let conn = match connecting.await {
+            Ok(conn) => conn,
+            Err(e) => {
+                if let Some((expected, got)) = dial.mismatch() {
+                    return Err(TransportError::IdentityMismatch {
+                        addr,
+                        expected,
+                        got,
+                    });
+                }
+                return Err(TransportError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let conn = QuinnConnection::new(conn, Arc::clone(&self.limits))?;
+        if let Some(expected) = expected {
+            if conn.peer != expected {
+                conn.conn.close(0u32.into(), b"identity mismatch");
+                return Err(TransportError::IdentityMismatch {
+                    addr,
+                    expected,
+                    got: conn.peer,
+                });
+            }
+        }
+        Ok(Box::new(conn))
+    }
+
+    async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let task = self.accept_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            task.abort();
+        }
+        // Drop connections that were accepted but never handed out.
+        let mut incoming = self.incoming.lock().await;
+        incoming.close();
+        while incoming.try_recv().is_ok() {}
+        drop(incoming);
+        // Give the close frames a moment to leave.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// One authenticated quinn connection.
+struct QuinnConnection {
+    conn: quinn::Connection,
+    peer: PeerId,
+    limits: Arc<TransportLimits>,
+}
+
+impl QuinnConnection {
+    fn new(conn: quinn::Connection, limits: Arc<TransportLimits>) -> Result<Self, TransportError> {
+        let peer = conn
+            .peer_identity()
+            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|certs| lanspread_tls::peer_id_from_certs(&certs));
+        match peer {
+            Some(peer) => Ok(QuinnConnection { conn, peer, limits }),
+            None => {
+                conn.close(0u32.into(), b"no certificate");
+                Err(TransportError::Other(
+                    "peer presented no certificate".to_string(),
+                ))
+            }
+        }
+    }
+}
+
+fn connection_lost(e: ConnectionError) -> TransportError {
+    TransportError::ConnectionLost(e.to_string())
+}
+
+/// Whether a connection ended by someone's decision (either side's
+/// application, a clean transport close, or the idle timer) rather than by
+/// a failure.
+fn is_clean_close(e: &ConnectionError) -> bool {
+    match e {
+        ConnectionError::ApplicationClosed(_)
+        | ConnectionError::LocallyClosed
+        | ConnectionError::TimedOut => true,
+        ConnectionError::ConnectionClosed(c) => c.error_code == quinn::TransportErrorCode::NO_ERROR,
+        ConnectionError::VersionMismatch
+        | ConnectionError::TransportError(_)
+        | ConnectionError::Reset
+        | ConnectionError::CidsExhausted => false,
+    }
+}
+
+fn bi_stream(send: quinn::SendStream, recv: quinn::RecvStream) -> BiStream {
+    (
+        Box::new(QuinnSend { inner: send }),
+        Box::new(QuinnRecv { inner: recv }),
+    )
+}
+
+#[async_trait]
+impl Connection for QuinnConnection {
+    fn peer_id(&self) -> PeerId {
+        self.peer
+    }
+
+    fn remote_addr(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    async fn open_bi(&self) -> Result<BiStream, TransportError> {
+        let (send, recv) = self.conn.open_bi().await.map_err(connection_lost)?;
+        Ok(bi_stream(send, recv))
+    }
+
+    async fn accept_bi(&self) -> Result<Option<BiStream>, TransportError> {
+        match self.conn.accept_bi().await {
+            Ok((send, recv)) => Ok(Some(bi_stream(send, recv))),
+            Err(e) if is_clean_close(&e) => Ok(None),
+            Err(e) => Err(connection_lost(e)),
+        }
+    }
+
+    fn export_keying_material(&self, label: &[u8]) -> Result<[u8; 32], TransportError> {
+        if !self.limits.exporter_label_allowed(label) {
+            return Err(TransportError::Other(
+                "exporter label not registered in TransportLimits::exporter_labels".into(),
+            ));
+        }
+        let mut out = [0u8; EXPORTER_LEN];
+        self.conn
+            .export_keying_material(&mut out, label, b"")
+            .map_err(|_| TransportError::Other("keying material export failed".into()))?;
+        Ok(out)
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.conn.close(code.into(), reason.as_bytes());
+    }
+}
+
+struct QuinnSend {
+    inner: quinn::SendStream,
+}
+
+fn write_error(e: WriteError) -> TransportError {
+    match e {
+        WriteError::Stopped(code) => TransportError::StreamReset(format!("stopped by peer: {code}")),
+        WriteError::ConnectionLost(e) => connection_lost(e),
+        WriteError::ClosedStream => TransportError::Other("stream already finished or reset".into()),
+        WriteError::ZeroRttRejected => TransportError::ConnectionLost("0-RTT rejected".into()),
+    }
+}
+
+#[async_trait]
+impl SendStream for QuinnSend {
+    async fn write(&mut self, data: Bytes) -> Result<(), TransportError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.inner.write_chunk(data).await.map_err(write_error)
+    }
+
+    async fn finish(&mut self) -> Result<(), TransportError> {
+        self.inner
+            .finish()
+            .map_err(|_| TransportError::Other("stream already finished or reset".into()))
+    }
+
+    fn reset(&mut self, code: u32) {
+        let _ = self.inner.reset(code.into());
+    }
+}
+
+struct QuinnRecv {
+    inner: quinn::RecvStream,
+}
+
+#[async_trait]
+impl RecvStream for QuinnRecv {
+    async fn read(&mut self, max: usize) -> Result<Option<Bytes>, TransportError> {
+        if max == 0 {
+            return Ok(Some(Bytes::new()));
+        }
+        match self.inner.read_chunk(max, true).await {
+            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+            Err(ReadError::Reset(code)) => {
+                Err(TransportError::StreamReset(format!("reset by peer: {code}")))
+            }
+            Err(ReadError::ConnectionLost(e)) => Err(connection_lost(e)),
+            Err(ReadError::ClosedStream) => Err(TransportError::Other(
+                "stream already stopped or finished".into(),
+            )),
+            Err(ReadError::IllegalOrderedRead) => {
+                Err(TransportError::Other("illegal ordered read".into()))
+            }
+            Err(ReadError::ZeroRttRejected) => {
+                Err(TransportError::ConnectionLost("0-RTT rejected".into()))
+            }
+        }
+    }
+
+    fn stop(&mut self, code: u32) {
+        let _ = self.inner.stop(code.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_config_from_defaults() {
+        assert!(transport_config(&TransportLimits::default()).is_ok());
+    }
+}

@@ -1,0 +1,47 @@
+//! Port-contract tests of the quinn adapter on loopback.
+
+#[path = "../../tls/tests-common/transport_suite.rs"]
+mod transport_suite;
+
+use lanspread_ports::Transport;
+use lanspread_quinn::QuinnTransport;
+use lanspread_tls::{Identity, TransportLimits};
+use std::sync::Arc;
+
+fn endpoint() -> Arc<dyn Transport> {
+    let id = Identity::generate().expect("identity");
+    let addr = "127.0.0.1:0".parse().expect("addr");
+    QuinnTransport::listen(addr, &id, TransportLimits::default()).expect("listen")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_8mib_both_directions() {
+    transport_suite::echo_both_directions(endpoint(), endpoint(), "quinn->quinn").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_reads_and_concurrent_streams() {
+    transport_suite::small_reads_and_concurrent_streams(endpoint(), endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_mismatch() {
+    transport_suite::identity_mismatch(endpoint(), endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_matches() {
+    transport_suite::exporter_matches(endpoint(), endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_none_after_shutdown() {
+    transport_suite::accept_none_after_shutdown(endpoint(), endpoint()).await;
+}
+
+/// Manual benchmark: `cargo test -p lanspread-quinn --release -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_one_way_256mib() {
+    transport_suite::one_way_throughput(endpoint(), endpoint(), 256 << 20, "quinn->quinn").await;
+}

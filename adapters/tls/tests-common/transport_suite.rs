@@ -1,0 +1,304 @@
+//! Adapter-independent checks of the `Transport` port contract, shared by
+//! the quinn and s2n adapter tests and the interop tests (included with
+//! `#[path = ...] mod transport_suite;`). Loopback only.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use lanspread_ports::{BiStream, Connection, PeerId, Transport, TransportError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Upper bound for any single step of a test.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// Deterministic pseudo-random payload.
+pub fn payload(len: usize, seed: u64) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    Bytes::from(v)
+}
+
+async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out: {what}"),
+    }
+}
+
+/// `dialer` connects to `listener`, pinning its identity; returns
+/// (dialer side, listener side).
+pub async fn connect_pair(
+    dialer: &Arc<dyn Transport>,
+    listener: &Arc<dyn Transport>,
+) -> (Box<dyn Connection>, Box<dyn Connection>) {
+    let addr = listener.local_addr();
+    let expected = listener.local_id();
+    let (c, s) = step("connect/accept", async {
+        tokio::join!(dialer.connect(addr, Some(expected)), listener.accept())
+    })
+    .await;
+    let c = c.expect("connect");
+    let s = s.expect("accept returned None");
+    assert_eq!(c.peer_id(), listener.local_id());
+    assert_eq!(s.peer_id(), dialer.local_id());
+    (c, s)
+}
+
+/// Reads everything until the clean end, with reads of at most `max`.
+pub async fn read_all(
+    recv: &mut Box<dyn lanspread_ports::RecvStream>,
+    max: usize,
+) -> Result<Vec<u8>, TransportError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = recv.read(max).await? {
+        assert!(chunk.len() <= max, "read returned {} > {max}", chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Echoes one stream back until its end, then finishes.
+pub async fn echo_stream((mut send, mut recv): BiStream, max: usize) {
+    while let Some(chunk) = recv.read(max).await.expect("echo read") {
+        assert!(chunk.len() <= max);
+        send.write(chunk).await.expect("echo write");
+    }
+    send.finish().await.expect("echo finish");
+}
+
+/// Sends `data` (in `chunk`-sized zero-copy slices) on a new stream of
+/// `opener`, while `echoer` echoes it; checks the echo is byte-identical.
+/// Returns the elapsed time.
+pub async fn echo_roundtrip(
+    opener: &dyn Connection,
+    echoer: &dyn Connection,
+    data: Bytes,
+    chunk: usize,
+    read_max: usize,
+) -> Duration {
+    let start = Instant::now();
+    let (mut send, mut recv) = step("open_bi", opener.open_bi()).await.expect("open_bi");
+    let writer = {
+        let data = data.clone();
+        async move {
+            let mut off = 0;
+            while off < data.len() {
+                let end = (off + chunk).min(data.len());
+                send.write(data.slice(off..end)).await.expect("write");
+                off = end;
+            }
+            send.finish().await.expect("finish");
+            send
+        }
+    };
+    let echo = async {
+        let bi = echoer
+            .accept_bi()
+            .await
+            .expect("accept_bi")
+            .expect("accept_bi: connection closed");
+        echo_stream(bi, read_max).await;
+    };
+    let reader = async { read_all(&mut recv, read_max).await.expect("read echo") };
+    let (_send, (), got) = step("echo", async { tokio::join!(writer, echo, reader) }).await;
+    let elapsed = start.elapsed();
+    assert_eq!(got.len(), data.len(), "echo length");
+    assert!(got == data[..], "echo differs");
+    elapsed
+}
+
+fn mib_per_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64().max(1e-9)
+}
+
+/// Connect, then an 8 MiB echo on a stream opened by each side.
+pub async fn echo_both_directions(a: Arc<dyn Transport>, b: Arc<dyn Transport>, tag: &str) {
+    let (ca, cb) = connect_pair(&a, &b).await;
+    let data = payload(8 << 20, 1);
+    let d = echo_roundtrip(ca.as_ref(), cb.as_ref(), data.clone(), 256 << 10, 64 << 10).await;
+    eprintln!(
+        "[{tag}] 8 MiB echo (dialer opens): {:?} ({:.0} MiB/s each way)",
+        d,
+        mib_per_s(data.len(), d)
+    );
+    let data = payload(8 << 20, 2);
+    let d = echo_roundtrip(cb.as_ref(), ca.as_ref(), data.clone(), 256 << 10, 64 << 10).await;
+    eprintln!(
+        "[{tag}] 8 MiB echo (listener opens): {:?} ({:.0} MiB/s each way)",
+        d,
+        mib_per_s(data.len(), d)
+    );
+    ca.close(0, "done");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Small odd read sizes (exercises buffering of oversize chunks) and many
+/// concurrent streams on one connection.
+pub async fn small_reads_and_concurrent_streams(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
+    let (ca, cb) = connect_pair(&a, &b).await;
+    let data = payload(300_001, 3);
+    echo_roundtrip(ca.as_ref(), cb.as_ref(), data, 65_536, 997).await;
+
+    let ca: Arc<dyn Connection> = Arc::from(ca);
+    let cb: Arc<dyn Connection> = Arc::from(cb);
+    let server = {
+        let cb = Arc::clone(&cb);
+        tokio::spawn(async move {
+            let mut tasks = Vec::new();
+            while let Ok(Some(bi)) = cb.accept_bi().await {
+                tasks.push(tokio::spawn(echo_stream(bi, 4096)));
+            }
+            for t in tasks {
+                t.await.expect("echo task");
+            }
+        })
+    };
+    let mut clients = Vec::new();
+    for i in 0..16u64 {
+        let ca = Arc::clone(&ca);
+        clients.push(tokio::spawn(async move {
+            let data = payload(50_000 + i as usize, 100 + i);
+            let (mut send, mut recv) = ca.open_bi().await.expect("open_bi");
+            send.write(data.clone()).await.expect("write");
+            send.finish().await.expect("finish");
+            let got = read_all(&mut recv, 8192).await.expect("read");
+            assert!(got == data[..], "stream {i} differs");
+        }));
+    }
+    step("concurrent streams", async {
+        for c in clients {
+            c.await.expect("client task");
+        }
+    })
+    .await;
+    ca.close(0, "done");
+    step("server sees clean close", server)
+        .await
+        .expect("server task");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Pinning the wrong identity fails with `IdentityMismatch` naming the
+/// identity actually presented; the listener keeps working afterwards.
+pub async fn identity_mismatch(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
+    let wrong = PeerId([7u8; 32]);
+    let res = step("connect", a.connect(b.local_addr(), Some(wrong))).await;
+    match res {
+        Err(TransportError::IdentityMismatch {
+            addr,
+            expected,
+            got,
+        }) => {
+            assert_eq!(addr, b.local_addr());
+            assert_eq!(expected, wrong);
+            assert_eq!(got, b.local_id());
+        }
+        Err(e) => panic!("expected IdentityMismatch, got {e:?}"),
+        Ok(c) => panic!("expected IdentityMismatch, connected to {:?}", c.peer_id()),
+    }
+    // Unpinned dial works and reports the real identity.
+    let (c, s) = step("connect/accept", async {
+        tokio::join!(a.connect(b.local_addr(), None), b.accept())
+    })
+    .await;
+    let c = c.expect("unpinned connect");
+    assert_eq!(c.peer_id(), b.local_id());
+    assert_eq!(s.expect("accept").peer_id(), a.local_id());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The exporter agrees on both ends, differs between connections, and
+/// refuses unregistered labels.
+pub async fn exporter_matches(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
+    let label = lanspread_tls::EXPORTER_LABEL;
+    let (ca, cb) = connect_pair(&a, &b).await;
+    let ka = ca.export_keying_material(label).expect("export a");
+    let kb = cb.export_keying_material(label).expect("export b");
+    assert_eq!(ka, kb);
+    assert_ne!(ka, [0u8; 32]);
+    assert!(ca.export_keying_material(b"not registered").is_err());
+    let (ca2, cb2) = connect_pair(&a, &b).await;
+    let ka2 = ca2.export_keying_material(label).expect("export a2");
+    assert_eq!(ka2, cb2.export_keying_material(label).expect("export b2"));
+    assert_ne!(ka, ka2, "exporter must be bound to the session");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// `accept` returns `None` after `shutdown`, also for a pending accept;
+/// connections are closed and new dials fail.
+pub async fn accept_none_after_shutdown(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
+    let (ca, _cb) = connect_pair(&a, &b).await;
+    let pending = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.accept().await.is_none() })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    step("shutdown", b.shutdown()).await;
+    assert!(
+        step("pending accept", pending).await.expect("task"),
+        "pending accept must return None"
+    );
+    assert!(step("accept", b.accept()).await.is_none());
+    assert!(matches!(
+        step("connect", b.connect(a.local_addr(), None)).await,
+        Err(TransportError::Closed)
+    ));
+    // The remote notices the close.
+    let r = step("accept_bi after remote shutdown", ca.accept_bi()).await;
+    assert!(matches!(r, Ok(None) | Err(_)), "{:?}", r.map(|o| o.is_some()));
+    a.shutdown().await;
+}
+
+/// One-way throughput over one stream (for manual benchmarking).
+pub async fn one_way_throughput(
+    a: Arc<dyn Transport>,
+    b: Arc<dyn Transport>,
+    total: usize,
+    tag: &str,
+) {
+    let (ca, cb) = connect_pair(&a, &b).await;
+    let block = payload(1 << 20, 9);
+    let start = Instant::now();
+    let (mut send, _recv) = ca.open_bi().await.expect("open_bi");
+    let writer = async move {
+        let mut sent = 0;
+        while sent < total {
+            let n = (total - sent).min(block.len());
+            send.write(block.slice(..n)).await.expect("write");
+            sent += n;
+        }
+        send.finish().await.expect("finish");
+        send
+    };
+    let reader = async {
+        let (_s, mut recv) = cb.accept_bi().await.expect("accept_bi").expect("stream");
+        let mut got = 0;
+        while let Some(c) = recv.read(1 << 20).await.expect("read") {
+            got += c.len();
+        }
+        got
+    };
+    let (_send, got) = tokio::join!(writer, reader);
+    let d = start.elapsed();
+    assert_eq!(got, total);
+    eprintln!(
+        "[{tag}] one-way {} MiB: {:?} ({:.0} MiB/s)",
+        total >> 20,
+        d,
+        mib_per_s(total, d)
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

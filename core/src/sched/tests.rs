@@ -1,0 +1,285 @@
+//! Scheduler tests on a small discrete-event model: each peer uploads at a
+//! fixed rate, shared equally among its outstanding requests (processor
+//! sharing), after a fixed latency.
+
+use super::*;
+use proptest::prelude::*;
+
+const MIB: u64 = 1 << 20;
+
+fn pid(i: u8) -> PeerId {
+    PeerId([i; 32])
+}
+
+#[derive(Clone)]
+struct ModelPeer {
+    rate: f64, // bytes/s
+    corrupt: bool,
+    dies_at: Option<f64>,
+}
+
+struct Outcome {
+    secs: f64,
+    complete: bool,
+    failed: Option<String>,
+    bytes_by_peer: BTreeMap<PeerId, u64>,
+    banned: Vec<PeerId>,
+}
+
+/// Runs a download of `chunks` over the model peers. `latency` is added once
+/// per request.
+fn simulate(chunks: &[u64], peers: &[ModelPeer], latency: f64, config: SchedulerConfig) -> Outcome {
+    let mut s = Scheduler::new(chunks.iter().copied(), config);
+    let ts = |t: f64| Timestamp::from_duration(Duration::from_secs_f64(t));
+    let mut now = 0.0f64;
+    for (i, _) in peers.iter().enumerate() {
+        s.handle_peer_added(pid(i as u8), ts(0.0));
+    }
+    // Outstanding requests per peer: (chunk, remaining bytes, ready_at).
+    let mut out: Vec<Vec<(ChunkIdx, f64, f64)>> = vec![vec![]; peers.len()];
+    let mut alive = vec![true; peers.len()];
+    let mut banned = vec![];
+    let mut failed = None;
+    let mut complete = false;
+    for _step in 0..1_000_000 {
+        // Drain actions.
+        while let Some(a) = s.poll_action(ts(now)) {
+            match a {
+                Action::Request { peer, chunk } => out[peer.0[0] as usize].push((chunk, chunks[chunk] as f64, now + latency)),
+                Action::Cancel { peer, chunk } => out[peer.0[0] as usize].retain(|r| r.0 != chunk),
+                Action::PeerBanned { peer, .. } => {
+                    banned.push(peer);
+                    out[peer.0[0] as usize].clear();
+                }
+                Action::PeerBackedOff { .. } => {}
+                Action::Complete => complete = true,
+                Action::Failed(why) => failed = Some(why),
+            }
+        }
+        if complete || failed.is_some() {
+            break;
+        }
+        // Next event: a transfer finishing, a latency expiring, a death, or a timeout.
+        let mut next = f64::INFINITY;
+        for (i, reqs) in out.iter().enumerate() {
+            let active: Vec<_> = reqs.iter().filter(|r| r.2 <= now).collect();
+            for r in reqs.iter().filter(|r| r.2 > now) {
+                next = next.min(r.2);
+            }
+            if !active.is_empty() {
+                let share = peers[i].rate / active.len() as f64;
+                for r in active {
+                    next = next.min(now + r.1 / share);
+                }
+            }
+            if let Some(d) = peers[i].dies_at.filter(|_| alive[i]) {
+                next = next.min(d);
+            }
+        }
+        if let Some(t) = s.poll_timeout() {
+            next = next.min(t.as_duration().as_secs_f64());
+        }
+        assert!(next.is_finite(), "model stalled at t={now}");
+        let dt = (next - now).max(0.0);
+        // Advance transfers.
+        for (i, reqs) in out.iter_mut().enumerate() {
+            let n = reqs.iter().filter(|r| r.2 <= now).count();
+            if n > 0 {
+                let share = peers[i].rate / n as f64;
+                for r in reqs.iter_mut().filter(|r| r.2 <= now) {
+                    r.1 -= share * dt;
+                }
+            }
+        }
+        now = next;
+        for i in 0..peers.len() {
+            if alive[i] && peers[i].dies_at.is_some_and(|d| d <= now) {
+                alive[i] = false;
+                out[i].clear();
+                s.handle_peer_removed(&pid(i as u8), ts(now));
+            }
+            let (done, rest): (Vec<_>, Vec<_>) = out[i].drain(..).partition(|r| r.2 <= now && r.1 <= 1e-6);
+            out[i] = rest;
+            for (chunk, _, _) in done {
+                if peers[i].corrupt {
+                    s.handle_chunk_failed(&pid(i as u8), chunk, ChunkFailure::Corrupt("hash mismatch".into()), ts(now));
+                } else {
+                    s.handle_chunk_done(&pid(i as u8), chunk, ts(now));
+                }
+            }
+        }
+        s.handle_timeout(ts(now));
+    }
+    let bytes_by_peer = s.peer_stats().into_iter().map(|(p, st)| (p, st.bytes)).collect();
+    Outcome { secs: now, complete, failed, bytes_by_peer, banned }
+}
+
+fn game(total_mib: u64) -> Vec<u64> {
+    (0..total_mib).map(|_| MIB).collect()
+}
+
+fn peers(rates: &[f64]) -> Vec<ModelPeer> {
+    rates.iter().map(|r| ModelPeer { rate: *r, corrupt: false, dies_at: None }).collect()
+}
+
+/// Time a blind round-robin plan needs: peer i gets chunks i, i+n, ...
+fn round_robin_secs(chunks: &[u64], rates: &[f64]) -> f64 {
+    let n = rates.len();
+    (0..n).map(|i| chunks.iter().skip(i).step_by(n).sum::<u64>() as f64 / rates[i]).fold(0.0, f64::max)
+}
+
+#[test]
+fn equal_peers_reach_the_ideal() {
+    let chunks = game(400);
+    let rates = [20.0 * MIB as f64; 5];
+    let o = simulate(&chunks, &peers(&rates), 0.001, SchedulerConfig::default());
+    assert!(o.complete);
+    let ideal = 400.0 / 100.0 + 0.001;
+    let eff = o.secs / ideal;
+    assert!(eff <= 1.10, "took {:.3}s vs ideal {ideal:.3}s ({eff:.3}x)", o.secs);
+}
+
+#[test]
+fn one_slow_peer_does_not_drag_the_download() {
+    let chunks = game(400);
+    let mut rates = [20.0 * MIB as f64; 5];
+    rates[2] = 2.0 * MIB as f64;
+    let o = simulate(&chunks, &peers(&rates), 0.001, SchedulerConfig::default());
+    assert!(o.complete);
+    let ideal = 400.0 * MIB as f64 / rates.iter().sum::<f64>();
+    let rr = round_robin_secs(&chunks, &rates);
+    assert!(o.secs / ideal <= 1.15, "took {:.3}s vs ideal {ideal:.3}s", o.secs);
+    assert!(rr / ideal > 4.0, "round robin {rr:.3}s should be far worse than ideal {ideal:.3}s");
+    let slow_share = o.bytes_by_peer[&pid(2)] as f64 / (400 * MIB) as f64;
+    assert!(slow_share < 0.1, "slow peer delivered {slow_share:.2} of the game");
+}
+
+#[test]
+fn a_peer_that_dies_is_replaced() {
+    let chunks = game(100);
+    let mut ps = peers(&[10.0 * MIB as f64; 3]);
+    ps[1].dies_at = Some(2.0);
+    let o = simulate(&chunks, &ps, 0.001, SchedulerConfig::default());
+    assert!(o.complete, "{:?}", o.failed);
+    // Every byte counted once, the dead peer's share included.
+    assert_eq!(o.bytes_by_peer.values().sum::<u64>(), 100 * MIB);
+    assert!(o.bytes_by_peer[&pid(1)] < 100 * MIB / 3);
+}
+
+#[test]
+fn all_peers_vanishing_fails_cleanly() {
+    let chunks = game(100);
+    let mut ps = peers(&[10.0 * MIB as f64; 2]);
+    ps[0].dies_at = Some(1.0);
+    ps[1].dies_at = Some(1.5);
+    let o = simulate(&chunks, &ps, 0.001, SchedulerConfig::default());
+    assert!(!o.complete);
+    assert!(o.failed.unwrap().contains("no peer"));
+}
+
+#[test]
+fn corrupt_peer_is_banned_and_download_completes() {
+    let chunks = game(60);
+    let mut ps = peers(&[10.0 * MIB as f64; 3]);
+    ps[0].corrupt = true;
+    let o = simulate(&chunks, &ps, 0.001, SchedulerConfig::default());
+    assert!(o.complete, "{:?}", o.failed);
+    assert_eq!(o.banned, vec![pid(0)]);
+    assert_eq!(o.bytes_by_peer[&pid(0)], 0);
+}
+
+#[test]
+fn only_corrupt_peers_fail_with_a_reason() {
+    let chunks = game(10);
+    let mut ps = peers(&[10.0 * MIB as f64; 2]);
+    ps[0].corrupt = true;
+    ps[1].corrupt = true;
+    let o = simulate(&chunks, &ps, 0.001, SchedulerConfig::default());
+    assert!(!o.complete);
+    assert!(o.failed.unwrap().contains("banned"));
+}
+
+#[test]
+fn silent_peer_times_out_and_work_moves() {
+    let chunks = game(20);
+    let mut ps = peers(&[10.0 * MIB as f64, 1e-3]);
+    ps[1].rate = 1e-3; // effectively never delivers
+    let cfg = SchedulerConfig { initial_timeout: Duration::from_secs(2), ..SchedulerConfig::default() };
+    let o = simulate(&chunks, &ps, 0.001, cfg);
+    assert!(o.complete, "{:?}", o.failed);
+    assert_eq!(o.bytes_by_peer[&pid(0)], 20 * MIB);
+}
+
+#[test]
+fn already_done_chunks_are_skipped() {
+    let mut s = Scheduler::new([MIB, MIB, 5], SchedulerConfig::default());
+    s.mark_done(0);
+    s.mark_done(2);
+    s.handle_peer_added(pid(1), Timestamp::ZERO);
+    assert_eq!(s.poll_action(Timestamp::ZERO), Some(Action::Request { peer: pid(1), chunk: 1 }));
+    assert_eq!(s.poll_action(Timestamp::ZERO), None);
+    s.handle_chunk_done(&pid(1), 1, Timestamp::ZERO + Duration::from_millis(10));
+    assert_eq!(s.poll_action(Timestamp::ZERO), Some(Action::Complete));
+    assert_eq!(s.done_bytes(), 2 * MIB + 5);
+}
+
+#[test]
+fn empty_download_completes_immediately() {
+    let mut s = Scheduler::new(std::iter::empty(), SchedulerConfig::default());
+    assert_eq!(s.poll_action(Timestamp::ZERO), Some(Action::Complete));
+}
+
+proptest! {
+    /// Random interleavings of inputs keep the books straight: a chunk is
+    /// never done twice, never requested from a banned or removed peer, at
+    /// most `max_in_flight` requests per peer, and the end is reported once.
+    #[test]
+    fn random_inputs_keep_invariants(ops in proptest::collection::vec((0u8..4, 0u8..6, any::<u16>()), 1..400), n_chunks in 1usize..40) {
+        let cfg = SchedulerConfig::default();
+        let max_in_flight = cfg.max_in_flight;
+        let mut s = Scheduler::new((0..n_chunks).map(|i| (i as u64 % 3 + 1) * 1000), cfg);
+        let mut outstanding: BTreeSet<(u8, ChunkIdx)> = BTreeSet::new();
+        let mut gone: BTreeSet<u8> = BTreeSet::new();
+        let mut ends = 0;
+        let mut done: BTreeSet<ChunkIdx> = BTreeSet::new();
+        let mut t = 0u64;
+        for (peer, op, arg) in ops {
+            t += u64::from(arg % 500);
+            let now = Timestamp::from_duration(Duration::from_millis(t));
+            let p = pid(peer);
+            match op {
+                0 => { if !gone.contains(&peer) { s.handle_peer_added(p, now); } }
+                1 => { s.handle_peer_removed(&p, now); gone.insert(peer); outstanding.retain(|(q, _)| *q != peer); }
+                2 => if let Some(&(q, c)) = outstanding.iter().nth(arg as usize % outstanding.len().max(1)) {
+                    outstanding.remove(&(q, c));
+                    if arg % 5 == 0 {
+                        s.handle_chunk_failed(&pid(q), c, ChunkFailure::Corrupt("x".into()), now);
+                    } else if arg % 3 == 0 {
+                        s.handle_chunk_failed(&pid(q), c, ChunkFailure::Transport("x".into()), now);
+                    } else {
+                        s.handle_chunk_done(&pid(q), c, now);
+                        done.insert(c);
+                    }
+                },
+                _ => s.handle_timeout(now),
+            }
+            while let Some(a) = s.poll_action(now) {
+                match a {
+                    Action::Request { peer, chunk } => {
+                        prop_assert!(!gone.contains(&peer.0[0]));
+                        prop_assert!(!done.contains(&chunk) || s.is_complete());
+                        prop_assert!(outstanding.insert((peer.0[0], chunk)));
+                        prop_assert!(outstanding.iter().filter(|(q, _)| *q == peer.0[0]).count() <= max_in_flight);
+                    }
+                    Action::Cancel { peer, chunk } => { outstanding.remove(&(peer.0[0], chunk)); }
+                    Action::PeerBanned { peer, .. } => { gone.insert(peer.0[0]); outstanding.retain(|(q, _)| *q != peer.0[0]); }
+                    Action::PeerBackedOff { .. } => {}
+                    Action::Complete | Action::Failed(_) => ends += 1,
+                }
+            }
+            prop_assert!(ends <= 1);
+            prop_assert!(s.done_bytes() <= s.total_bytes());
+        }
+        if s.is_complete() { prop_assert_eq!(s.done_bytes(), s.total_bytes()); }
+    }
+}

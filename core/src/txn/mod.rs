@@ -1,0 +1,1 @@
+//! Crash-safe transactions (in progress).

@@ -1,0 +1,48 @@
+//! The discovery port: advertise ourselves, learn who else is on the LAN.
+
+use crate::types::PeerId;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// What a peer announces (and what we learn of others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAdvert {
+    /// The peer's identity.
+    pub id: PeerId,
+    /// Addresses it can be reached at.
+    pub addrs: Vec<SocketAddr>,
+    /// Its wire-protocol version.
+    pub protocol_version: u32,
+    /// Free-form extra properties (kept small: they travel in TXT records).
+    pub meta: BTreeMap<String, String>,
+}
+
+/// A change in the set of discovered peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryEvent {
+    /// A peer appeared or changed its advert.
+    Up(PeerAdvert),
+    /// A peer announced it is leaving (or its records expired).
+    Down(PeerId),
+}
+
+/// Discovery failures.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("discovery: {0}")]
+pub struct DiscoveryError(pub String);
+
+/// Peer discovery.
+///
+/// Contract: `next_event` never reports ourselves. Events about one peer are
+/// delivered in order; the same `Up` may be repeated (callers deduplicate).
+/// Blocking work (sockets, multicast) must not run on async worker threads.
+#[async_trait]
+pub trait Discovery: Send + Sync + 'static {
+    /// Starts (or updates) advertising `me`.
+    async fn advertise(&self, me: PeerAdvert) -> Result<(), DiscoveryError>;
+    /// The next event; `None` after shutdown. Single consumer.
+    async fn next_event(&self) -> Option<DiscoveryEvent>;
+    /// Withdraws our advert and stops.
+    async fn shutdown(&self);
+}

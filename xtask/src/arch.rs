@@ -1,0 +1,145 @@
+//! The dependency rule of the hexagonal workspace, checked from `cargo metadata`
+//! and from the sources of `core`.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+/// Crates `core` may depend on besides `lanspread-ports`: pure, no IO, no runtime.
+const CORE_ALLOWED: &[&str] = &["lanspread-ports", "async-trait", "bytes", "serde", "serde_json", "postcard", "thiserror", "toml", "blake3", "hex"];
+/// Crates `ports` may depend on.
+const PORTS_ALLOWED: &[&str] = &["async-trait", "bytes", "serde", "thiserror", "hex"];
+/// Support crates adapters may share (not adapters of a port themselves).
+const ADAPTER_SUPPORT: &[&str] = &["lanspread-tls"];
+/// Text that must never appear in core's sources.
+const CORE_FORBIDDEN_TEXT: &[&str] = &["std::fs", "std::net::Tcp", "std::net::Udp", "Instant::now", "SystemTime::now", "tokio", "std::thread"];
+
+#[derive(Debug)]
+struct Pkg {
+    name: String,
+    layer: String,
+    deps: Vec<(String, String)>, // (name, kind)
+}
+
+fn packages(root: &Path) -> Result<Vec<Pkg>, String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let meta: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let ws = meta["workspace_root"].as_str().unwrap_or_default().to_owned();
+    let mut pkgs = Vec::new();
+    for p in meta["packages"].as_array().into_iter().flatten() {
+        let manifest = p["manifest_path"].as_str().unwrap_or_default();
+        let rel = manifest.strip_prefix(&ws).unwrap_or(manifest).trim_start_matches('/');
+        let layer = rel.split('/').next().unwrap_or_default().to_owned();
+        let deps = p["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| (d["name"].as_str().unwrap_or_default().to_owned(), d["kind"].as_str().unwrap_or("normal").to_owned()))
+            .collect();
+        pkgs.push(Pkg { name: p["name"].as_str().unwrap_or_default().to_owned(), layer, deps });
+    }
+    Ok(pkgs)
+}
+
+/// All violations of the rule.
+pub fn violations(root: &Path) -> Result<Vec<String>, String> {
+    let pkgs = packages(root)?;
+    let adapters: Vec<&str> = pkgs.iter().filter(|p| p.layer == "adapters").map(|p| p.name.as_str()).collect();
+    let layer_of: BTreeMap<&str, &str> = pkgs.iter().map(|p| (p.name.as_str(), p.layer.as_str())).collect();
+    let mut v = Vec::new();
+    for p in &pkgs {
+        for (dep, kind) in &p.deps {
+            let normal = kind == "normal" || kind == "build";
+            if dep == "lanspread-testkit" && normal {
+                v.push(format!("{} depends on lanspread-testkit outside dev-dependencies: testkit is only a dev-dependency", p.name));
+            }
+            match p.layer.as_str() {
+                "ports" if normal && !PORTS_ALLOWED.contains(&dep.as_str()) => {
+                    v.push(format!("ports: {} depends on {dep}: ports holds traits and plain types and depends on no runtime, IO or lanspread crate", p.name))
+                }
+                "core" if normal && !CORE_ALLOWED.contains(&dep.as_str()) => {
+                    v.push(format!("core: {} depends on {dep}: core depends only on ports and pure crates ({})", p.name, CORE_ALLOWED.join(", ")))
+                }
+                "adapters" if normal => {
+                    if adapters.contains(&dep.as_str()) && !ADAPTER_SUPPORT.contains(&dep.as_str()) {
+                        v.push(format!("adapters: {} depends on adapter {dep}: adapters never depend on each other", p.name));
+                    }
+                    if matches!(layer_of.get(dep.as_str()), Some(&"core") | Some(&"app") | Some(&"testkit")) {
+                        v.push(format!("adapters: {} depends on {dep}: adapters know only ports (and their own library)", p.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if p.layer == "adapters" && ADAPTER_SUPPORT.contains(&p.name.as_str()) {
+            for (dep, kind) in &p.deps {
+                if kind == "normal" && layer_of.contains_key(dep.as_str()) && dep != "lanspread-ports" {
+                    v.push(format!("{}: a support crate depends only on ports, not on {dep}", p.name));
+                }
+            }
+        }
+    }
+    // Sources of core: no IO, no clock, no runtime, even through a full path.
+    let mut stack = vec![root.join("core/src")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for (n, line) in text.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or("");
+                    for bad in CORE_FORBIDDEN_TEXT {
+                        if code.contains(bad) {
+                            v.push(format!("{}:{}: core mentions `{bad}`: core does no IO and reads no clock", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !root.join("ARCHITECTURE.md").is_file() {
+        v.push("ARCHITECTURE.md is missing".into());
+    } else {
+        let doc = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap_or_default();
+        for p in &pkgs {
+            if p.name != "xtask" && !doc.contains(&p.name) {
+                v.push(format!("ARCHITECTURE.md's code map does not mention {}", p.name));
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// `cargo xtask arch`.
+pub fn run(root: &Path) -> Result<(), String> {
+    let v = violations(root)?;
+    if v.is_empty() {
+        eprintln!("arch: dependency rule holds");
+        Ok(())
+    } else {
+        for line in &v {
+            eprintln!("arch: {line}");
+        }
+        Err(format!("{} architecture violation(s)", v.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dependency_rule_holds() {
+        let v = super::violations(&crate::root()).unwrap();
+        assert!(v.is_empty(), "architecture violations:\n{}", v.join("\n"));
+    }
+}

@@ -1,0 +1,99 @@
+//! Project automation: `cargo xtask <ci|arch|sim|bench|lan|fuzz>`.
+#![forbid(unsafe_code)]
+
+mod arch;
+mod bench;
+mod fuzz;
+mod lan;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  ci                 fmt --check, clippy -D warnings, all tests, arch (what CI runs)
+  arch               check the dependency rule of the hexagonal workspace
+  sim [--seeds N]    sweep N simulation seeds (default 200)
+  bench [--quick]    run the benchmarks, write BENCHMARKS.md and target/bench/latest.json
+  lan [test|up N|down]  namespaced-LAN end-to-end tests (needs root)
+  fuzz [--secs N]    run every cargo-fuzz target for N seconds (default 60)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("arch") => arch::run(&root()),
+        Some("sim") => sim(&args[1..]),
+        Some("bench") => bench::run(&root(), &args[1..]),
+        Some("lan") => lan::run(&root(), &args[1..]),
+        Some("fuzz") => fuzz::run(&root(), &args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its name if it fails.
+pub fn sh(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("$ {cmd:?}");
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn have_nextest() -> bool {
+    cargo().args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn ci() -> Result<(), String> {
+    sh(cargo().args(["fmt", "--all", "--check"]))?;
+    sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    arch::run(&root())?;
+    if have_nextest() {
+        sh(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    } else {
+        sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    }
+    sh(cargo().args(["test", "--workspace", "--doc"]))?;
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        fuzz::run(&root(), &["--secs".into(), "60".into(), "--ci".into()])?;
+    }
+    Ok(())
+}
+
+fn sim(args: &[String]) -> Result<(), String> {
+    let mut seeds = "200".to_owned();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--seeds" => seeds = it.next().cloned().ok_or("--seeds needs a number")?,
+            other => return Err(format!("unknown sim argument {other:?}")),
+        }
+    }
+    seeds.parse::<u64>().map_err(|_| format!("--seeds {seeds:?} is not a number"))?;
+    sh(cargo().args(["test", "-p", "lanspread-testkit", "--release", "--test", "sim", "--", "--include-ignored", "seed_sweep"]).env("LANSPREAD_SIM_SEEDS", seeds))
+}
