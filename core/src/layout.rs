@@ -36,9 +36,9 @@ pub const JOURNAL: &str = ".lanspread.download";
 /// Temporary file used to write the journal atomically.
 pub const JOURNAL_TMP: &str = ".lanspread.download.tmp";
 /// On-disk scan index, at the top of the game directory.
-pub const INDEX: &str = ".lanspread-index.json";
+pub const INDEX: &str = ".lanspread-index.bin";
 /// Temporary file for the index.
-pub const INDEX_TMP: &str = ".lanspread-index.json.tmp";
+pub const INDEX_TMP: &str = ".lanspread-index.bin.tmp";
 
 /// Root-level names that belong to lanspread's own machinery and never
 /// appear in a manifest.

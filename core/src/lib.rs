@@ -16,7 +16,9 @@ pub mod layout;
 pub mod protocol;
 pub mod scan;
 pub mod sched;
+pub mod serve;
 pub mod txn;
+pub mod wire;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError};
 pub use game::{FileEntry, GameId, GameIdError, GameSummary, Manifest, Version, CHUNK_SIZE};

@@ -184,6 +184,8 @@ pub enum Response {
     Pong {
         /// The request's nonce.
         nonce: u64,
+        /// Revision of the served library: peers re-list when it changes.
+        library_rev: u64,
     },
     /// Failure.
     Error(ErrorResponse),
@@ -385,7 +387,7 @@ mod tests {
             Response::Games(vec![summary.clone()]),
             Response::Game(Box::new(GameDetails { summary, manifest: sample_manifest() })),
             Response::Data { len: 12 },
-            Response::Pong { nonce: 1 },
+            Response::Pong { nonce: 1, library_rev: 7 },
             Response::error(ErrorCode::NotInManifest, "nope"),
         ];
         for r in responses {

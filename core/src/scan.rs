@@ -141,24 +141,14 @@ impl ScanIndex {
     pub fn remember_verified(&mut self, id: &GameId, manifest: &Manifest, observed: &[(RelPath, u64, Option<u128>)]) {
         let root = self.roots.entry(id.clone()).or_insert_with(|| IndexedRoot {
             listing: [0; 32],
-            game: LocalGame {
-                id: id.clone(),
-                version: None,
-                installed: false,
-                intent_pending: false,
-                manifest: None,
-                problems: vec![],
-            },
+            game: LocalGame { id: id.clone(), version: None, installed: false, intent_pending: false, manifest: None, problems: vec![] },
             files: BTreeMap::new(),
         });
         root.listing = [0; 32]; // force a listing rebuild, but reuse hashes
         for (path, size, mtime) in observed {
             if let Some(f) = manifest.file(path) {
                 if f.kind == EntryKind::File && f.size == *size {
-                    root.files.insert(
-                        path.clone(),
-                        FileSig { size: *size, modified_ns: *mtime, chunks: f.chunks.clone(), hash: f.hash },
-                    );
+                    root.files.insert(path.clone(), FileSig { size: *size, modified_ns: *mtime, chunks: f.chunks.clone(), hash: f.hash });
                 }
             }
         }
@@ -281,7 +271,13 @@ impl Scanner {
                             FileSig { size: *size, modified_ns: *mtime, chunks, hash }
                         }
                     };
-                    files.push(FileEntry { path: rel.clone(), kind: EntryKind::File, size: *size, chunks: sig.chunks.clone(), hash: sig.hash });
+                    files.push(FileEntry {
+                        path: rel.clone(),
+                        kind: EntryKind::File,
+                        size: *size,
+                        chunks: sig.chunks.clone(),
+                        hash: sig.hash,
+                    });
                     new_files.insert(rel.clone(), sig);
                 }
             }
@@ -329,7 +325,9 @@ async fn walk_root(fs: &dyn Fs, root: &RelPath) -> Result<Walked, FsError> {
                 }
                 FileKind::Other => continue,
             };
-            listing.update(format!("{}{}\0{}\0{:?}\0", if kind == EntryKind::Dir { 'D' } else { 'F' }, rel.as_str(), e.len, e.modified_ns).as_bytes());
+            listing.update(
+                format!("{}{}\0{}\0{:?}\0", if kind == EntryKind::Dir { 'D' } else { 'F' }, rel.as_str(), e.len, e.modified_ns).as_bytes(),
+            );
             let top_control = dir.is_root() && (e.name == layout::LOCAL || layout::is_control_name(&e.name));
             if kind == EntryKind::Dir && !top_control {
                 stack.push(rel.clone());

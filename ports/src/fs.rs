@@ -132,6 +132,7 @@ pub trait Watcher: Send {
 /// An open file. Positional reads and writes do not share a cursor, so
 /// several tasks may write different regions of one file concurrently.
 #[async_trait]
+#[allow(clippy::len_without_is_empty)]
 pub trait FileHandle: Send + Sync {
     /// Reads up to `len` bytes at `offset`; fewer only at end of file.
     async fn read_at(&self, offset: u64, len: usize) -> FsResult<Bytes>;
@@ -192,9 +193,7 @@ pub trait Fs: Send + Sync + 'static {
             cur = cur.join(c).map_err(|e| FsError::new(FsErrorKind::InvalidPath, e.to_string()))?;
             match self.metadata(&cur).await {
                 Ok(m) if m.kind == FileKind::Dir => continue,
-                Ok(m) if m.kind == FileKind::Symlink => {
-                    return Err(FsError::new(FsErrorKind::Symlink, format!("{cur}: is a symlink")))
-                }
+                Ok(m) if m.kind == FileKind::Symlink => return Err(FsError::new(FsErrorKind::Symlink, format!("{cur}: is a symlink"))),
                 Ok(_) => return Err(FsError::new(FsErrorKind::NotADirectory, format!("{cur}: not a directory"))),
                 Err(e) if e.kind == FsErrorKind::NotFound => match self.create_dir(&cur).await {
                     Ok(()) => {}
@@ -247,4 +246,11 @@ pub trait Fs: Send + Sync + 'static {
         self.rename(tmp, path).await?;
         self.sync_dir(&path.parent().unwrap_or_else(RelPath::root)).await
     }
+}
+
+/// Opens a filesystem port rooted at a game directory (used when the user
+/// changes the game directory at run time).
+pub trait FsProvider: Send + Sync + 'static {
+    /// Opens `dir` (a platform path chosen by the user) as the root of a new [`Fs`].
+    fn open(&self, dir: &str) -> FsResult<std::sync::Arc<dyn Fs>>;
 }

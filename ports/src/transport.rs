@@ -17,6 +17,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::net::SocketAddr;
 
+/// The exporter label every transport must support in
+/// [`Connection::export_keying_material`] (the QUIC adapters can only
+/// compute exporter values for labels known at handshake time).
+pub const SESSION_EXPORTER_LABEL: &[u8] = b"EXPORTER-lanspread/1";
+
 /// Transport failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {

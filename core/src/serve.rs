@@ -1,0 +1,160 @@
+//! The server's request handler: decides, without IO, what to answer.
+//!
+//! Only games in the catalog that are downloaded (and not in the middle of
+//! an operation) are served, only files listed in their manifest, and only
+//! ranges inside those files. The caller streams file bytes for
+//! [`Reply::Data`] through the `Fs` port.
+
+use crate::catalog::Catalog;
+use crate::game::{EntryKind, GameId, GameSummary, Manifest};
+use crate::protocol::{ErrorCode, GameDetails, Request, Response, MAX_CHUNK_REQUEST};
+use lanspread_ports::path::RelPath;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the server may serve: a snapshot taken from the local library.
+#[derive(Debug, Clone, Default)]
+pub struct ServeView {
+    /// The catalog.
+    pub catalog: Catalog,
+    /// Servable games.
+    pub games: BTreeMap<GameId, (GameSummary, Arc<Manifest>)>,
+    /// Bumped whenever the served library changes (peers re-list on change).
+    pub revision: u64,
+}
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A framed message.
+    Message(Response),
+    /// `Response::Data { len }` followed by `len` bytes of `path` (relative to
+    /// the game directory) from `offset`.
+    Data {
+        /// File path beneath the game directory.
+        path: RelPath,
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+}
+
+fn refuse(code: ErrorCode, msg: impl Into<String>) -> Reply {
+    Reply::Message(Response::error(code, msg))
+}
+
+impl ServeView {
+    /// Handles one request (not `Hello`/`Ping`, which are connection-level).
+    pub fn handle(&self, req: &Request) -> Reply {
+        match req {
+            Request::ListGames => Reply::Message(Response::Games(self.games.values().map(|(s, _)| s.clone()).collect())),
+            Request::GetGame { id } => match self.games.get(id) {
+                Some((summary, manifest)) => {
+                    Reply::Message(Response::Game(Box::new(GameDetails { summary: summary.clone(), manifest: (**manifest).clone() })))
+                }
+                None => refuse(ErrorCode::UnknownGame, format!("game {id} is not served here")),
+            },
+            Request::GetGameFileData { id, path } => self.data(id, path, 0, None),
+            Request::GetGameFileChunk { id, path, offset, len } => self.data(id, path, *offset, Some(*len)),
+            Request::Hello(_) | Request::Ping { .. } => refuse(ErrorCode::BadRequest, "connection-level request on a data stream"),
+        }
+    }
+
+    fn data(&self, id: &GameId, path: &RelPath, offset: u64, len: Option<u64>) -> Reply {
+        let Some((_, manifest)) = self.games.get(id) else {
+            return refuse(ErrorCode::UnknownGame, format!("game {id} is not served here"));
+        };
+        let Some(file) = manifest.file(path).filter(|f| f.kind == EntryKind::File) else {
+            return refuse(ErrorCode::NotInManifest, format!("{path} is not a file of {id}"));
+        };
+        let len = len.unwrap_or(file.size);
+        let end = match offset.checked_add(len) {
+            Some(end) if end <= file.size => end,
+            _ => return refuse(ErrorCode::BadRange, format!("range {offset}+{len} is outside {path} ({} bytes)", file.size)),
+        };
+        if len > MAX_CHUNK_REQUEST && !(offset == 0 && end == file.size && len == file.size) {
+            return refuse(ErrorCode::BadRange, format!("chunk of {len} bytes is over the limit of {MAX_CHUNK_REQUEST}"));
+        }
+        match id.root().join(path.as_str()) {
+            Ok(full) => Reply::Data { path: full, offset, len },
+            Err(e) => refuse(ErrorCode::BadRequest, e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::{FileEntry, Version};
+
+    fn view() -> ServeView {
+        let id = GameId::new("g").unwrap();
+        let manifest = Manifest {
+            version: Version::new("1").unwrap(),
+            files: vec![
+                FileEntry { path: RelPath::new("data").unwrap(), kind: EntryKind::Dir, size: 0, chunks: vec![], hash: [0; 32] },
+                FileEntry {
+                    path: RelPath::new("data/a.bin").unwrap(),
+                    kind: EntryKind::File,
+                    size: 100,
+                    chunks: vec![[0; 32]],
+                    hash: [0; 32],
+                },
+                FileEntry {
+                    path: RelPath::new("version.ini").unwrap(),
+                    kind: EntryKind::File,
+                    size: 1,
+                    chunks: vec![[0; 32]],
+                    hash: [0; 32],
+                },
+            ],
+        };
+        let summary = GameSummary {
+            id: id.clone(),
+            name: "G".into(),
+            version: manifest.version.clone(),
+            size: 101,
+            file_count: 3,
+            manifest_digest: manifest.digest(),
+        };
+        let mut games = BTreeMap::new();
+        games.insert(id, (summary, Arc::new(manifest)));
+        ServeView { catalog: Catalog::default(), games, revision: 1 }
+    }
+
+    fn code(r: Reply) -> ErrorCode {
+        match r {
+            Reply::Message(Response::Error(e)) => e.code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn serves_only_manifest_files_within_range() {
+        let v = view();
+        let g = GameId::new("g").unwrap();
+        let p = |s: &str| RelPath::new(s).unwrap();
+        assert_eq!(
+            v.handle(&Request::GetGameFileChunk { id: g.clone(), path: p("data/a.bin"), offset: 10, len: 90 }),
+            Reply::Data { path: p("g/data/a.bin"), offset: 10, len: 90 }
+        );
+        assert_eq!(
+            v.handle(&Request::GetGameFileData { id: g.clone(), path: p("data/a.bin") }),
+            Reply::Data { path: p("g/data/a.bin"), offset: 0, len: 100 }
+        );
+        assert_eq!(
+            code(v.handle(&Request::GetGameFileChunk { id: g.clone(), path: p("data/a.bin"), offset: 10, len: 91 })),
+            ErrorCode::BadRange
+        );
+        assert_eq!(
+            code(v.handle(&Request::GetGameFileChunk { id: g.clone(), path: p("data/a.bin"), offset: u64::MAX, len: 2 })),
+            ErrorCode::BadRange
+        );
+        assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p("data") })), ErrorCode::NotInManifest);
+        assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p("local/x") })), ErrorCode::NotInManifest);
+        assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p(".lanspread.json") })), ErrorCode::NotInManifest);
+        assert_eq!(code(v.handle(&Request::GetGame { id: GameId::new("other").unwrap() })), ErrorCode::UnknownGame);
+        assert!(matches!(v.handle(&Request::ListGames), Reply::Message(Response::Games(g)) if g.len() == 1));
+    }
+}

@@ -1,0 +1,53 @@
+//! Hostile requests against a served MemFs library: every answer is an
+//! error or a range inside a manifest file of a served game.
+#![no_main]
+
+use lanspread_core::catalog::Catalog;
+use lanspread_core::protocol::{Request, Response};
+use lanspread_core::scan::Scanner;
+use lanspread_core::serve::{Reply, ServeView};
+use lanspread_memfs::MemFs;
+use libfuzzer_sys::fuzz_target;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+fn view() -> &'static ServeView {
+    static VIEW: OnceLock<ServeView> = OnceLock::new();
+    VIEW.get_or_init(|| {
+        let fs = MemFs::new();
+        fs.write_file("g/version.ini", b"1.0\n");
+        fs.write_file("g/data/a.bin", &[7u8; 3000]);
+        fs.write_file("g/local/installed.exe", b"x");
+        fs.write_file("g/.lanspread.json", b"{}");
+        fs.write_file("other/version.ini", b"1\n");
+        let catalog = Catalog::from_toml("[[games]]\nid = \"g\"\nname = \"G\"\n").unwrap();
+        let mut scanner = Scanner::default();
+        let lib = futures::executor::block_on(scanner.scan_all(&fs, &catalog)).unwrap();
+        let mut games = BTreeMap::new();
+        for (id, g) in &lib.games {
+            if let (Some(s), Some(m)) = (g.summary(&catalog), g.manifest.clone()) {
+                games.insert(id.clone(), (s, Arc::new(m)));
+            }
+        }
+        ServeView { catalog, games, revision: 1 }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(req) = postcard::from_bytes::<Request>(data) else { return };
+    let v = view();
+    match v.handle(&req) {
+        Reply::Message(Response::Error(_)) | Reply::Message(Response::Games(_)) | Reply::Message(Response::Game(_)) => {}
+        Reply::Data { path, offset, len } => {
+            let (id, rel) = match &req {
+                Request::GetGameFileChunk { id, path, .. } | Request::GetGameFileData { id, path } => (id, path),
+                _ => panic!("data for a non-data request"),
+            };
+            let (_, m) = &v.games[id];
+            let f = m.file(rel).expect("served a file outside the manifest");
+            assert!(offset.checked_add(len).is_some_and(|e| e <= f.size));
+            assert!(path.starts_with(&id.root()));
+        }
+        other => panic!("unexpected reply {other:?}"),
+    }
+});
