@@ -1,1 +1,7 @@
-//! placeholder
+//! lanspread: the peer runtime (generic over the ports) and the program.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod runtime;
+
+pub use runtime::{start_peer, OperationKind, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};

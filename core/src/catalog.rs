@@ -182,7 +182,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_ids_with_clear_errors() {
-        for (id, frag) in [("..", "must be one path component"), ("a/b", "must be one path component"), ("", "empty"), ("a\\u0000b", "must be one path component")] {
+        for (id, frag) in [
+            ("..", "must be one path component"),
+            ("a/b", "must be one path component"),
+            ("", "empty"),
+            ("a\\u0000b", "must be one path component"),
+        ] {
             let text = format!("[[games]]\nid = \"{id}\"\nname = \"X\"\n");
             let err = Catalog::from_toml(&text).unwrap_err();
             assert!(matches!(err, CatalogError::BadId { index: 1, .. }), "{id:?}: {err}");

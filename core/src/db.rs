@@ -250,11 +250,8 @@ impl GameDb {
         let peers_with_latest = self.peers_with_latest(id);
         let catalog = self.catalog.get(id).cloned();
         let remote_summary = self.peers.values().filter_map(|p| p.games.get(id)).find(|s| Some(&s.version) == latest_remote.as_ref());
-        let name = catalog
-            .as_ref()
-            .map(|c| c.name.clone())
-            .or_else(|| remote_summary.map(|s| s.name.clone()))
-            .unwrap_or_else(|| id.to_string());
+        let name =
+            catalog.as_ref().map(|c| c.name.clone()).or_else(|| remote_summary.map(|s| s.name.clone())).unwrap_or_else(|| id.to_string());
         let local_version = local.and_then(|g| g.version.clone());
         let installed = local.is_some_and(|g| g.installed);
         let newer_remote = match (&latest_remote, &local_version) {
@@ -277,10 +274,7 @@ impl GameDb {
         } else {
             Availability::Unavailable
         };
-        let size = remote_summary
-            .map(|s| s.size)
-            .or_else(|| local.and_then(|g| g.manifest.as_ref()).map(|m| m.total_size()))
-            .unwrap_or(0);
+        let size = remote_summary.map(|s| s.size).or_else(|| local.and_then(|g| g.manifest.as_ref()).map(|m| m.total_size())).unwrap_or(0);
         GameView { id: id.clone(), name, catalog, local_version, installed, latest_remote, peers_with_latest, size, availability }
     }
 }
@@ -294,10 +288,24 @@ mod tests {
         GameId::new(s).unwrap()
     }
     fn summary(id: &str, v: &str, digest: u8) -> GameSummary {
-        GameSummary { id: gid(id), name: id.to_uppercase(), version: Version::new(v).unwrap(), size: 100, file_count: 1, manifest_digest: [digest; 32] }
+        GameSummary {
+            id: gid(id),
+            name: id.to_uppercase(),
+            version: Version::new(v).unwrap(),
+            size: 100,
+            file_count: 1,
+            manifest_digest: [digest; 32],
+        }
     }
     fn local(id: &str, v: Option<&str>, installed: bool) -> LocalGame {
-        LocalGame { id: gid(id), version: v.map(|v| Version::new(v).unwrap()), installed, intent_pending: false, manifest: None, problems: vec![] }
+        LocalGame {
+            id: gid(id),
+            version: v.map(|v| Version::new(v).unwrap()),
+            installed,
+            intent_pending: false,
+            manifest: None,
+            problems: vec![],
+        }
     }
     fn addr() -> SocketAddr {
         "127.0.0.1:1".parse().unwrap()

@@ -1,1 +1,4 @@
 //! placeholder
+pub mod clock;
+pub mod net;
+pub mod rng;

@@ -7,13 +7,15 @@ use std::path::Path;
 use std::process::Command;
 
 /// Crates `core` may depend on besides `lanspread-ports`: pure, no IO, no runtime.
-const CORE_ALLOWED: &[&str] = &["lanspread-ports", "async-trait", "bytes", "serde", "serde_json", "postcard", "thiserror", "toml", "blake3", "hex"];
+const CORE_ALLOWED: &[&str] =
+    &["lanspread-ports", "async-trait", "bytes", "serde", "serde_json", "postcard", "thiserror", "toml", "blake3", "hex"];
 /// Crates `ports` may depend on.
 const PORTS_ALLOWED: &[&str] = &["async-trait", "bytes", "serde", "thiserror", "hex"];
 /// Support crates adapters may share (not adapters of a port themselves).
 const ADAPTER_SUPPORT: &[&str] = &["lanspread-tls"];
 /// Text that must never appear in core's sources.
-const CORE_FORBIDDEN_TEXT: &[&str] = &["std::fs", "std::net::Tcp", "std::net::Udp", "Instant::now", "SystemTime::now", "tokio", "std::thread"];
+const CORE_FORBIDDEN_TEXT: &[&str] =
+    &["std::fs", "std::net::Tcp", "std::net::Udp", "Instant::now", "SystemTime::now", "tokio", "std::thread"];
 
 #[derive(Debug)]
 struct Pkg {
@@ -62,12 +64,15 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
                 v.push(format!("{} depends on lanspread-testkit outside dev-dependencies: testkit is only a dev-dependency", p.name));
             }
             match p.layer.as_str() {
-                "ports" if normal && !PORTS_ALLOWED.contains(&dep.as_str()) => {
-                    v.push(format!("ports: {} depends on {dep}: ports holds traits and plain types and depends on no runtime, IO or lanspread crate", p.name))
-                }
-                "core" if normal && !CORE_ALLOWED.contains(&dep.as_str()) => {
-                    v.push(format!("core: {} depends on {dep}: core depends only on ports and pure crates ({})", p.name, CORE_ALLOWED.join(", ")))
-                }
+                "ports" if normal && !PORTS_ALLOWED.contains(&dep.as_str()) => v.push(format!(
+                    "ports: {} depends on {dep}: ports holds traits and plain types and depends on no runtime, IO or lanspread crate",
+                    p.name
+                )),
+                "core" if normal && !CORE_ALLOWED.contains(&dep.as_str()) => v.push(format!(
+                    "core: {} depends on {dep}: core depends only on ports and pure crates ({})",
+                    p.name,
+                    CORE_ALLOWED.join(", ")
+                )),
                 "adapters" if normal => {
                     if adapters.contains(&dep.as_str()) && !ADAPTER_SUPPORT.contains(&dep.as_str()) {
                         v.push(format!("adapters: {} depends on adapter {dep}: adapters never depend on each other", p.name));

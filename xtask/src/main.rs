@@ -79,6 +79,9 @@ fn ci() -> Result<(), String> {
         sh(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     }
     sh(cargo().args(["test", "--workspace", "--doc"]))?;
+    if lan::is_root() || std::env::var("CI").is_ok_and(|v| v == "true") {
+        lan::run(&root(), &["test".into()])?;
+    }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         fuzz::run(&root(), &["--secs".into(), "60".into(), "--ci".into()])?;
     }
@@ -95,5 +98,7 @@ fn sim(args: &[String]) -> Result<(), String> {
         }
     }
     seeds.parse::<u64>().map_err(|_| format!("--seeds {seeds:?} is not a number"))?;
-    sh(cargo().args(["test", "-p", "lanspread-testkit", "--release", "--test", "sim", "--", "--include-ignored", "seed_sweep"]).env("LANSPREAD_SIM_SEEDS", seeds))
+    sh(cargo()
+        .args(["test", "-p", "lanspread-testkit", "--release", "--test", "sim", "--", "--include-ignored", "seed_sweep"])
+        .env("LANSPREAD_SIM_SEEDS", seeds))
 }

@@ -9,9 +9,13 @@ use lanspread_tls::{Identity, TransportLimits};
 use std::sync::Arc;
 
 fn endpoint() -> Arc<dyn Transport> {
+    endpoint_with(TransportLimits::default())
+}
+
+fn endpoint_with(limits: TransportLimits) -> Arc<dyn Transport> {
     let id = Identity::generate().expect("identity");
     let addr = "127.0.0.1:0".parse().expect("addr");
-    QuinnTransport::listen(addr, &id, TransportLimits::default()).expect("listen")
+    QuinnTransport::listen(addr, &id, limits).expect("listen")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,6 +41,17 @@ async fn exporter_matches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_none_after_shutdown() {
     transport_suite::accept_none_after_shutdown(endpoint(), endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_drop_and_stop() {
+    transport_suite::reset_drop_and_stop(endpoint(), endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_holds_idle_connection() {
+    let limits = transport_suite::short_idle_limits;
+    transport_suite::keep_alive_holds_idle_connection(endpoint_with(limits()), endpoint_with(limits())).await;
 }
 
 /// Manual benchmark: `cargo test -p lanspread-quinn --release -- --ignored --nocapture`.

@@ -19,10 +19,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig,
-    SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs;
@@ -37,7 +34,12 @@ pub const ALPN: &[u8] = b"lanspread/1";
 
 /// The TLS exporter label every adapter supports by default (see
 /// [`TransportLimits::exporter_labels`]).
-pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-lanspread/1";
+pub const EXPORTER_LABEL: &[u8] = lanspread_ports::transport::SESSION_EXPORTER_LABEL;
+
+/// Application error code with which the adapters reset a send stream
+/// that is dropped without `finish` or `reset` (so the reader sees an error,
+/// not a clean but truncated end).
+pub const STREAM_DROPPED_CODE: u32 = 0;
 
 /// Length of every exported keying material value.
 pub const EXPORTER_LEN: usize = 32;
@@ -77,7 +79,8 @@ pub struct TransportLimits {
     pub stream_receive_window: u32,
     /// Per-connection receive window (bytes).
     pub connection_receive_window: u32,
-    /// Bytes buffered for sending (per connection for quinn, per stream for s2n).
+    /// Unacknowledged bytes buffered for sending: per connection in quinn;
+    /// s2n's buffer is per stream and is capped at `stream_receive_window`.
     pub send_window: u32,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: Duration,
@@ -85,7 +88,8 @@ pub struct TransportLimits {
     pub keep_alive: Duration,
     /// Largest IP-level MTU the adapters probe for (path MTU discovery).
     /// 9000 lets loopback and jumbo-frame LANs use big datagrams; paths
-    /// that cannot carry them fall back to what works.
+    /// that cannot carry them fall back to what works. (quinn caps its own
+    /// datagrams at 6500 bytes, see the quinn adapter, but accepts 9000.)
     pub max_mtu: u16,
     /// Labels for which `export_keying_material` is available. The s2n
     /// adapter can only compute exporter values during the handshake, so
@@ -127,9 +131,7 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("peer_id", &self.peer_id())
-            .finish_non_exhaustive()
+        f.debug_struct("Identity").field("peer_id", &self.peer_id()).finish_non_exhaustive()
     }
 }
 
@@ -139,20 +141,11 @@ const KEY_FILE: &str = "key.der";
 impl Identity {
     /// A fresh self-signed ECDSA P-256 identity.
     pub fn generate() -> Result<Self, TlsError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        let mut params = rcgen::CertificateParams::new(vec![DIAL_SUFFIX.to_string()])
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "lanspread peer");
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        Ok(Identity {
-            cert_der: cert.der().to_vec(),
-            key_der: key.serialize_der(),
-        })
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| TlsError::Generate(e.to_string()))?;
+        let mut params = rcgen::CertificateParams::new(vec![DIAL_SUFFIX.to_string()]).map_err(|e| TlsError::Generate(e.to_string()))?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "lanspread peer");
+        let cert = params.self_signed(&key).map_err(|e| TlsError::Generate(e.to_string()))?;
+        Ok(Identity { cert_der: cert.der().to_vec(), key_der: key.serialize_der() })
     }
 
     /// Loads `cert.der` and `key.der` from `dir`, or creates them (key file
@@ -180,16 +173,12 @@ impl Identity {
                 write_file(&cert_path, &id.cert_der, false).map_err(io_err(&cert_path))?;
                 Ok(id)
             }
-            (true, false) => Err(TlsError::InvalidIdentity(format!(
-                "{} exists but {} is missing",
-                cert_path.display(),
-                key_path.display()
-            ))),
-            (false, true) => Err(TlsError::InvalidIdentity(format!(
-                "{} exists but {} is missing",
-                key_path.display(),
-                cert_path.display()
-            ))),
+            (true, false) => {
+                Err(TlsError::InvalidIdentity(format!("{} exists but {} is missing", cert_path.display(), key_path.display())))
+            }
+            (false, true) => {
+                Err(TlsError::InvalidIdentity(format!("{} exists but {} is missing", key_path.display(), cert_path.display())))
+            }
         }
     }
 
@@ -212,8 +201,7 @@ impl Identity {
     /// matching the certificate.
     pub fn validate(&self) -> Result<(), TlsError> {
         let cert = self.certificate();
-        ParsedCertificate::try_from(&cert)
-            .map_err(|e| TlsError::InvalidIdentity(format!("certificate: {e}")))?;
+        ParsedCertificate::try_from(&cert).map_err(|e| TlsError::InvalidIdentity(format!("certificate: {e}")))?;
         let key = provider()
             .key_provider
             .load_private_key(self.private_key())
@@ -276,9 +264,7 @@ fn verify_tls13(
 }
 
 fn tls12_refused() -> Result<HandshakeSignatureValid, rustls::Error> {
-    Err(rustls::Error::PeerIncompatible(
-        rustls::PeerIncompatible::Tls12NotOffered,
-    ))
+    Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
 }
 
 fn parse_end_entity(end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
@@ -338,9 +324,7 @@ impl ClientCertVerifier for AnyClientCert {
 /// (any self-signed one), TLS 1.3 only, ALPN [`ALPN`], no resumption.
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = Arc::new(AnyClientCert {
-        algs: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(AnyClientCert { algs: provider.signature_verification_algorithms });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -383,21 +367,14 @@ impl ServerCertVerifier for PinningServerVerifier {
         parse_end_entity(end_entity)?;
         let got = peer_id_of(end_entity.as_ref());
         let name = server_name.to_str();
-        let mut dials = self
-            .dials
-            .lock()
-            .map_err(|_| rustls::Error::General("dial table poisoned".into()))?;
+        let mut dials = self.dials.lock().map_err(|_| rustls::Error::General("dial table poisoned".into()))?;
         let Some(state) = dials.get_mut(name.as_ref()) else {
             // Not one of our live dials (e.g. the dial was abandoned).
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ));
+            return Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
         };
         state.presented = Some(got);
         match state.expected {
-            Some(expected) if expected != got => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
+            Some(expected) if expected != got => Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)),
             _ => Ok(ServerCertVerified::assertion()),
         }
     }
@@ -442,10 +419,7 @@ impl ClientTls {
     pub fn new(identity: &Identity) -> Result<Self, TlsError> {
         let provider = provider();
         let dials = DialTable::default();
-        let verifier = Arc::new(PinningServerVerifier {
-            algs: provider.signature_verification_algorithms,
-            dials: Arc::clone(&dials),
-        });
+        let verifier = Arc::new(PinningServerVerifier { algs: provider.signature_verification_algorithms, dials: Arc::clone(&dials) });
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
@@ -456,11 +430,7 @@ impl ClientTls {
         config.enable_sni = false;
         config.enable_early_data = false;
         config.max_fragment_size = None;
-        Ok(ClientTls {
-            config: Arc::new(config),
-            dials,
-            next: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(ClientTls { config: Arc::new(config), dials, next: Arc::new(AtomicU64::new(0)) })
     }
 
     /// The rustls configuration (shared by all dials).
@@ -476,19 +446,9 @@ impl ClientTls {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let server_name = format!("d{n:x}.{DIAL_SUFFIX}");
         if let Ok(mut dials) = self.dials.lock() {
-            dials.insert(
-                server_name.clone(),
-                DialState {
-                    expected,
-                    presented: None,
-                },
-            );
+            dials.insert(server_name.clone(), DialState { expected, presented: None });
         }
-        Dial {
-            server_name,
-            expected,
-            dials: Arc::clone(&self.dials),
-        }
+        Dial { server_name, expected, dials: Arc::clone(&self.dials) }
     }
 }
 
@@ -513,10 +473,7 @@ impl Dial {
 
     /// The identity the server presented, once the verifier has run.
     pub fn presented(&self) -> Option<PeerId> {
-        self.dials
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&self.server_name).and_then(|s| s.presented))
+        self.dials.lock().ok().and_then(|d| d.get(&self.server_name).and_then(|s| s.presented))
     }
 
     /// `Some((expected, got))` if the server presented an identity other
@@ -548,10 +505,7 @@ mod tests {
         a.validate().expect("valid");
         assert_ne!(a.peer_id(), b.peer_id());
         assert_eq!(a.peer_id(), peer_id_of(&a.cert_der));
-        assert_eq!(
-            peer_id_from_certs(&[a.certificate(), b.certificate()]),
-            Some(a.peer_id())
-        );
+        assert_eq!(peer_id_from_certs(&[a.certificate(), b.certificate()]), Some(a.peer_id()));
         assert_eq!(peer_id_from_certs(&[]), None);
     }
 
@@ -565,27 +519,18 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(sub.join(KEY_FILE))
-                .expect("meta")
-                .permissions()
-                .mode();
+            let mode = fs::metadata(sub.join(KEY_FILE)).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         fs::remove_file(sub.join(KEY_FILE)).expect("rm");
-        assert!(matches!(
-            Identity::load_or_create(&sub),
-            Err(TlsError::InvalidIdentity(_))
-        ));
+        assert!(matches!(Identity::load_or_create(&sub), Err(TlsError::InvalidIdentity(_))));
     }
 
     #[test]
     fn mismatched_key_is_rejected() {
         let a = Identity::generate().expect("generate");
         let b = Identity::generate().expect("generate");
-        let bad = Identity {
-            cert_der: a.cert_der,
-            key_der: b.key_der,
-        };
+        let bad = Identity { cert_der: a.cert_der, key_der: b.key_der };
         assert!(bad.validate().is_err());
     }
 
@@ -613,8 +558,7 @@ mod tests {
         let client_tls = ClientTls::new(client_id).expect("client tls");
         let dial = client_tls.dial(expected);
         let name = ServerName::try_from(dial.server_name().to_string()).expect("name");
-        let mut client =
-            rustls::ClientConnection::new(client_tls.config(), name).expect("client conn");
+        let mut client = rustls::ClientConnection::new(client_tls.config(), name).expect("client conn");
         let mut server = rustls::ServerConnection::new(server_cfg).expect("server conn");
         let mut result = Ok(());
         for _ in 0..10 {

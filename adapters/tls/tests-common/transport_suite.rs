@@ -35,16 +35,10 @@ async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 /// `dialer` connects to `listener`, pinning its identity; returns
 /// (dialer side, listener side).
-pub async fn connect_pair(
-    dialer: &Arc<dyn Transport>,
-    listener: &Arc<dyn Transport>,
-) -> (Box<dyn Connection>, Box<dyn Connection>) {
+pub async fn connect_pair(dialer: &Arc<dyn Transport>, listener: &Arc<dyn Transport>) -> (Box<dyn Connection>, Box<dyn Connection>) {
     let addr = listener.local_addr();
     let expected = listener.local_id();
-    let (c, s) = step("connect/accept", async {
-        tokio::join!(dialer.connect(addr, Some(expected)), listener.accept())
-    })
-    .await;
+    let (c, s) = step("connect/accept", async { tokio::join!(dialer.connect(addr, Some(expected)), listener.accept()) }).await;
     let c = c.expect("connect");
     let s = s.expect("accept returned None");
     assert_eq!(c.peer_id(), listener.local_id());
@@ -53,10 +47,7 @@ pub async fn connect_pair(
 }
 
 /// Reads everything until the clean end, with reads of at most `max`.
-pub async fn read_all(
-    recv: &mut Box<dyn lanspread_ports::RecvStream>,
-    max: usize,
-) -> Result<Vec<u8>, TransportError> {
+pub async fn read_all(recv: &mut Box<dyn lanspread_ports::RecvStream>, max: usize) -> Result<Vec<u8>, TransportError> {
     let mut out = Vec::new();
     while let Some(chunk) = recv.read(max).await? {
         assert!(chunk.len() <= max, "read returned {} > {max}", chunk.len());
@@ -77,13 +68,7 @@ pub async fn echo_stream((mut send, mut recv): BiStream, max: usize) {
 /// Sends `data` (in `chunk`-sized zero-copy slices) on a new stream of
 /// `opener`, while `echoer` echoes it; checks the echo is byte-identical.
 /// Returns the elapsed time.
-pub async fn echo_roundtrip(
-    opener: &dyn Connection,
-    echoer: &dyn Connection,
-    data: Bytes,
-    chunk: usize,
-    read_max: usize,
-) -> Duration {
+pub async fn echo_roundtrip(opener: &dyn Connection, echoer: &dyn Connection, data: Bytes, chunk: usize, read_max: usize) -> Duration {
     let start = Instant::now();
     let (mut send, mut recv) = step("open_bi", opener.open_bi()).await.expect("open_bi");
     let writer = {
@@ -100,11 +85,7 @@ pub async fn echo_roundtrip(
         }
     };
     let echo = async {
-        let bi = echoer
-            .accept_bi()
-            .await
-            .expect("accept_bi")
-            .expect("accept_bi: connection closed");
+        let bi = echoer.accept_bi().await.expect("accept_bi").expect("accept_bi: connection closed");
         echo_stream(bi, read_max).await;
     };
     let reader = async { read_all(&mut recv, read_max).await.expect("read echo") };
@@ -124,18 +105,10 @@ pub async fn echo_both_directions(a: Arc<dyn Transport>, b: Arc<dyn Transport>, 
     let (ca, cb) = connect_pair(&a, &b).await;
     let data = payload(8 << 20, 1);
     let d = echo_roundtrip(ca.as_ref(), cb.as_ref(), data.clone(), 256 << 10, 64 << 10).await;
-    eprintln!(
-        "[{tag}] 8 MiB echo (dialer opens): {:?} ({:.0} MiB/s each way)",
-        d,
-        mib_per_s(data.len(), d)
-    );
+    eprintln!("[{tag}] 8 MiB echo (dialer opens): {:?} ({:.0} MiB/s each way)", d, mib_per_s(data.len(), d));
     let data = payload(8 << 20, 2);
     let d = echo_roundtrip(cb.as_ref(), ca.as_ref(), data.clone(), 256 << 10, 64 << 10).await;
-    eprintln!(
-        "[{tag}] 8 MiB echo (listener opens): {:?} ({:.0} MiB/s each way)",
-        d,
-        mib_per_s(data.len(), d)
-    );
+    eprintln!("[{tag}] 8 MiB echo (listener opens): {:?} ({:.0} MiB/s each way)", d, mib_per_s(data.len(), d));
     ca.close(0, "done");
     a.shutdown().await;
     b.shutdown().await;
@@ -181,9 +154,7 @@ pub async fn small_reads_and_concurrent_streams(a: Arc<dyn Transport>, b: Arc<dy
     })
     .await;
     ca.close(0, "done");
-    step("server sees clean close", server)
-        .await
-        .expect("server task");
+    step("server sees clean close", server).await.expect("server task");
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -194,11 +165,7 @@ pub async fn identity_mismatch(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
     let wrong = PeerId([7u8; 32]);
     let res = step("connect", a.connect(b.local_addr(), Some(wrong))).await;
     match res {
-        Err(TransportError::IdentityMismatch {
-            addr,
-            expected,
-            got,
-        }) => {
+        Err(TransportError::IdentityMismatch { addr, expected, got }) => {
             assert_eq!(addr, b.local_addr());
             assert_eq!(expected, wrong);
             assert_eq!(got, b.local_id());
@@ -207,10 +174,7 @@ pub async fn identity_mismatch(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
         Ok(c) => panic!("expected IdentityMismatch, connected to {:?}", c.peer_id()),
     }
     // Unpinned dial works and reports the real identity.
-    let (c, s) = step("connect/accept", async {
-        tokio::join!(a.connect(b.local_addr(), None), b.accept())
-    })
-    .await;
+    let (c, s) = step("connect/accept", async { tokio::join!(a.connect(b.local_addr(), None), b.accept()) }).await;
     let c = c.expect("unpinned connect");
     assert_eq!(c.peer_id(), b.local_id());
     assert_eq!(s.expect("accept").peer_id(), a.local_id());
@@ -246,28 +210,83 @@ pub async fn accept_none_after_shutdown(a: Arc<dyn Transport>, b: Arc<dyn Transp
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     step("shutdown", b.shutdown()).await;
-    assert!(
-        step("pending accept", pending).await.expect("task"),
-        "pending accept must return None"
-    );
+    assert!(step("pending accept", pending).await.expect("task"), "pending accept must return None");
     assert!(step("accept", b.accept()).await.is_none());
-    assert!(matches!(
-        step("connect", b.connect(a.local_addr(), None)).await,
-        Err(TransportError::Closed)
-    ));
+    assert!(matches!(step("connect", b.connect(a.local_addr(), None)).await, Err(TransportError::Closed)));
     // The remote notices the close.
     let r = step("accept_bi after remote shutdown", ca.accept_bi()).await;
     assert!(matches!(r, Ok(None) | Err(_)), "{:?}", r.map(|o| o.is_some()));
     a.shutdown().await;
 }
 
+/// `reset`, and dropping a send stream without `finish`, reach the reader as
+/// `StreamReset` (never as a clean end); `stop` makes the writer fail.
+pub async fn reset_drop_and_stop(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
+    let (ca, cb) = connect_pair(&a, &b).await;
+
+    // Explicit reset after some data.
+    let (mut send, _r1) = ca.open_bi().await.expect("open_bi");
+    send.write(Bytes::from_static(b"partial")).await.expect("write");
+    let (_s, mut recv) = step("accept_bi", cb.accept_bi()).await.expect("accept_bi").expect("stream");
+    send.reset(42);
+    let r = step("read after reset", read_all(&mut recv, 1024)).await;
+    assert!(matches!(r, Err(TransportError::StreamReset(_))), "reset: {r:?}");
+
+    // Dropped without finish.
+    let (mut send, _r2) = ca.open_bi().await.expect("open_bi");
+    send.write(Bytes::from_static(b"truncated")).await.expect("write");
+    let (_s, mut recv) = step("accept_bi", cb.accept_bi()).await.expect("accept_bi").expect("stream");
+    drop(send);
+    let r = step("read after drop", read_all(&mut recv, 1024)).await;
+    assert!(matches!(r, Err(TransportError::StreamReset(_))), "drop: {r:?}");
+
+    // Reader stops: the writer eventually fails.
+    let (mut send, _r3) = ca.open_bi().await.expect("open_bi");
+    send.write(Bytes::from_static(b"hello")).await.expect("write");
+    let (_s, mut recv) = step("accept_bi", cb.accept_bi()).await.expect("accept_bi").expect("stream");
+    recv.stop(7);
+    let block = payload(64 << 10, 5);
+    let failed = step("write after stop", async {
+        for _ in 0..10_000 {
+            if let Err(e) = send.write(block.clone()).await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("writes kept succeeding after stop");
+    })
+    .await;
+    assert!(matches!(failed, TransportError::StreamReset(_)), "stop: {failed:?}");
+
+    // The connection itself is unaffected.
+    let data = payload(10_000, 6);
+    echo_roundtrip(ca.as_ref(), cb.as_ref(), data, 4096, 4096).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Limits with a short idle timeout for [`keep_alive_holds_idle_connection`].
+pub fn short_idle_limits() -> lanspread_tls::TransportLimits {
+    lanspread_tls::TransportLimits {
+        idle_timeout: Duration::from_millis(800),
+        keep_alive: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
+/// With [`short_idle_limits`] on both ends, keep-alives keep an unused
+/// connection open well past the idle timeout.
+pub async fn keep_alive_holds_idle_connection(a: Arc<dyn Transport>, b: Arc<dyn Transport>) {
+    let (ca, cb) = connect_pair(&a, &b).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let data = payload(10_000, 8);
+    echo_roundtrip(ca.as_ref(), cb.as_ref(), data, 4096, 4096).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// One-way throughput over one stream (for manual benchmarking).
-pub async fn one_way_throughput(
-    a: Arc<dyn Transport>,
-    b: Arc<dyn Transport>,
-    total: usize,
-    tag: &str,
-) {
+pub async fn one_way_throughput(a: Arc<dyn Transport>, b: Arc<dyn Transport>, total: usize, tag: &str) {
     let (ca, cb) = connect_pair(&a, &b).await;
     let block = payload(1 << 20, 9);
     let start = Instant::now();
@@ -293,12 +312,7 @@ pub async fn one_way_throughput(
     let (_send, got) = tokio::join!(writer, reader);
     let d = start.elapsed();
     assert_eq!(got, total);
-    eprintln!(
-        "[{tag}] one-way {} MiB: {:?} ({:.0} MiB/s)",
-        total >> 20,
-        d,
-        mib_per_s(total, d)
-    );
+    eprintln!("[{tag}] one-way {} MiB: {:?} ({:.0} MiB/s)", total >> 20, d, mib_per_s(total, d));
     a.shutdown().await;
     b.shutdown().await;
 }

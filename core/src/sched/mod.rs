@@ -456,7 +456,11 @@ impl Scheduler {
         self.check_end();
         if !self.finished && self.peers.is_empty() {
             self.finished = true;
-            let why = if self.banned.is_empty() { "no peer holding this version is left".to_owned() } else { format!("no usable peer left ({} banned for corrupt data)", self.banned.len()) };
+            let why = if self.banned.is_empty() {
+                "no peer holding this version is left".to_owned()
+            } else {
+                format!("no usable peer left ({} banned for corrupt data)", self.banned.len())
+            };
             self.actions.push_back(Action::Failed(why));
         }
     }

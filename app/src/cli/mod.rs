@@ -1,0 +1,189 @@
+//! The `lanspread` program: the only place where adapters are chosen.
+
+mod demo;
+mod output;
+mod setup;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Share a game library across the LAN, peer to peer.
+#[derive(Parser, Debug)]
+#[command(name = "lanspread", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which QUIC stack to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// s2n-quic.
+    S2n,
+    /// quinn.
+    #[default]
+    Quinn,
+}
+
+/// Options shared by the commands that join the LAN.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NetArgs {
+    /// Game directory.
+    #[arg(long, value_name = "DIR")]
+    pub games: PathBuf,
+    /// Catalog file (default: DIR/catalog.toml).
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+    /// Address to listen on (default 0.0.0.0:0 for clients, 0.0.0.0:47800 for serve).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// QUIC implementation.
+    #[arg(long, value_enum)]
+    pub transport: Option<TransportKind>,
+    /// A peer to dial directly (repeatable), for networks where multicast is blocked.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<SocketAddr>,
+    /// Disable mDNS discovery (use only --peer).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// LAN party key: only peers that know it may connect.
+    #[arg(long, value_name = "WORDS", env = "LANSPREAD_PARTY_KEY")]
+    pub party_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a peer until stopped (Ctrl-C).
+    Serve {
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// What the LAN offers, merged with the local library.
+    Games {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Seconds to listen for peers.
+        #[arg(long, default_value_t = 3.0)]
+        wait: f64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a game from every peer holding its latest version, then install it.
+    Get {
+        /// Game id.
+        game: String,
+        #[command(flatten)]
+        net: NetArgs,
+        /// Only download.
+        #[arg(long)]
+        no_install: bool,
+        /// Seconds to wait for a peer holding the game.
+        #[arg(long, default_value_t = 10.0)]
+        wait: f64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install (or update) a downloaded game.
+    Install(LocalArgs),
+    /// Uninstall a game (keeps the downloaded files).
+    Uninstall(LocalArgs),
+    /// Delete the downloaded files of a game that is not installed.
+    Remove(LocalArgs),
+    /// The local library.
+    Status {
+        /// Game directory.
+        #[arg(long, value_name = "DIR")]
+        games: PathBuf,
+        /// Catalog file (default: DIR/catalog.toml).
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a sample game root (version.ini, a tar archive, a readme) and add it to DIR/catalog.toml.
+    #[command(hide = true)]
+    GenGame {
+        /// Game directory.
+        #[arg(long, value_name = "DIR")]
+        games: PathBuf,
+        /// Game id.
+        #[arg(long)]
+        id: String,
+        /// Size of the archive in MiB.
+        #[arg(long, default_value_t = 64)]
+        size_mib: u64,
+        /// Version written to version.ini.
+        #[arg(long, default_value = "1.0")]
+        version: String,
+        /// Seed of the content (same seed, same bytes).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// A throwaway LAN of several peers in this process, sharing a generated game.
+    Demo {
+        /// Number of seeding peers.
+        #[arg(long, default_value_t = 3)]
+        seeders: usize,
+        /// Size of the generated game in MiB.
+        #[arg(long, default_value_t = 192)]
+        size_mib: u64,
+        /// QUIC implementation of the seeders (the downloader uses the other one when `mixed`).
+        #[arg(long, value_enum, default_value_t = TransportKind::Quinn)]
+        transport: TransportKind,
+        /// Keep the demo directory instead of deleting it.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LocalArgs {
+    /// Game id.
+    game: String,
+    /// Game directory.
+    #[arg(long, value_name = "DIR")]
+    games: PathBuf,
+    /// Catalog file (default: DIR/catalog.toml).
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
+}
+
+/// Entry point of the program.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    setup::init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lanspread: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve { net } => setup::serve(net).await,
+            Command::Games { net, wait, json } => setup::games(net, wait, json).await,
+            Command::Get { game, net, no_install, wait, json } => setup::get(game, net, !no_install, wait, json).await,
+            Command::Install(a) => setup::local_op(setup::LocalOp::Install, &a.game, &a.games, a.catalog.as_deref()).await,
+            Command::Uninstall(a) => setup::local_op(setup::LocalOp::Uninstall, &a.game, &a.games, a.catalog.as_deref()).await,
+            Command::Remove(a) => setup::local_op(setup::LocalOp::Remove, &a.game, &a.games, a.catalog.as_deref()).await,
+            Command::Status { games, catalog, json } => setup::status(&games, catalog.as_deref(), json).await,
+            Command::GenGame { games, id, size_mib, version, seed } => demo::gen_game(&games, &id, size_mib, &version, seed),
+            Command::Demo { seeders, size_mib, transport, keep } => demo::run(seeders, size_mib, transport, keep).await,
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lanspread: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Assembling a peer from real adapters: config, identity, lock, ports.
+
+use super::output;
+use super::{NetArgs, TransportKind};
+use crate::runtime::{start_peer, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+use async_trait::async_trait;
+use indicatif::{ProgressBar, ProgressStyle};
+use lanspread_core::catalog::Catalog;
+use lanspread_core::game::GameId;
+use lanspread_core::scan::Scanner;
+use lanspread_core::txn;
+use lanspread_ports::{Discovery, DiscoveryError, DiscoveryEvent, Fs, PeerAdvert, Transport};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Default port of `serve`.
+pub const DEFAULT_PORT: u16 = 47800;
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Settings from `config.toml` in the config directory; flags override them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    transport: Option<TransportKind>,
+    listen: Option<SocketAddr>,
+    #[serde(default)]
+    peers: Vec<SocketAddr>,
+    party_key: Option<String>,
+    no_mdns: Option<bool>,
+}
+
+/// The configuration directory (`LANSPREAD_CONFIG_DIR` overrides the platform's).
+pub fn config_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LANSPREAD_CONFIG_DIR") {
+        return PathBuf::from(d);
+    }
+    directories::ProjectDirs::from("", "", "lanspread").map(|d| d.config_dir().to_path_buf()).unwrap_or_else(|| PathBuf::from(".lanspread"))
+}
+
+fn load_file_config() -> Result<FileConfig, String> {
+    let path = config_dir().join("config.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| format!("config {}: {}", path.display(), e.message())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(format!("config {}: {e}", path.display())),
+    }
+}
+
+/// Loads the catalog: `--catalog FILE`, else `DIR/catalog.toml`, else empty
+/// (`required` turns a missing default catalog into an error).
+pub fn load_catalog(games: &Path, catalog: Option<&Path>) -> Result<Catalog, String> {
+    let (path, explicit) = match catalog {
+        Some(p) => (p.to_path_buf(), true),
+        None => (games.join("catalog.toml"), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Catalog::from_toml(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Catalog::default()),
+        Err(e) => Err(format!("catalog {}: {e}", path.display())),
+    }
+}
+
+fn check_games_dir(games: &Path) -> Result<PathBuf, String> {
+    match std::fs::metadata(games) {
+        Ok(m) if m.is_dir() => games.canonicalize().map_err(|e| format!("game directory {}: {e}", games.display())),
+        Ok(_) => Err(format!("game directory {} is not a directory", games.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("game directory {} does not exist", games.display())),
+        Err(e) => Err(format!("game directory {}: {e}", games.display())),
+    }
+}
+
+/// Exclusive lock of a game directory, held while the process runs.
+pub struct DirLock {
+    _file: fd_lock::RwLockWriteGuard<'static, std::fs::File>,
+}
+
+/// Takes the lock of `games`, or names the process that holds it.
+pub fn lock_games_dir(games: &Path, what: &str) -> Result<DirLock, String> {
+    let path = games.join(".lanspread.lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let lock: &'static mut fd_lock::RwLock<std::fs::File> = Box::leak(Box::new(fd_lock::RwLock::new(file)));
+    match lock.try_write() {
+        Ok(mut guard) => {
+            use std::io::{Seek, Write};
+            let _ = guard.set_len(0);
+            let _ = guard.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(guard, "pid {} ({what})", std::process::id());
+            let _ = guard.flush();
+            Ok(DirLock { _file: guard })
+        }
+        Err(_) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder.trim().to_owned() };
+            Err(format!("game directory {} is in use by another lanspread: {holder}", games.display()))
+        }
+    }
+}
+
+/// Discovery that finds nobody (when mDNS is off: only `--peer` addresses).
+pub struct NoDiscovery;
+
+#[async_trait]
+impl Discovery for NoDiscovery {
+    async fn advertise(&self, _me: PeerAdvert) -> Result<(), DiscoveryError> {
+        Ok(())
+    }
+    async fn next_event(&self) -> Option<DiscoveryEvent> {
+        std::future::pending().await
+    }
+    async fn shutdown(&self) {}
+}
+
+/// Builds a listening transport of `kind`.
+pub fn make_transport(kind: TransportKind, addr: SocketAddr, identity: &lanspread_tls::Identity) -> Result<Arc<dyn Transport>, String> {
+    let limits = lanspread_tls::TransportLimits::default();
+    Ok(match kind {
+        TransportKind::Quinn => lanspread_quinn::QuinnTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?,
+        TransportKind::S2n => lanspread_s2n::S2nTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?,
+    })
+}
+
+/// The identity of a game directory: one per directory, kept in the config
+/// directory (never inside the game directory, never compiled in).
+pub fn identity_for(games: &Path) -> Result<lanspread_tls::Identity, String> {
+    let key = blake3::hash(games.as_os_str().as_encoded_bytes()).to_hex();
+    let dir = config_dir().join("identities").join(&key.as_str()[..16]);
+    lanspread_tls::Identity::load_or_create(&dir).map_err(|e| format!("identity in {}: {e}", dir.display()))
+}
+
+/// A running peer with its event stream.
+pub struct Running {
+    pub handle: PeerRuntimeHandle,
+    pub events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub catalog: Catalog,
+    pub _lock: Option<DirLock>,
+}
+
+/// Starts a peer on real adapters.
+pub async fn start(net: &NetArgs, default_port: u16, what: &str) -> Result<Running, String> {
+    let file = load_file_config()?;
+    let games = check_games_dir(&net.games)?;
+    let catalog = load_catalog(&games, net.catalog.as_deref())?;
+    let lock = lock_games_dir(&games, what)?;
+    let identity = identity_for(&games)?;
+    let kind = net.transport.or(file.transport).unwrap_or_default();
+    let listen = net.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)));
+    let transport = make_transport(kind, listen, &identity)?;
+    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
+    let no_mdns = net.no_mdns || file.no_mdns.unwrap_or(false);
+    let discovery: Arc<dyn Discovery> = if no_mdns {
+        Arc::new(NoDiscovery)
+    } else {
+        let cfg = lanspread_mdns::MdnsConfig { self_id: Some(identity.peer_id()), ..Default::default() };
+        match lanspread_mdns::MdnsDiscovery::new(cfg) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("lanspread: mDNS unavailable ({e}); only --peer addresses will be used");
+                Arc::new(NoDiscovery)
+            }
+        }
+    };
+    let mut static_peers = net.peers.clone();
+    static_peers.extend(file.peers.iter().copied());
+    let config = PeerConfig {
+        catalog: catalog.clone(),
+        static_peers,
+        party_key: net.party_key.clone().or(file.party_key),
+        ..PeerConfig::default()
+    };
+    let ports = Ports {
+        fs,
+        fs_provider: Some(Arc::new(lanspread_capfs::CapFsProvider)),
+        transport,
+        discovery,
+        unpacker: Arc::new(lanspread_unpack::MultiUnpacker::standard()),
+        clock: Arc::new(lanspread_clock::TokioClock::new()),
+    };
+    let (tx, events) = mpsc::unbounded_channel();
+    let handle = start_peer(config, ports, tx);
+    Ok(Running { handle, events, catalog, _lock: Some(lock) })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn serve(net: NetArgs) -> Result<(), String> {
+    let mut r = start(&net, DEFAULT_PORT, "serve").await?;
+    let served = loop {
+        match r.events.recv().await {
+            Some(PeerEvent::LibrarySnapshot { games, .. }) => break games.iter().filter(|g| g.local_version.is_some()).count(),
+            Some(PeerEvent::RuntimeFailure(e)) => eprintln!("lanspread: {e}"),
+            Some(_) => {}
+            None => return Err("the peer stopped unexpectedly".into()),
+        }
+    };
+    println!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.handle.addr, r.handle.id.to_hex());
+    let mut events = r.events;
+    let printer = tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                PeerEvent::PeerJoined { peer, addr } => println!("peer {peer} joined from {addr}"),
+                PeerEvent::PeerLeft(peer) => println!("peer {peer} left"),
+                PeerEvent::RuntimeFailure(e) => eprintln!("lanspread: {e}"),
+                PeerEvent::PeerBanned { peer, reason } => println!("peer {peer} banned: {reason}"),
+                PeerEvent::LocalLibraryChanged(ids) => println!("library changed: {}", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")),
+                _ => {}
+            }
+        }
+    });
+    wait_for_signal().await;
+    println!("stopping...");
+    r.handle.shutdown().await;
+    printer.abort();
+    Ok(())
+}
+
+pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
+    let mut r = start(&net, 0, "games").await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.0));
+    let mut last = None;
+    loop {
+        tokio::select! {
+            e = r.events.recv() => match e {
+                Some(PeerEvent::LibrarySnapshot { games, .. }) => last = Some(games),
+                Some(PeerEvent::RuntimeFailure(e)) => eprintln!("lanspread: {e}"),
+                Some(_) => {}
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    r.handle.send(PeerCommand::ListGames);
+    let games = loop {
+        match tokio::time::timeout(Duration::from_secs(2), r.events.recv()).await {
+            Ok(Some(PeerEvent::LibrarySnapshot { games, .. })) => break games,
+            Ok(Some(_)) => continue,
+            _ => break last.unwrap_or_default(),
+        }
+    };
+    r.handle.shutdown().await;
+    output::print_games(&games, json);
+    Ok(())
+}
+
+pub async fn get(game: String, net: NetArgs, install: bool, wait: f64, json: bool) -> Result<(), String> {
+    let id = GameId::new(game.clone()).map_err(|e| format!("{game:?}: {e}"))?;
+    let mut r = start(&net, 0, "get").await?;
+    if !r.catalog.contains(&id) {
+        r.handle.shutdown().await;
+        return Err(format!(
+            "{id} is not in your catalog ({}); add an entry [[games]] id = \"{id}\" name = \"...\"",
+            net.catalog.clone().unwrap_or_else(|| net.games.join("catalog.toml")).display()
+        ));
+    }
+    let result = get_inner(&mut r, &id, install, wait, json).await;
+    r.handle.shutdown().await;
+    result
+}
+
+pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, json: bool) -> Result<(), String> {
+    let started = Instant::now();
+    // Wait until some peer advertises the game.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.0));
+    loop {
+        let e = tokio::select! {
+            e = r.events.recv() => e.ok_or("the peer stopped")?,
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(format!("no peer on the LAN offers {id} (waited {wait:.0} s; is a `lanspread serve` running? try --peer ADDR)"));
+            }
+        };
+        if let PeerEvent::LibrarySnapshot { games, .. } = &e {
+            if games.iter().any(|g| &g.id == id && !g.peers_with_latest.is_empty()) {
+                break;
+            }
+        }
+    }
+    r.handle.send(PeerCommand::GetGame(id.clone()));
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{id}"));
+    let mut summary = serde_json::json!({ "game": id.as_str() });
+    loop {
+        let e = r.events.recv().await.ok_or("the peer stopped")?;
+        if e.game() != Some(id) && !matches!(e, PeerEvent::PeerBanned { .. } | PeerEvent::RuntimeFailure(_)) {
+            continue;
+        }
+        match e {
+            PeerEvent::GotGameFiles { .. } => r.handle.send(PeerCommand::DownloadGameFiles(id.clone())),
+            PeerEvent::DownloadBegin { total, peers, version, .. } => {
+                bar.set_length(total);
+                bar.set_message(format!("from {} peer(s)", peers.len()));
+                summary["version"] = serde_json::json!(version.as_str());
+            }
+            PeerEvent::DownloadProgress { done, peers, .. } => {
+                bar.set_position(done);
+                bar.set_message(output::shares(&peers, done));
+            }
+            PeerEvent::DownloadFinished { stats, .. } => {
+                bar.finish_and_clear();
+                if !json {
+                    output::print_transfer(id, &stats);
+                }
+                summary["download"] = serde_json::to_value(&stats).unwrap_or_default();
+                if !install {
+                    break;
+                }
+            }
+            PeerEvent::DownloadFailed { reason, .. } => {
+                bar.abandon();
+                return Err(format!("download of {id} failed: {reason}"));
+            }
+            PeerEvent::PeerBanned { peer, reason } => {
+                bar.println(format!("peer {peer} banned: {reason}"));
+            }
+            PeerEvent::InstallBegin { update, .. } if !json => println!("{} {id}...", if update { "updating" } else { "installing" }),
+            PeerEvent::InstallFinished { .. } => {
+                if !json {
+                    println!("installed {id}");
+                }
+                summary["installed"] = serde_json::json!(true);
+                break;
+            }
+            PeerEvent::InstallFailed { reason, .. } => return Err(format!("install of {id} failed: {reason}")),
+            _ => {}
+        }
+    }
+    summary["secs"] = serde_json::json!(started.elapsed().as_secs_f64());
+    if json {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// Local-only operations.
+pub enum LocalOp {
+    Install,
+    Uninstall,
+    Remove,
+}
+
+pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Path>) -> Result<(), String> {
+    let games = check_games_dir(games)?;
+    let catalog = load_catalog(&games, catalog)?;
+    let id = GameId::new(game.to_owned()).map_err(|e| format!("{game:?}: {e}"))?;
+    if !catalog.contains(&id) {
+        return Err(format!("{id} is not in the catalog"));
+    }
+    let _lock = lock_games_dir(&games, "local operation")?;
+    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
+    let root = id.root();
+    txn::recover_root(fs.as_ref(), &root).await.map_err(|e| format!("recovery of {id}: {e}"))?;
+    match op {
+        LocalOp::Install => {
+            let unpacker = lanspread_unpack::MultiUnpacker::standard();
+            let kind = txn::install(fs.clone(), &unpacker, &root, &|_| {}).await.map_err(|e| e.to_string())?;
+            println!("{id}: {kind:?} done");
+        }
+        LocalOp::Uninstall => {
+            txn::uninstall(fs.as_ref(), &root).await.map_err(|e| e.to_string())?;
+            println!("{id}: uninstalled");
+        }
+        LocalOp::Remove => {
+            txn::remove_downloaded(fs.as_ref(), &catalog, &id).await.map_err(|e| e.to_string())?;
+            println!("{id}: downloaded files removed");
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(games: &Path, catalog: Option<&Path>, json: bool) -> Result<(), String> {
+    let games = check_games_dir(games)?;
+    let catalog = load_catalog(&games, catalog)?;
+    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
+    let mut scanner = Scanner::new(lanspread_core::scan::ScanIndex::load(fs.as_ref()).await);
+    let lib = scanner.scan_all(fs.as_ref(), &catalog).await.map_err(|e| format!("scanning {}: {e}", games.display()))?;
+    let mut db = lanspread_core::db::GameDb::new(catalog);
+    db.set_local(lib);
+    output::print_games(&db.view(), json);
+    Ok(())
+}

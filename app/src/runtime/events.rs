@@ -1,0 +1,235 @@
+//! Commands and events of the runtime.
+
+use lanspread_core::db::GameView;
+use lanspread_core::game::{GameId, Version};
+use lanspread_ports::PeerId;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// What the UI asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerCommand {
+    /// Emit a `LibrarySnapshot`.
+    ListGames,
+    /// Ask the peers holding the latest version for its manifest; answers `GotGameFiles`.
+    GetGame(GameId),
+    /// Same, for an update: ignores local files.
+    FetchLatestFromPeers(GameId),
+    /// Download the pinned latest version from all peers holding it.
+    DownloadGameFiles(GameId),
+    /// Install (or update) from the downloaded archives.
+    InstallGame(GameId),
+    /// Remove `local/`.
+    UninstallGame(GameId),
+    /// Delete the downloaded files of a game that is not installed.
+    RemoveDownloadedGame(GameId),
+    /// Stop a running download (the game ends "not downloaded").
+    CancelDownload(GameId),
+    /// Switch to another game directory (refused while operations run).
+    SetGameDir(String),
+    /// Emit `PeerCount`.
+    GetPeerCount,
+    /// Stop the runtime.
+    Shutdown,
+}
+
+/// Kind of an active operation on a game.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OperationKind {
+    /// Fetching the manifest.
+    Resolving,
+    /// Downloading files.
+    Downloading,
+    /// Installing (first install).
+    Installing,
+    /// Updating an installed game.
+    Updating,
+    /// Uninstalling.
+    Uninstalling,
+    /// Removing downloaded files.
+    Removing,
+}
+
+/// One peer's contribution to a transfer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerShare {
+    /// The peer.
+    pub peer: PeerId,
+    /// Verified bytes it delivered.
+    pub bytes: u64,
+    /// Its current rate, bytes per second.
+    pub rate: f64,
+}
+
+/// Totals of a finished download.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransferStats {
+    /// Bytes transferred.
+    pub bytes: u64,
+    /// Duration in seconds.
+    pub secs: f64,
+    /// Per-peer shares.
+    pub peers: Vec<PeerShare>,
+}
+
+/// What the runtime reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// The unified view plus the active operations: the state a UI shows.
+    LibrarySnapshot {
+        /// One row per title.
+        games: Vec<GameView>,
+        /// Operations running now.
+        operations: BTreeMap<GameId, OperationKind>,
+    },
+    /// Local games changed on disk (separate from operation snapshots).
+    LocalLibraryChanged(Vec<GameId>),
+    /// The manifest of the latest version was fetched.
+    GotGameFiles {
+        /// Game.
+        id: GameId,
+        /// Version.
+        version: Version,
+        /// Files in the manifest.
+        files: usize,
+        /// Total bytes.
+        bytes: u64,
+        /// Peers that will serve it.
+        peers: Vec<PeerId>,
+    },
+    /// A download started.
+    DownloadBegin {
+        /// Game.
+        id: GameId,
+        /// Version.
+        version: Version,
+        /// Bytes to fetch.
+        total: u64,
+        /// Sources.
+        peers: Vec<PeerId>,
+    },
+    /// Download progress.
+    DownloadProgress {
+        /// Game.
+        id: GameId,
+        /// Verified bytes.
+        done: u64,
+        /// Total bytes.
+        total: u64,
+        /// Current aggregate rate, bytes per second.
+        rate: f64,
+        /// Per-peer figures.
+        peers: Vec<PeerShare>,
+    },
+    /// A download committed.
+    DownloadFinished {
+        /// Game.
+        id: GameId,
+        /// Version.
+        version: Version,
+        /// Totals.
+        stats: TransferStats,
+    },
+    /// A download failed or was cancelled.
+    DownloadFailed {
+        /// Game.
+        id: GameId,
+        /// Why.
+        reason: String,
+    },
+    /// A peer sent corrupt data too often.
+    PeerBanned {
+        /// Peer.
+        peer: PeerId,
+        /// Why.
+        reason: String,
+    },
+    /// Install/update started.
+    InstallBegin {
+        /// Game.
+        id: GameId,
+        /// Update of an installed game.
+        update: bool,
+    },
+    /// Install progress (archive bytes).
+    InstallProgress {
+        /// Game.
+        id: GameId,
+        /// Done.
+        done: u64,
+        /// Total if known.
+        total: Option<u64>,
+    },
+    /// Install finished.
+    InstallFinished {
+        /// Game.
+        id: GameId,
+    },
+    /// Install failed (a previous install is restored).
+    InstallFailed {
+        /// Game.
+        id: GameId,
+        /// Why.
+        reason: String,
+    },
+    /// Uninstall started.
+    UninstallBegin(GameId),
+    /// Uninstall finished.
+    UninstallFinished(GameId),
+    /// Uninstall failed.
+    UninstallFailed {
+        /// Game.
+        id: GameId,
+        /// Why.
+        reason: String,
+    },
+    /// Removal of downloaded files started.
+    RemoveBegin(GameId),
+    /// Removal finished.
+    RemoveFinished(GameId),
+    /// Removal failed or refused.
+    RemoveFailed {
+        /// Game.
+        id: GameId,
+        /// Why.
+        reason: String,
+    },
+    /// Something in the runtime failed (not tied to one command).
+    RuntimeFailure(String),
+    /// A peer appeared.
+    PeerJoined {
+        /// Peer.
+        peer: PeerId,
+        /// Address.
+        addr: SocketAddr,
+    },
+    /// A peer left or was pruned.
+    PeerLeft(PeerId),
+    /// Number of known peers.
+    PeerCount(usize),
+    /// The runtime stopped.
+    Stopped,
+}
+
+impl PeerEvent {
+    /// The game an event is about, if any.
+    pub fn game(&self) -> Option<&GameId> {
+        use PeerEvent::*;
+        match self {
+            GotGameFiles { id, .. }
+            | DownloadBegin { id, .. }
+            | DownloadProgress { id, .. }
+            | DownloadFinished { id, .. }
+            | DownloadFailed { id, .. }
+            | InstallBegin { id, .. }
+            | InstallProgress { id, .. }
+            | InstallFinished { id }
+            | InstallFailed { id, .. }
+            | UninstallFailed { id, .. }
+            | RemoveFailed { id, .. } => Some(id),
+            UninstallBegin(id) | UninstallFinished(id) | RemoveBegin(id) | RemoveFinished(id) => Some(id),
+            _ => None,
+        }
+    }
+}

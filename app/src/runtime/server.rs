@@ -1,0 +1,147 @@
+//! The server task: accepts connections and answers every protocol request
+//! from the local library.
+
+use super::peers::{learn_peer, our_hello, party_proof, proof_matches};
+use super::state::Shared;
+use bytes::Bytes;
+use lanspread_core::protocol::{ErrorCode, Request, Response, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION};
+use lanspread_core::serve::Reply;
+use lanspread_core::wire::{self, WireError};
+use lanspread_ports::{Connection, RecvStream, SendStream};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Bytes read from disk per write to the stream.
+const SEND_PIECE: usize = 1 << 20;
+
+pub(crate) async fn run(sh: Arc<Shared>) {
+    let mut stop = sh.shutdown_signal();
+    loop {
+        let conn = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            c = sh.ports.transport.accept() => match c {
+                Some(c) => Arc::<dyn Connection>::from(c),
+                None => break,
+            },
+        };
+        tokio::spawn(serve_connection(sh.clone(), conn));
+    }
+}
+
+async fn serve_connection(sh: Arc<Shared>, conn: Arc<dyn Connection>) {
+    let authorized = Arc::new(AtomicBool::new(false));
+    let limit = Arc::new(tokio::sync::Semaphore::new(sh.cfg.max_streams_per_conn));
+    let mut stop = sh.shutdown_signal();
+    loop {
+        let (send, recv) = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            s = conn.accept_bi() => match s {
+                Ok(Some(s)) => s,
+                _ => break,
+            },
+        };
+        // Bounded concurrency per connection: a flood of streams waits here
+        // (and QUIC's stream credit stops the peer from opening more).
+        let Ok(permit) = limit.clone().acquire_owned().await else { break };
+        let (sh, conn, authorized) = (sh.clone(), conn.clone(), authorized.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = serve_stream(&sh, conn.as_ref(), &authorized, send, recv).await {
+                tracing::debug!("serving {}: {e}", conn.peer_id());
+            }
+        });
+    }
+}
+
+async fn respond(send: &mut dyn SendStream, resp: &Response) -> Result<(), WireError> {
+    wire::write_message(send, resp, MAX_RESPONSE_FRAME).await?;
+    send.finish().await?;
+    Ok(())
+}
+
+async fn serve_stream(
+    sh: &Arc<Shared>,
+    conn: &dyn Connection,
+    authorized: &AtomicBool,
+    mut send: Box<dyn SendStream>,
+    mut recv: Box<dyn RecvStream>,
+) -> Result<(), WireError> {
+    let req: Request = match wire::read_message::<Request>(recv.as_mut(), MAX_REQUEST_FRAME).await {
+        Ok((req, _)) => req,
+        Err(WireError::Protocol(e)) => {
+            // Answer in our version so the other side sees a clear reason.
+            let code = if matches!(e, lanspread_core::protocol::ProtocolError::VersionMismatch { .. }) { ErrorCode::VersionMismatch } else { ErrorCode::BadRequest };
+            return respond(send.as_mut(), &Response::error(code, e.to_string())).await;
+        }
+        Err(e) => return Err(e),
+    };
+    recv.stop(0);
+    match req {
+        Request::Hello(h) => {
+            let them = conn.peer_id();
+            let me = sh.ports.transport.local_id();
+            if h.peer_id != them || h.version != PROTOCOL_VERSION {
+                return respond(send.as_mut(), &Response::error(ErrorCode::BadRequest, "Hello does not match the TLS identity or protocol version")).await;
+            }
+            if let Some(k) = sh.cfg.party_key.as_deref() {
+                let ok = match (h.party_proof, party_proof(k, conn, &them, &me, "client")) {
+                    (Some(got), Some(want)) => proof_matches(&got, &want),
+                    _ => false,
+                };
+                if !ok {
+                    return respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "this LAN party needs its key")).await;
+                }
+            }
+            authorized.store(true, Ordering::SeqCst);
+            let hello = our_hello(sh, conn, &them, &me, "server");
+            respond(send.as_mut(), &Response::Hello(hello)).await?;
+            if h.listen_port != 0 {
+                learn_peer(sh, them, SocketAddr::new(conn.remote_addr().ip(), h.listen_port));
+            }
+            Ok(())
+        }
+        _ if !authorized.load(Ordering::SeqCst) => respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "say Hello first")).await,
+        Request::Ping { nonce } => {
+            let library_rev = sh.st().serve.revision;
+            sh.st().db.touch_peer(&conn.peer_id(), sh.ports.clock.now());
+            respond(send.as_mut(), &Response::Pong { nonce, library_rev }).await
+        }
+        req => {
+            let view = sh.st().serve.clone();
+            match view.handle(&req) {
+                Reply::Message(m) => respond(send.as_mut(), &m).await,
+                Reply::Data { path, offset, len } => send_data(sh, send.as_mut(), &path, offset, len).await,
+            }
+        }
+    }
+}
+
+async fn send_data(sh: &Shared, send: &mut dyn SendStream, path: &lanspread_ports::RelPath, offset: u64, len: u64) -> Result<(), WireError> {
+    let fs = sh.fs();
+    let file = match fs.open_read(path).await {
+        Ok(f) => f,
+        Err(e) => return respond(send, &Response::error(ErrorCode::Internal, format!("cannot read {path}: {e}"))).await,
+    };
+    wire::write_message(send, &Response::Data { len }, MAX_REQUEST_FRAME).await?;
+    let mut pos = offset;
+    let end = offset + len;
+    while pos < end {
+        let want = ((end - pos) as usize).min(SEND_PIECE);
+        let data: Bytes = match file.read_at(pos, want).await {
+            Ok(d) if d.len() == want => d,
+            // The file shrank or failed: abort the stream; the client sees a
+            // short read and retries elsewhere.
+            _ => {
+                send.reset(2);
+                return Ok(());
+            }
+        };
+        send.write(data).await?;
+        pos += want as u64;
+    }
+    send.finish().await?;
+    Ok(())
+}

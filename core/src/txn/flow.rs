@@ -1,0 +1,661 @@
+//! The building blocks every transaction machine is made of.
+//!
+//! A transaction runs in up to four stages, each a small sans-IO
+//! sub-machine with one operation in flight at a time:
+//!
+//! 1. **observe** ([`Observer`]): metadata of the root, its listing, the
+//!    intent log, the ownership markers of the staging directories →
+//!    [`RootFacts`];
+//! 2. **stat** (optional, [`Stat`]): metadata of extra paths (the manifest);
+//! 3. **execute** ([`Exec`]): a plan of [`Step`]s decided by a pure
+//!    function of the facts (a [`Planner`]);
+//! 4. **recover** (on failure): the recovery machine rolls the root back,
+//!    or forward if the failure came after the commit point.
+
+use crate::layout;
+use crate::txn::error::TxnError;
+use crate::txn::intent::{Intent, MAX_INTENT_LEN};
+use crate::txn::op::{FsOp, Machine, OpError, OpResult, OpValue};
+use crate::txn::recover::{RecoverPlanner, RecoveryMode};
+use lanspread_ports::fs::{FileKind, FsErrorKind, Metadata};
+use lanspread_ports::path::RelPath;
+use std::collections::{BTreeMap, VecDeque};
+
+/// `root/name` for a name that is one valid component (our constants).
+pub(crate) fn child(root: &RelPath, name: &str) -> RelPath {
+    root.join_local(name).expect("control names are single components")
+}
+
+/// `root/rel` for a validated relative path.
+pub(crate) fn under(root: &RelPath, rel: &RelPath) -> Result<RelPath, TxnError> {
+    let mut p = root.clone();
+    for c in rel.components() {
+        p = p.join_local(c).map_err(|e| TxnError::BadManifest { root: root.clone(), detail: format!("{rel}: {e}") })?;
+    }
+    Ok(p)
+}
+
+/// Maps a failed operation to a user-facing error.
+pub(crate) fn op_error(root: &RelPath, op: &FsOp, e: OpError) -> TxnError {
+    match e {
+        OpError::Fs(source) => TxnError::Fs { root: root.clone(), step: op.to_string(), source },
+        OpError::Unpack(source) => {
+            let archive = match op {
+                FsOp::Unpack { archive, .. } => archive.file_name().to_owned(),
+                other => other.to_string(),
+            };
+            TxnError::Unpack { root: root.clone(), archive, source }
+        }
+    }
+}
+
+/// What the intent log looked like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentState {
+    /// No `.lanspread.json`.
+    Absent,
+    /// A valid intent.
+    Valid(Intent),
+    /// A regular file that does not parse (torn, empty, foreign).
+    Unreadable(String),
+    /// Something other than a regular file (directory, symlink...).
+    NotAFile(FileKind),
+}
+
+/// Observed facts about one game root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootFacts {
+    /// The root.
+    pub root: RelPath,
+    /// Its kind (`None`: missing).
+    pub root_kind: Option<FileKind>,
+    /// The root's entries and their kinds (symlinks not followed).
+    pub entries: BTreeMap<String, FileKind>,
+    /// The intent log.
+    pub intent: IntentState,
+    /// `.local.installing/` is a directory holding a regular `.lanspread_owned`.
+    pub installing_marked: bool,
+    /// `.local.backup/` is a directory holding a regular `.lanspread_owned`.
+    pub backup_marked: bool,
+}
+
+impl RootFacts {
+    /// Facts of a root with nothing observed yet.
+    pub fn new(root: RelPath) -> Self {
+        RootFacts {
+            root,
+            root_kind: None,
+            entries: BTreeMap::new(),
+            intent: IntentState::Absent,
+            installing_marked: false,
+            backup_marked: false,
+        }
+    }
+
+    /// Kind of a root-level entry.
+    pub fn kind(&self, name: &str) -> Option<FileKind> {
+        self.entries.get(name).copied()
+    }
+
+    /// The valid intent, if any.
+    pub fn valid_intent(&self) -> Option<&Intent> {
+        match &self.intent {
+            IntentState::Valid(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> RelPath {
+        child(&self.root, name)
+    }
+
+    /// Refuses anything but an existing real directory as the root.
+    pub(crate) fn require_root_dir(&self) -> Result<(), TxnError> {
+        match self.root_kind {
+            Some(FileKind::Dir) => Ok(()),
+            None => Err(TxnError::NoRoot { root: self.root.clone() }),
+            Some(FileKind::Symlink) => Err(TxnError::Symlink { root: self.root.clone(), what: "the game root itself".into() }),
+            Some(_) => Err(TxnError::Unexpected { root: self.root.clone(), detail: "the game root is not a directory".into() }),
+        }
+    }
+
+    /// Refuses to start while an intent log is present.
+    pub(crate) fn require_no_intent(&self) -> Result<(), TxnError> {
+        let root = self.root.clone();
+        match &self.intent {
+            IntentState::Absent => Ok(()),
+            IntentState::Valid(i) => Err(TxnError::Pending { root, op: i.op.to_string() }),
+            IntentState::Unreadable(why) => Err(TxnError::Pending { root, op: format!("operation (the intent log is unreadable: {why})") }),
+            IntentState::NotAFile(k) => Err(TxnError::Unexpected {
+                root,
+                detail: format!(".lanspread.json is a {}, not a file; refusing to start (remove it by hand)", kind_name(k)),
+            }),
+        }
+    }
+
+    /// Refuses to start while a staging directory is present.
+    pub(crate) fn require_absent(&self, name: &str) -> Result<(), TxnError> {
+        match self.kind(name) {
+            None => Ok(()),
+            Some(FileKind::Symlink) => Err(TxnError::Symlink { root: self.root.clone(), what: name.into() }),
+            Some(k) => Err(TxnError::Unexpected {
+                root: self.root.clone(),
+                detail: format!(
+                    "a leftover {name} ({}) is in the way; run recovery (it is removed only if it carries the {} marker)",
+                    kind_name(&k),
+                    layout::OWNED_MARKER
+                ),
+            }),
+        }
+    }
+}
+
+/// "directory", "symlink"... for messages.
+pub(crate) fn kind_name(k: &FileKind) -> &'static str {
+    match k {
+        FileKind::File => "regular file",
+        FileKind::Dir => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::Other => "special file",
+    }
+}
+
+/// Observes a root (stage 1).
+#[derive(Debug)]
+pub struct Observer {
+    facts: RootFacts,
+    queue: VecDeque<FsOp>,
+    in_flight: Option<FsOp>,
+    error: Option<TxnError>,
+}
+
+impl Observer {
+    /// Starts observing `root`.
+    pub fn new(root: RelPath) -> Self {
+        let mut queue = VecDeque::new();
+        queue.push_back(FsOp::Metadata(root.clone()));
+        Observer { facts: RootFacts::new(root), queue, in_flight: None, error: None }
+    }
+
+    /// The next read.
+    pub fn poll_op(&mut self) -> Option<FsOp> {
+        if self.in_flight.is_some() || self.error.is_some() {
+            return None;
+        }
+        let op = self.queue.pop_front()?;
+        self.in_flight = Some(op.clone());
+        Some(op)
+    }
+
+    /// Whether the facts are complete (or an error stopped observation).
+    pub fn finished(&self) -> bool {
+        self.in_flight.is_none() && (self.queue.is_empty() || self.error.is_some())
+    }
+
+    /// The facts, once finished.
+    pub fn into_result(self) -> Result<RootFacts, TxnError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.facts),
+        }
+    }
+
+    /// Feeds a result.
+    pub fn handle_result(&mut self, result: OpResult) {
+        let Some(op) = self.in_flight.take() else { return };
+        let root = self.facts.root.clone();
+        let fail = |e: OpError| op_error(&root, &op, e);
+        match (&op, result) {
+            (FsOp::Metadata(p), r) if *p == self.facts.root => match r {
+                Ok(OpValue::Metadata(m)) => {
+                    self.facts.root_kind = Some(m.kind);
+                    if m.kind == FileKind::Dir {
+                        self.queue.push_back(FsOp::ReadDir(root.clone()));
+                    }
+                }
+                Err(OpError::Fs(e)) if e.kind == FsErrorKind::NotFound => self.facts.root_kind = None,
+                Err(OpError::Fs(e)) if e.kind == FsErrorKind::Symlink => self.facts.root_kind = Some(FileKind::Symlink),
+                Err(e) => self.error = Some(fail(e)),
+                Ok(_) => self.error = Some(fail(unexpected_value())),
+            },
+            (FsOp::ReadDir(_), r) => match r {
+                Ok(OpValue::Entries(list)) => {
+                    self.facts.entries = list.into_iter().map(|e| (e.name, e.kind)).collect();
+                    if self.facts.kind(layout::INTENT) == Some(FileKind::File) {
+                        self.queue.push_back(FsOp::ReadFile { path: self.facts.path(layout::INTENT), max_len: MAX_INTENT_LEN });
+                    }
+                    for dir in [layout::INSTALLING, layout::BACKUP] {
+                        if self.facts.kind(dir) == Some(FileKind::Dir) {
+                            self.queue.push_back(FsOp::Metadata(child(&self.facts.path(dir), layout::OWNED_MARKER)));
+                        }
+                    }
+                    if let Some(k) = self.facts.kind(layout::INTENT) {
+                        if k != FileKind::File {
+                            self.facts.intent = IntentState::NotAFile(k);
+                        }
+                    }
+                }
+                Err(e) => self.error = Some(fail(e)),
+                Ok(_) => self.error = Some(fail(unexpected_value())),
+            },
+            (FsOp::ReadFile { .. }, r) => match r {
+                Ok(OpValue::Data(bytes)) => {
+                    self.facts.intent = match Intent::decode(&bytes) {
+                        Ok(i) => IntentState::Valid(i),
+                        Err(why) => IntentState::Unreadable(why),
+                    };
+                }
+                Err(OpError::Fs(e)) if e.kind == FsErrorKind::NotFound => self.facts.intent = IntentState::Absent,
+                Err(OpError::Fs(e)) if e.kind == FsErrorKind::Symlink => self.facts.intent = IntentState::NotAFile(FileKind::Symlink),
+                Err(OpError::Fs(e)) if e.kind == FsErrorKind::IsADirectory => self.facts.intent = IntentState::NotAFile(FileKind::Dir),
+                Err(e) => self.error = Some(fail(e)),
+                Ok(_) => self.error = Some(fail(unexpected_value())),
+            },
+            (FsOp::Metadata(p), r) => {
+                let marked = matches!(r, Ok(OpValue::Metadata(Metadata { kind: FileKind::File, .. })));
+                match r {
+                    Ok(_) => {}
+                    Err(OpError::Fs(e)) if matches!(e.kind, FsErrorKind::NotFound | FsErrorKind::Symlink | FsErrorKind::NotADirectory) => {}
+                    Err(e) => {
+                        self.error = Some(fail(e));
+                        return;
+                    }
+                }
+                let installing = p.parent().is_some_and(|d| d.file_name() == layout::INSTALLING);
+                if installing {
+                    self.facts.installing_marked = marked;
+                } else {
+                    self.facts.backup_marked = marked;
+                }
+            }
+            (_, _) => self.error = Some(fail(unexpected_value())),
+        }
+    }
+}
+
+fn unexpected_value() -> OpError {
+    OpError::Fs(lanspread_ports::fs::FsError::new(FsErrorKind::Io, "the driver answered with the wrong kind of value"))
+}
+
+/// What `metadata` said about one extra path (stage 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    /// Nothing there.
+    Missing,
+    /// Something there.
+    Present(Metadata),
+    /// An ancestor is in the way: a symlink ([`FsErrorKind::Symlink`]) or a
+    /// file ([`FsErrorKind::NotADirectory`]).
+    Blocked(FsErrorKind),
+}
+
+/// What stage 2 found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// One per path asked, in order.
+    pub paths: Vec<Stat>,
+    /// Free bytes on the device (`None`: unknown or not asked).
+    pub free_space: Option<u64>,
+}
+
+/// Stats a list of paths, and optionally asks for the free space (stage 2).
+#[derive(Debug)]
+pub struct StatMany {
+    root: RelPath,
+    paths: Vec<RelPath>,
+    stats: Stats,
+    want_space: bool,
+    in_flight: bool,
+    error: Option<TxnError>,
+}
+
+impl StatMany {
+    /// Stats `paths` in order, then asks for the free space if `want_space`.
+    pub fn new(root: RelPath, paths: Vec<RelPath>, want_space: bool) -> Self {
+        StatMany { root, stats: Stats { paths: Vec::with_capacity(paths.len()), free_space: None }, paths, want_space, in_flight: false, error: None }
+    }
+
+    fn poll_op(&mut self) -> Option<FsOp> {
+        if self.in_flight || self.error.is_some() {
+            return None;
+        }
+        let op = match self.paths.get(self.stats.paths.len()) {
+            Some(p) => FsOp::Metadata(p.clone()),
+            None if self.want_space => FsOp::FreeSpace,
+            None => return None,
+        };
+        self.in_flight = true;
+        Some(op)
+    }
+
+    fn finished(&self) -> bool {
+        !self.in_flight && ((self.stats.paths.len() == self.paths.len() && !self.want_space) || self.error.is_some())
+    }
+
+    fn handle_result(&mut self, result: OpResult) {
+        if !self.in_flight {
+            return;
+        }
+        self.in_flight = false;
+        if self.stats.paths.len() == self.paths.len() {
+            // The free-space answer.
+            self.want_space = false;
+            match result {
+                Ok(OpValue::FreeSpace(free)) => self.stats.free_space = free,
+                Err(e) => self.error = Some(op_error(&self.root, &FsOp::FreeSpace, e)),
+                Ok(_) => self.error = Some(op_error(&self.root, &FsOp::FreeSpace, unexpected_value())),
+            }
+            return;
+        }
+        let stat = match result {
+            Ok(OpValue::Metadata(m)) => Stat::Present(m),
+            Err(OpError::Fs(e)) if e.kind == FsErrorKind::NotFound => Stat::Missing,
+            Err(OpError::Fs(e)) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => Stat::Blocked(e.kind),
+            Err(e) => {
+                let op = FsOp::Metadata(self.paths[self.stats.paths.len()].clone());
+                self.error = Some(op_error(&self.root, &op, e));
+                return;
+            }
+            Ok(_) => {
+                let op = FsOp::Metadata(self.paths[self.stats.paths.len()].clone());
+                self.error = Some(op_error(&self.root, &op, unexpected_value()));
+                return;
+            }
+        };
+        self.stats.paths.push(stat);
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Perform an operation.
+    Op(FsOp),
+    /// Make a whole tree durable: list it, sync every file, then every
+    /// directory (expanded while running).
+    SyncTree(RelPath),
+    /// The transaction's commit point: from here on a failure is rolled
+    /// forward, not back. Performs nothing.
+    Committed,
+}
+
+/// The steps that write an intent atomically: temp file, fsync, rename,
+/// fsync of the root.
+pub(crate) fn write_intent(root: &RelPath, intent: &Intent) -> Vec<Step> {
+    let tmp = child(root, layout::INTENT_TMP);
+    vec![
+        Step::Op(FsOp::WriteFile { path: tmp.clone(), data: intent.encode() }),
+        Step::Op(FsOp::SyncFile(tmp.clone())),
+        Step::Op(FsOp::Rename { from: tmp, to: child(root, layout::INTENT) }),
+        Step::Op(FsOp::SyncDir(root.clone())),
+    ]
+}
+
+/// The steps that clear the intent (the transaction's last).
+pub(crate) fn clear_intent(root: &RelPath) -> Vec<Step> {
+    vec![Step::Op(FsOp::RemoveFile(child(root, layout::INTENT))), Step::Op(FsOp::SyncDir(root.clone()))]
+}
+
+/// Executes a plan (stage 3).
+#[derive(Debug)]
+pub struct Exec {
+    root: RelPath,
+    queue: VecDeque<Step>,
+    in_flight: Option<FsOp>,
+    /// The tree being listed for a [`Step::SyncTree`].
+    expanding: Option<RelPath>,
+    committed: bool,
+    error: Option<TxnError>,
+}
+
+impl Exec {
+    /// Runs `steps` in order, stopping at the first failure.
+    pub fn new(root: RelPath, steps: Vec<Step>) -> Self {
+        Exec { root, queue: steps.into(), in_flight: None, expanding: None, committed: false, error: None }
+    }
+
+    /// Whether the commit point was passed.
+    pub fn committed(&self) -> bool {
+        self.committed
+    }
+
+    fn poll_op(&mut self) -> Option<FsOp> {
+        if self.in_flight.is_some() || self.error.is_some() {
+            return None;
+        }
+        loop {
+            match self.queue.pop_front()? {
+                Step::Committed => self.committed = true,
+                Step::SyncTree(dir) => {
+                    let op = FsOp::ReadDir(dir.clone());
+                    self.expanding = Some(dir);
+                    self.in_flight = Some(op.clone());
+                    return Some(op);
+                }
+                Step::Op(op) => {
+                    self.in_flight = Some(op.clone());
+                    return Some(op);
+                }
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.in_flight.is_none() && (self.queue.is_empty() || self.error.is_some())
+    }
+
+    fn handle_result(&mut self, result: OpResult) {
+        let Some(op) = self.in_flight.take() else { return };
+        match (self.expanding.take(), result) {
+            (_, Err(e)) => self.error = Some(op_error(&self.root, &op, e)),
+            (Some(dir), Ok(OpValue::Entries(mut list))) => {
+                list.sort_by(|a, b| a.name.cmp(&b.name));
+                let mut steps = Vec::with_capacity(list.len() + 1);
+                for e in list {
+                    let path = match dir.join_local(&e.name) {
+                        Ok(p) => p,
+                        Err(err) => {
+                            self.error = Some(TxnError::Unexpected { root: self.root.clone(), detail: format!("{dir}/{}: {err}", e.name) });
+                            return;
+                        }
+                    };
+                    match e.kind {
+                        FileKind::File => steps.push(Step::Op(FsOp::SyncFile(path))),
+                        FileKind::Dir => steps.push(Step::SyncTree(path)),
+                        FileKind::Symlink | FileKind::Other => {}
+                    }
+                }
+                steps.push(Step::Op(FsOp::SyncDir(dir)));
+                for s in steps.into_iter().rev() {
+                    self.queue.push_front(s);
+                }
+            }
+            (Some(_), Ok(_)) => self.error = Some(op_error(&self.root, &op, unexpected_value())),
+            (None, Ok(_)) => {}
+        }
+    }
+}
+
+/// What a planner decides after a stage.
+#[derive(Debug)]
+pub enum Decision {
+    /// Stat these paths (and ask for the free space if `free_space`), then
+    /// call [`Planner::stated`].
+    Stat {
+        /// The paths.
+        paths: Vec<RelPath>,
+        /// Whether to ask for the free space too.
+        free_space: bool,
+    },
+    /// Execute this plan; then the transaction succeeds with [`Planner::output`].
+    Execute(Vec<Step>),
+}
+
+/// The pure, transaction-specific part of a machine: from facts to a plan.
+pub trait Planner {
+    /// Output on success.
+    type Output;
+    /// Decides after observing the root.
+    fn observed(&mut self, facts: &RootFacts) -> Result<Decision, TxnError>;
+    /// Decides after a [`Decision::Stat`].
+    fn stated(&mut self, facts: &RootFacts, stats: &Stats) -> Result<Decision, TxnError> {
+        let _ = stats;
+        Err(TxnError::Unexpected { root: facts.root.clone(), detail: "internal error: unexpected stat stage".into() })
+    }
+    /// Whether a failure before the commit point is cleaned up by running
+    /// recovery (after the commit point it always is, and rolls forward).
+    fn recover_on_failure(&self) -> bool;
+    /// The output (called once, after the plan ran).
+    fn output(&mut self) -> Self::Output;
+}
+
+enum Stage {
+    Observe(Observer),
+    Stat(RootFacts, StatMany),
+    Exec(Exec),
+    Recover { machine: Box<Flow<RecoverPlanner>>, error: TxnError, committed: bool },
+    Done,
+}
+
+/// A whole transaction machine: observe → (stat) → execute → (recover),
+/// with the decisions taken by a [`Planner`].
+pub struct Flow<P: Planner> {
+    root: RelPath,
+    planner: P,
+    stage: Stage,
+    outcome: Option<Result<P::Output, TxnError>>,
+}
+
+impl<P: Planner> std::fmt::Debug for Flow<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl<P: Planner> Flow<P> {
+    /// A machine for `root`, starting with observation.
+    pub fn new(root: RelPath, planner: P) -> Self {
+        Flow { stage: Stage::Observe(Observer::new(root.clone())), root, planner, outcome: None }
+    }
+
+    /// A machine that is already finished with `outcome` (e.g. refused
+    /// before touching anything).
+    pub fn finished(root: RelPath, planner: P, outcome: Result<P::Output, TxnError>) -> Self {
+        Flow { root, planner, stage: Stage::Done, outcome: Some(outcome) }
+    }
+
+    /// The planner (to inspect decisions in tests).
+    pub fn planner(&self) -> &P {
+        &self.planner
+    }
+
+    fn decide(&mut self, facts: RootFacts, d: Result<Decision, TxnError>) {
+        match d {
+            Err(e) => self.finish(Err(e)),
+            Ok(Decision::Stat { paths, free_space }) => self.stage = Stage::Stat(facts, StatMany::new(self.root.clone(), paths, free_space)),
+            Ok(Decision::Execute(steps)) => self.stage = Stage::Exec(Exec::new(self.root.clone(), steps)),
+        }
+    }
+
+    fn finish(&mut self, outcome: Result<P::Output, TxnError>) {
+        self.stage = Stage::Done;
+        self.outcome = Some(outcome);
+    }
+
+    /// Moves past finished stages.
+    fn advance(&mut self) {
+        loop {
+            match std::mem::replace(&mut self.stage, Stage::Done) {
+                Stage::Observe(o) if o.finished() => match o.into_result() {
+                    Ok(facts) => {
+                        let d = self.planner.observed(&facts);
+                        self.decide(facts, d);
+                    }
+                    Err(e) => self.finish(Err(e)),
+                },
+                Stage::Stat(facts, s) if s.finished() => match s.error {
+                    Some(e) => self.finish(Err(e)),
+                    None => {
+                        let d = self.planner.stated(&facts, &s.stats);
+                        self.decide(facts, d);
+                    }
+                },
+                Stage::Exec(x) if x.finished() => match x.error {
+                    None => {
+                        let out = self.planner.output();
+                        self.finish(Ok(out));
+                    }
+                    Some(error) if x.committed || self.planner.recover_on_failure() => {
+                        let machine = Box::new(Flow::new(self.root.clone(), RecoverPlanner::new(RecoveryMode::Normal)));
+                        self.stage = Stage::Recover { machine, error, committed: x.committed };
+                    }
+                    Some(error) => self.finish(Err(error)),
+                },
+                Stage::Recover { mut machine, error, committed } => match machine.outcome.take() {
+                    Some(Ok(_)) if committed => {
+                        let out = self.planner.output();
+                        self.finish(Ok(out));
+                    }
+                    Some(Ok(_)) => self.finish(Err(error)),
+                    Some(Err(cleanup)) => self.finish(Err(TxnError::CleanupFailed { error: Box::new(error), cleanup: Box::new(cleanup) })),
+                    None => {
+                        self.stage = Stage::Recover { machine, error, committed };
+                        return;
+                    }
+                },
+                other => {
+                    self.stage = other;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl<P: Planner> Machine for Flow<P> {
+    type Output = P::Output;
+
+    fn poll_op(&mut self) -> Option<FsOp> {
+        loop {
+            self.advance();
+            let op = match &mut self.stage {
+                Stage::Observe(o) => o.poll_op(),
+                Stage::Stat(_, s) => s.poll_op(),
+                Stage::Exec(x) => x.poll_op(),
+                Stage::Recover { machine, .. } => machine.poll_op(),
+                Stage::Done => return None,
+            };
+            if op.is_some() {
+                return op;
+            }
+            // No operation: the stage either waits for a result (the caller
+            // broke the contract) or has just finished and must be left.
+            let finished = match &self.stage {
+                Stage::Observe(o) => o.finished(),
+                Stage::Stat(_, s) => s.finished(),
+                Stage::Exec(x) => x.finished(),
+                Stage::Recover { machine, .. } => machine.outcome.is_some(),
+                Stage::Done => true,
+            };
+            if !finished {
+                return None;
+            }
+        }
+    }
+
+    fn handle_result(&mut self, result: OpResult) {
+        match &mut self.stage {
+            Stage::Observe(o) => o.handle_result(result),
+            Stage::Stat(_, s) => s.handle_result(result),
+            Stage::Exec(x) => x.handle_result(result),
+            Stage::Recover { machine, .. } => machine.handle_result(result),
+            Stage::Done => {}
+        }
+        self.advance();
+    }
+
+    fn take_outcome(&mut self) -> Option<Result<P::Output, TxnError>> {
+        self.advance();
+        self.outcome.take()
+    }
+}

@@ -1,0 +1,167 @@
+//! The vocabulary between a transaction machine and its driver: the
+//! filesystem operations a machine asks for ([`FsOp`]), their results
+//! ([`OpResult`]), and the [`Machine`] interface.
+
+use crate::txn::error::TxnError;
+use lanspread_ports::fs::{DirEntry, FsError, Metadata};
+use lanspread_ports::path::RelPath;
+use lanspread_ports::unpack::UnpackError;
+use std::fmt;
+
+/// One filesystem operation requested by a machine. Each maps to one or a
+/// few calls of the [`lanspread_ports::Fs`] port (see [`crate::txn::driver`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsOp {
+    /// Metadata without following symlinks. Answer: [`OpValue::Metadata`].
+    Metadata(RelPath),
+    /// Lists a directory. Answer: [`OpValue::Entries`].
+    ReadDir(RelPath),
+    /// Reads a whole regular file of at most `max_len` bytes. Answer: [`OpValue::Data`].
+    ReadFile {
+        /// The file.
+        path: RelPath,
+        /// Refuse longer files.
+        max_len: u64,
+    },
+    /// Free bytes on the device, if known. Answer: [`OpValue::FreeSpace`].
+    FreeSpace,
+    /// Creates one directory (the parent exists).
+    CreateDir(RelPath),
+    /// Creates a directory and its missing ancestors.
+    CreateDirAll(RelPath),
+    /// Opens a file for writing (creating it, never truncating on open) and
+    /// sets its length to `len`.
+    Preallocate {
+        /// The file.
+        path: RelPath,
+        /// Its length afterwards.
+        len: u64,
+    },
+    /// Creates or replaces a small file: open for writing, truncate, write
+    /// `data`. Not synced.
+    WriteFile {
+        /// The file.
+        path: RelPath,
+        /// Its whole content.
+        data: Vec<u8>,
+    },
+    /// Makes a file's data durable (opened for writing, never truncated).
+    SyncFile(RelPath),
+    /// Makes a directory's entries durable.
+    SyncDir(RelPath),
+    /// Atomic rename.
+    Rename {
+        /// Old name.
+        from: RelPath,
+        /// New name.
+        to: RelPath,
+    },
+    /// Removes a file or a symlink.
+    RemoveFile(RelPath),
+    /// Removes an empty directory.
+    RemoveDir(RelPath),
+    /// Removes a directory tree, never following symlinks (fails on a
+    /// symlink at `path` itself).
+    RemoveDirAll(RelPath),
+    /// Unpacks `archive` into `target` through the unpacker port.
+    Unpack {
+        /// The archive.
+        archive: RelPath,
+        /// The target directory.
+        target: RelPath,
+    },
+}
+
+impl FsOp {
+    /// Whether the operation changes the filesystem.
+    pub fn is_mutating(&self) -> bool {
+        !matches!(self, FsOp::Metadata(_) | FsOp::ReadDir(_) | FsOp::ReadFile { .. } | FsOp::FreeSpace)
+    }
+}
+
+impl fmt::Display for FsOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsOp::Metadata(p) => write!(f, "metadata {p}"),
+            FsOp::ReadDir(p) => write!(f, "read_dir {p}"),
+            FsOp::ReadFile { path, .. } => write!(f, "read {path}"),
+            FsOp::FreeSpace => f.write_str("free_space"),
+            FsOp::CreateDir(p) => write!(f, "create_dir {p}"),
+            FsOp::CreateDirAll(p) => write!(f, "create_dir_all {p}"),
+            FsOp::Preallocate { path, len } => write!(f, "preallocate {path} ({len} bytes)"),
+            FsOp::WriteFile { path, data } => write!(f, "write {path} ({} bytes)", data.len()),
+            FsOp::SyncFile(p) => write!(f, "sync {p}"),
+            FsOp::SyncDir(p) => write!(f, "sync_dir {p}"),
+            FsOp::Rename { from, to } => write!(f, "rename {from} -> {to}"),
+            FsOp::RemoveFile(p) => write!(f, "remove_file {p}"),
+            FsOp::RemoveDir(p) => write!(f, "remove_dir {p}"),
+            FsOp::RemoveDirAll(p) => write!(f, "remove_dir_all {p}"),
+            FsOp::Unpack { archive, target } => write!(f, "unpack {archive} into {target}"),
+        }
+    }
+}
+
+/// The value of a successful [`FsOp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpValue {
+    /// For operations without a value.
+    Unit,
+    /// Answer to [`FsOp::Metadata`].
+    Metadata(Metadata),
+    /// Answer to [`FsOp::ReadDir`].
+    Entries(Vec<DirEntry>),
+    /// Answer to [`FsOp::ReadFile`].
+    Data(Vec<u8>),
+    /// Answer to [`FsOp::FreeSpace`].
+    FreeSpace(Option<u64>),
+}
+
+/// Why an [`FsOp`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// The filesystem port failed.
+    Fs(FsError),
+    /// The unpacker port failed.
+    Unpack(UnpackError),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::Fs(e) => e.fmt(f),
+            OpError::Unpack(e) => e.fmt(f),
+        }
+    }
+}
+
+impl From<FsError> for OpError {
+    fn from(e: FsError) -> Self {
+        OpError::Fs(e)
+    }
+}
+
+/// Result of one [`FsOp`], fed back with [`Machine::handle_result`].
+pub type OpResult = Result<OpValue, OpError>;
+
+/// A sans-IO transaction machine.
+///
+/// The caller contract, in the style of quinn-proto:
+/// 1. call [`Machine::poll_op`]; if it returns an operation, perform it
+///    and feed its result to [`Machine::handle_result`]; repeat;
+/// 2. once `poll_op` returns `None`, [`Machine::take_outcome`] returns the
+///    result of the whole transaction.
+///
+/// A machine has at most one operation in flight; it never performs IO,
+/// never reads a clock and never blocks, so it can be driven by hand in a
+/// test (see [`crate::txn::driver`] for the async driver).
+pub trait Machine {
+    /// What the transaction yields on success.
+    type Output;
+    /// The next operation to perform, or `None` if the machine is finished
+    /// (or, if the caller broke the contract, still waiting for a result).
+    fn poll_op(&mut self) -> Option<FsOp>;
+    /// The result of the operation last returned by [`Machine::poll_op`].
+    fn handle_result(&mut self, result: OpResult);
+    /// The outcome, once finished (`None` before; taken once).
+    fn take_outcome(&mut self) -> Option<Result<Self::Output, TxnError>>;
+}

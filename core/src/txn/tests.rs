@@ -1,0 +1,159 @@
+//! The machines driven by hand: no executor, no filesystem. A test answers
+//! each operation itself and checks the exact sequence asked for.
+
+use super::*;
+use crate::game::{EntryKind, FileEntry, Version};
+use lanspread_ports::fs::{DirEntry, FileKind, FsError, FsErrorKind, Metadata};
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).unwrap()
+}
+
+fn meta(kind: FileKind, len: u64) -> OpResult {
+    Ok(OpValue::Metadata(Metadata { kind, len, modified_ns: None }))
+}
+
+fn entries(list: &[(&str, FileKind)]) -> OpResult {
+    Ok(OpValue::Entries(list.iter().map(|(n, k)| DirEntry { name: n.to_string(), kind: *k, len: 0, modified_ns: None }).collect()))
+}
+
+fn not_found() -> OpResult {
+    Err(OpError::Fs(FsError::new(FsErrorKind::NotFound, "not found")))
+}
+
+/// Drives `m`, answering with `answer`; returns the operations asked (as
+/// text) and the outcome.
+fn drive<M: Machine>(m: &mut M, mut answer: impl FnMut(&FsOp) -> OpResult) -> (Vec<String>, Result<M::Output, TxnError>) {
+    let mut ops = Vec::new();
+    while let Some(op) = m.poll_op() {
+        assert_eq!(m.poll_op(), None, "one operation in flight at a time");
+        ops.push(op.to_string());
+        let r = answer(&op);
+        m.handle_result(r);
+    }
+    let outcome = m.take_outcome().expect("finished");
+    assert!(m.take_outcome().is_none(), "the outcome is taken once");
+    (ops, outcome)
+}
+
+/// A root `g` holding an installed, downloaded game and nothing else.
+fn installed_root(op: &FsOp) -> OpResult {
+    match op {
+        FsOp::Metadata(path) if path.as_str() == "g" => meta(FileKind::Dir, 0),
+        FsOp::ReadDir(path) if path.as_str() == "g" => entries(&[("local", FileKind::Dir), ("version.ini", FileKind::File)]),
+        FsOp::Metadata(_) | FsOp::ReadFile { .. } => not_found(),
+        _ => Ok(OpValue::Unit),
+    }
+}
+
+#[test]
+fn uninstall_asks_for_exactly_this_sequence() {
+    let (ops, out) = drive(&mut Uninstall::uninstall(p("g")), installed_root);
+    out.unwrap();
+    assert_eq!(
+        ops,
+        [
+            "metadata g",
+            "read_dir g",
+            "write g/.lanspread.json.tmp (49 bytes)",
+            "sync g/.lanspread.json.tmp",
+            "rename g/.lanspread.json.tmp -> g/.lanspread.json",
+            "sync_dir g",
+            "rename g/local -> g/.local.backup",
+            "sync_dir g",
+            "remove_dir_all g/.local.backup",
+            "remove_file g/.lanspread.json",
+            "sync_dir g",
+        ]
+    );
+}
+
+#[test]
+fn a_failure_before_the_commit_point_runs_recovery_and_reports_the_failure() {
+    let mut renamed_intent = false;
+    let (ops, out) = drive(&mut Uninstall::uninstall(p("g")), |op| match op {
+        FsOp::Rename { to, .. } if to.as_str() == "g/.local.backup" => Err(OpError::Fs(FsError::new(FsErrorKind::PermissionDenied, "denied"))),
+        FsOp::Rename { to, .. } if to.as_str() == "g/.lanspread.json" => {
+            renamed_intent = true;
+            Ok(OpValue::Unit)
+        }
+        // Recovery observes the intent written above.
+        FsOp::ReadDir(path) if path.as_str() == "g" && renamed_intent => {
+            entries(&[("local", FileKind::Dir), ("version.ini", FileKind::File), (".lanspread.json", FileKind::File)])
+        }
+        FsOp::ReadFile { .. } => Ok(OpValue::Data(Intent::new(IntentOp::Uninstall, Phase::Removing).encode())),
+        other => installed_root(other),
+    });
+    let err = out.unwrap_err();
+    assert_eq!(err.to_string(), "game root g: rename g/local -> g/.local.backup failed: denied");
+    let after = ops.iter().position(|o| o == "rename g/local -> g/.local.backup").unwrap();
+    assert_eq!(
+        ops[after + 1..],
+        ["metadata g", "read_dir g", "read g/.lanspread.json", "remove_file g/.lanspread.json", "sync_dir g"],
+        "recovery keeps local/ and clears the intent"
+    );
+}
+
+#[test]
+fn refusals_happen_before_any_change() {
+    // Nothing to install: only reads.
+    let (ops, out) = drive(&mut Install::install(p("g"), |n: &str| n.ends_with(".zip")), installed_root);
+    assert!(matches!(out, Err(TxnError::NothingToInstall { .. })));
+    assert_eq!(ops, ["metadata g", "read_dir g"]);
+    // Commit without a download in progress.
+    let m = Manifest {
+        version: Version::new("1").unwrap(),
+        files: vec![FileEntry { path: p("version.ini"), kind: EntryKind::File, size: 2, chunks: vec![[0; 32]], hash: [0; 32] }],
+    };
+    let (ops, out) = drive(&mut CommitDownload::commit(p("g"), &m, b"1\n"), installed_root);
+    assert!(matches!(out, Err(TxnError::NoDownload { .. })));
+    assert!(ops.iter().all(|o| o.starts_with("metadata") || o.starts_with("read")), "{ops:?}");
+}
+
+#[test]
+fn begin_download_parks_before_writing_and_sizes_without_truncating() {
+    let m = Manifest {
+        version: Version::new("2").unwrap(),
+        files: vec![
+            FileEntry { path: p("d"), kind: EntryKind::Dir, size: 0, chunks: vec![], hash: [0; 32] },
+            FileEntry { path: p("d/same.bin"), kind: EntryKind::File, size: 5, chunks: vec![[0; 32]], hash: [0; 32] },
+            FileEntry { path: p("d/short.bin"), kind: EntryKind::File, size: 9, chunks: vec![[0; 32]], hash: [0; 32] },
+            FileEntry { path: p("version.ini"), kind: EntryKind::File, size: 2, chunks: vec![[0; 32]], hash: [0; 32] },
+        ],
+    };
+    let (ops, out) = drive(&mut BeginDownload::begin(p("g"), &m), |op| match op {
+        FsOp::Metadata(path) => match path.as_str() {
+            "g" | "g/d" => meta(FileKind::Dir, 0),
+            "g/d/same.bin" => meta(FileKind::File, 5),
+            "g/d/short.bin" => meta(FileKind::File, 3),
+            _ => not_found(),
+        },
+        FsOp::ReadDir(_) => entries(&[("version.ini", FileKind::File), ("d", FileKind::Dir)]),
+        FsOp::FreeSpace => Ok(OpValue::FreeSpace(Some(1000))),
+        _ => Ok(OpValue::Unit),
+    });
+    out.unwrap();
+    let mutations: Vec<&str> = ops.iter().map(String::as_str).filter(|o| !o.starts_with("metadata") && !o.starts_with("read") && *o != "free_space").collect();
+    assert_eq!(
+        mutations,
+        [
+            "write g/.lanspread.json.tmp (61 bytes)",
+            "sync g/.lanspread.json.tmp",
+            "rename g/.lanspread.json.tmp -> g/.lanspread.json",
+            "sync_dir g",
+            "rename g/version.ini -> g/.version.ini.discarded",
+            "write g/.lanspread.json.tmp (61 bytes)",
+            "sync g/.lanspread.json.tmp",
+            "rename g/.lanspread.json.tmp -> g/.lanspread.json",
+            "sync_dir g",
+            "preallocate g/d/short.bin (9 bytes)",
+        ]
+    );
+}
+
+#[test]
+fn driver_answers_must_match_the_question() {
+    // A driver answering a read with the wrong kind of value gets a clear error, not a panic.
+    let (_, out) = drive(&mut Recover::recover(p("g"), RecoveryMode::Normal), |_| Ok(OpValue::Unit));
+    assert!(out.unwrap_err().to_string().contains("wrong kind of value"));
+}

@@ -1,0 +1,355 @@
+//! Hostile and broken layouts: symlinks where our directories should be,
+//! foreign or unmarked staging directories, a `version.ini` directory, torn
+//! intent logs, faults mid-operation. Nothing outside the root is touched,
+//! nothing unproven is deleted, and the user gets a clear error.
+
+mod common;
+
+use common::*;
+use lanspread_core::txn::{self, InstallKind, Intent, IntentOp, Phase, RecoveryReport, TxnError};
+use lanspread_core::GameId;
+use lanspread_memfs::{MemFs, Node};
+use lanspread_ports::fs::{Fs, FsErrorKind};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const ROOT: &str = "games/g";
+
+fn game() -> Game {
+    Game::new("1.0", &[("a.fake", Some("bin/x=1\n")), ("readme.txt", Some("hello"))])
+}
+
+fn setup() -> MemFs {
+    let fs = MemFs::new();
+    plant_outside(&fs);
+    game().write_downloaded(&fs, ROOT);
+    fs
+}
+
+fn intent(op: IntentOp, phase: Phase) -> Vec<u8> {
+    Intent::new(op, phase).encode()
+}
+
+fn recover(fs: &MemFs) -> RecoveryReport {
+    run(txn::recover_root(fs, &p(ROOT))).unwrap()
+}
+
+/// Runs recovery twice; checks the second changes nothing and nothing
+/// outside the root changed. Returns the first report.
+fn recover_twice(fs: &MemFs, outside: &BTreeMap<String, Node>) -> RecoveryReport {
+    let r1 = recover(fs);
+    let tree = fs.tree();
+    let r2 = recover(fs);
+    assert!(!r2.changed(), "second recovery changed something: {r2:?}");
+    assert_eq!(fs.tree(), tree);
+    assert_eq!(outside_of(&fs.tree(), "g"), *outside, "I2: outside changed");
+    r1
+}
+
+fn do_install(fs: &MemFs) -> Result<InstallKind, TxnError> {
+    let arc: Arc<dyn Fs> = Arc::new(fs.clone());
+    run(txn::install(arc, &FakeUnpacker, &p(ROOT), no_progress()))
+}
+
+fn remove(fs: &MemFs) -> Result<(), TxnError> {
+    run(txn::remove_downloaded(&fs.scoped("games"), &catalog(&["g", "other"]), &GameId::new("g").unwrap()))
+}
+
+#[test]
+fn symlinked_backup_pointing_outside_is_never_followed_or_deleted() {
+    for intent_bytes in [None, Some(intent(IntentOp::Update, Phase::Staging)), Some(intent(IntentOp::Uninstall, Phase::Removing))] {
+        let fs = setup();
+        fs.symlink(&format!("{ROOT}/.local.backup"), "../../outside");
+        if let Some(i) = &intent_bytes {
+            fs.write_file(&format!("{ROOT}/.lanspread.json"), i);
+        }
+        let outside = outside_of(&fs.tree(), "g");
+        let r = recover_twice(&fs, &outside);
+        assert_eq!(fs.kind(&format!("{ROOT}/.local.backup")), Some(lanspread_ports::FileKind::Symlink), "the link stays");
+        assert!(r.problems.iter().any(|p| p.contains(".local.backup is a symlink")), "{r:?}");
+        assert!(!fs.exists(&format!("{ROOT}/.lanspread.json")));
+        // Every operation refuses to touch it, with a clear message.
+        let e = do_install(&fs).unwrap_err();
+        assert_eq!(e.to_string(), "game root games/g: .local.backup is a symlink, refusing to touch it");
+        fs.mkdir_p(&format!("{ROOT}/local"));
+        let e = run(txn::uninstall(&fs, &p(ROOT))).unwrap_err();
+        assert!(matches!(e, TxnError::Symlink { .. }), "{e}");
+        fs.remove_all(&format!("{ROOT}/local"));
+        let e = remove(&fs).unwrap_err();
+        assert!(matches!(e, TxnError::Symlink { .. }), "{e}");
+        assert_eq!(outside_of(&fs.tree(), "g"), outside);
+    }
+}
+
+#[test]
+fn foreign_staging_directory_without_marker_is_left_alone() {
+    let fs = setup();
+    fs.write_file(&format!("{ROOT}/.local.installing/user-notes.txt"), "mine");
+    fs.write_file(&format!("{ROOT}/.local.installing/.lanspread_owned/not-a-file"), "a directory named like the marker");
+    let outside = outside_of(&fs.tree(), "g");
+    let before = fs.tree_at(ROOT);
+    let r = recover_twice(&fs, &outside);
+    assert_eq!(fs.tree_at(ROOT), before, "nothing deleted");
+    assert!(r.problems.iter().any(|p| p.contains(".local.installing has no .lanspread_owned marker")), "{r:?}");
+    let e = do_install(&fs).unwrap_err();
+    assert!(e.to_string().contains("leftover .local.installing"), "{e}");
+    assert!(e.to_string().contains("run recovery"), "{e}");
+    assert_eq!(fs.tree_at(ROOT), before);
+}
+
+#[test]
+fn foreign_backup_directory_survives_recovery_and_blocks_operations() {
+    let fs = setup();
+    fs.write_file(&format!("{ROOT}/local/game.exe"), "installed");
+    fs.write_file(&format!("{ROOT}/.local.backup/precious"), "user's own backup");
+    let outside = outside_of(&fs.tree(), "g");
+    let before = fs.tree_at(ROOT);
+    let r = recover_twice(&fs, &outside);
+    assert_eq!(fs.tree_at(ROOT), before);
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    assert!(do_install(&fs).unwrap_err().to_string().contains("leftover .local.backup"));
+    assert!(run(txn::uninstall(&fs, &p(ROOT))).unwrap_err().to_string().contains("leftover .local.backup"));
+    assert_eq!(fs.tree_at(ROOT), before);
+}
+
+#[test]
+fn marked_staging_directories_are_ours_even_without_intent() {
+    let fs = setup();
+    fs.write_file(&format!("{ROOT}/.local.installing/.lanspread_owned"), "");
+    fs.write_file(&format!("{ROOT}/.local.installing/half/unpacked"), "x");
+    // A symlink planted inside our staging directory is removed as a link, never followed.
+    fs.symlink(&format!("{ROOT}/.local.installing/escape"), "../../../outside");
+    fs.write_file(&format!("{ROOT}/.local.backup/.lanspread_owned"), "");
+    fs.write_file(&format!("{ROOT}/.local.backup/game.exe"), "previous install");
+    let outside = outside_of(&fs.tree(), "g");
+    let r = recover_twice(&fs, &outside);
+    assert!(!fs.exists(&format!("{ROOT}/.local.installing")));
+    assert_eq!(fs.read(&format!("{ROOT}/local/game.exe")).unwrap(), b"previous install", "the backup is restored, not deleted: {r:?}");
+    assert!(!fs.exists(&format!("{ROOT}/.local.backup")));
+}
+
+#[test]
+fn version_ini_directory_is_not_a_download() {
+    let fs = MemFs::new();
+    plant_outside(&fs);
+    fs.write_file(&format!("{ROOT}/version.ini/inner"), "not a sentinel");
+    fs.write_file(&format!("{ROOT}/a.fake"), "x=1\n");
+    let outside = outside_of(&fs.tree(), "g");
+    let before = fs.tree_at(ROOT);
+    let r = recover_twice(&fs, &outside);
+    assert!(r.problems.iter().any(|p| p.contains("version.ini is a directory")), "{r:?}");
+    let e = do_install(&fs).unwrap_err();
+    assert_eq!(e.to_string(), "game root games/g: the game is not downloaded (version.ini is a directory, not a file)");
+    let e = remove(&fs).unwrap_err();
+    assert!(matches!(e, TxnError::NotDownloaded { .. }), "{e}");
+    assert!(e.to_string().contains("refusing to delete the game root"), "{e}");
+    let m = game().manifest();
+    let e = run(txn::begin_download(&fs, &p(ROOT), &m)).unwrap_err();
+    assert!(e.to_string().contains("version.ini is a directory, not a file; refusing to replace it"), "{e}");
+    assert_eq!(fs.tree_at(ROOT), before, "nothing was touched");
+    assert_eq!(outside_of(&fs.tree(), "g"), outside);
+}
+
+#[test]
+fn torn_empty_or_garbage_intent_is_treated_as_no_intent() {
+    let full = intent(IntentOp::Update, Phase::Staging);
+    for bad in [full[..full.len() / 2].to_vec(), Vec::new(), b"\x00\xff garbage".to_vec(), b"{\"format\":9}".to_vec()] {
+        let fs = setup();
+        fs.write_file(&format!("{ROOT}/local/game.exe"), "installed");
+        // Without a valid intent, an unmarked backup is not provably ours.
+        fs.write_file(&format!("{ROOT}/.local.backup/old.exe"), "unmarked");
+        fs.write_file(&format!("{ROOT}/.lanspread.json"), &bad);
+        let outside = outside_of(&fs.tree(), "g");
+        // Operations refuse until recovery ran.
+        let e = do_install(&fs).unwrap_err();
+        assert!(e.to_string().contains("intent log is unreadable"), "{e}");
+        let r = recover_twice(&fs, &outside);
+        assert!(r.problems.iter().any(|p| p.contains(".lanspread.json is unreadable")), "{r:?}");
+        assert_eq!(r.intent, None);
+        assert!(!fs.exists(&format!("{ROOT}/.lanspread.json")), "the unreadable log is removed");
+        assert_eq!(fs.read(&format!("{ROOT}/.local.backup/old.exe")).unwrap(), b"unmarked", "unproven: kept");
+        assert_eq!(fs.read(&format!("{ROOT}/local/game.exe")).unwrap(), b"installed");
+    }
+}
+
+#[test]
+fn intent_that_is_a_directory_or_symlink_is_left_alone_and_blocks() {
+    for planted in ["dir", "link"] {
+        let fs = setup();
+        let path = format!("{ROOT}/.lanspread.json");
+        if planted == "dir" {
+            fs.write_file(&format!("{path}/x"), "x");
+        } else {
+            fs.symlink(&path, "../../outside/precious.txt");
+        }
+        let outside = outside_of(&fs.tree(), "g");
+        let r = recover_twice(&fs, &outside);
+        assert!(r.problems.iter().any(|p| p.contains(".lanspread.json is a")), "{r:?}");
+        assert!(fs.exists(&path));
+        let e = do_install(&fs).unwrap_err();
+        assert!(e.to_string().contains("not a file; refusing to start"), "{e}");
+    }
+}
+
+#[test]
+fn symlink_in_place_of_local_or_root() {
+    let fs = setup();
+    fs.symlink(&format!("{ROOT}/local"), "../../outside");
+    let outside = outside_of(&fs.tree(), "g");
+    let r = recover_twice(&fs, &outside);
+    assert!(r.problems.iter().any(|p| p.contains("local is a symlink")), "{r:?}");
+    assert_eq!(do_install(&fs).unwrap_err().to_string(), "game root games/g: local is a symlink, refusing to touch it");
+    assert!(matches!(run(txn::uninstall(&fs, &p(ROOT))).unwrap_err(), TxnError::Symlink { .. }));
+    assert!(matches!(remove(&fs).unwrap_err(), TxnError::Symlink { .. }));
+
+    let fs = MemFs::new();
+    plant_outside(&fs);
+    fs.symlink("games/g", "../outside");
+    let outside = outside_of(&fs.tree(), "g");
+    let e = run(txn::recover_root(&fs, &p(ROOT))).unwrap_err();
+    assert_eq!(e.to_string(), "game root games/g: the game root itself is a symlink, refusing to touch it");
+    let all = run(txn::recover_all(&fs.scoped("games"), &catalog(&["g", "other"])));
+    assert_eq!(all.len(), 2);
+    assert!(all[0].1.is_err() && all[1].1.is_ok(), "{all:?}");
+    assert!(matches!(remove(&fs).unwrap_err(), TxnError::Symlink { .. }));
+    let m = game().manifest();
+    assert!(matches!(run(txn::begin_download(&fs, &p(ROOT), &m)).unwrap_err(), TxnError::Symlink { .. }));
+    assert_eq!(outside_of(&fs.tree(), "g"), outside);
+}
+
+#[test]
+fn download_refuses_to_write_through_a_symlinked_directory() {
+    let fs = MemFs::new();
+    plant_outside(&fs);
+    fs.mkdir_p(ROOT);
+    fs.symlink(&format!("{ROOT}/data"), "../../outside/dir");
+    let outside = outside_of(&fs.tree(), "g");
+    let g = Game::new("1.0", &[("data", None), ("data/deep.bin", Some("overwrite me"))]);
+    let e = run(txn::begin_download(&fs, &p(ROOT), &g.manifest())).unwrap_err();
+    assert_eq!(e.to_string(), "game root games/g: data is a symlink, refusing to touch it");
+    assert_eq!(outside_of(&fs.tree(), "g"), outside);
+    assert!(!fs.exists(&format!("{ROOT}/.lanspread.json")));
+}
+
+#[test]
+fn remove_downloaded_is_refused_unless_proven_and_idle() {
+    let fs = setup();
+    let cat = catalog(&["g", "other"]);
+    let games = fs.scoped("games");
+    let e = run(txn::remove_downloaded(&games, &cat, &GameId::new("stranger").unwrap())).unwrap_err();
+    assert_eq!(e.to_string(), "game stranger: not in the catalog, refusing to touch its directory");
+    fs.mkdir_p(&format!("{ROOT}/local"));
+    assert!(matches!(remove(&fs).unwrap_err(), TxnError::Installed { .. }));
+    fs.remove_all(&format!("{ROOT}/local"));
+    fs.write_file(&format!("{ROOT}/.lanspread.json"), intent(IntentOp::Download, Phase::Writing));
+    assert!(matches!(remove(&fs).unwrap_err(), TxnError::Pending { .. }));
+    fs.remove_all(&format!("{ROOT}/.lanspread.json"));
+    fs.remove_all(&format!("{ROOT}/version.ini"));
+    assert!(matches!(remove(&fs).unwrap_err(), TxnError::NotDownloaded { .. }));
+    assert!(fs.exists(ROOT));
+    fs.write_file(&format!("{ROOT}/version.ini"), "1.0\n");
+    let outside = outside_of(&fs.tree(), "g");
+    remove(&fs).unwrap();
+    assert!(!fs.exists(ROOT));
+    assert_eq!(outside_of(&fs.tree(), "g"), outside);
+}
+
+#[test]
+fn failing_unpack_discards_the_staging_and_keeps_the_previous_install() {
+    for archive in ["bin/x=new\n!corrupt\n", "../escape=x\n"] {
+        let fs = setup();
+        fs.write_file(&format!("{ROOT}/a.fake"), archive);
+        fs.write_file(&format!("{ROOT}/local/.lanspread_owned"), "");
+        fs.write_file(&format!("{ROOT}/local/bin/x"), "old");
+        let before = fs.tree_at(ROOT);
+        let e = do_install(&fs).unwrap_err();
+        assert!(matches!(e, TxnError::Unpack { .. }), "{e}");
+        assert!(e.to_string().starts_with("game root games/g: unpacking a.fake failed: "), "{e}");
+        assert_eq!(fs.tree_at(ROOT), before, "rolled back exactly");
+    }
+}
+
+#[test]
+fn nothing_to_install() {
+    let fs = MemFs::new();
+    Game::new("1.0", &[("readme.txt", Some("no archive here"))]).write_downloaded(&fs, ROOT);
+    let e = do_install(&fs).unwrap_err();
+    assert!(matches!(e, TxnError::NothingToInstall { .. }));
+    assert_eq!(e.to_string(), "game root games/g: nothing to install: no archive the unpacker handles");
+}
+
+#[test]
+fn disk_full_mid_download_and_mid_install() {
+    // Known free space too small: refused before anything changes, previous version intact.
+    let fs = setup();
+    let big = Game::new("2.0", &[("a.fake", Some("bin/x=2\n")), ("huge.bin", Some(&"x".repeat(500)))]);
+    fs.set_capacity(Some(fs.used_bytes() + 100));
+    let before = fs.tree_at(ROOT);
+    let e = run(txn::begin_download(&fs, &p(ROOT), &big.manifest())).unwrap_err();
+    assert!(matches!(e, TxnError::NoSpace { .. }), "{e}");
+    assert!(e.to_string().contains("nothing was changed"), "{e}");
+    assert_eq!(fs.tree_at(ROOT), before);
+
+    // Writes failing mid-way (the device fills up behind our back): clear
+    // error, the download is abandoned and resumable, no sentinel.
+    let fs = setup();
+    let m = big.manifest();
+    run(txn::begin_download(&fs, &p(ROOT), &m)).unwrap();
+    fs.set_capacity(Some(fs.used_bytes()));
+    let h = run(fs.open_write(&p(&format!("{ROOT}/huge.bin")))).unwrap();
+    let err = run(h.write_at(600, bytes::Bytes::from_static(b"past the end"))).unwrap_err();
+    assert_eq!(err.kind, FsErrorKind::NoSpace);
+    run(txn::abort_download(&fs, &p(ROOT))).unwrap();
+    assert!(!fs.exists(&format!("{ROOT}/version.ini")), "not downloaded");
+    assert!(fs.exists(&format!("{ROOT}/huge.bin")), "data kept for a resume");
+    assert_eq!(recover(&fs), RecoveryReport { root_exists: true, ..Default::default() });
+
+    // Install hitting a full disk while unpacking: the previous install stays.
+    let fs = setup();
+    fs.write_file(&format!("{ROOT}/a.fake"), format!("bin/x={}\n", "y".repeat(200)));
+    fs.write_file(&format!("{ROOT}/local/bin/x"), "old");
+    let before = fs.tree_at(ROOT);
+    fs.set_capacity(Some(fs.used_bytes() + 50));
+    let e = do_install(&fs).unwrap_err();
+    assert!(e.to_string().contains("no space left"), "{e}");
+    assert_eq!(fs.tree_at(ROOT), before);
+}
+
+#[test]
+fn io_error_at_every_step_of_an_update_keeps_old_or_new() {
+    let mut n = 0;
+    let mut outcomes = BTreeMap::new();
+    loop {
+        let fs = setup();
+        fs.write_file(&format!("{ROOT}/local/bin/x"), "old");
+        let old = fs.tree_at(&format!("{ROOT}/local"));
+        fs.fail_nth_op(n, FsErrorKind::Io);
+        let r = do_install(&fs);
+        let injected = !fs.clear_fault();
+        let local = fs.tree_at(&format!("{ROOT}/local"));
+        let state = if local == old {
+            "old"
+        } else if local.get("bin/x") == Some(&Node::File(b"1".to_vec())) {
+            "new"
+        } else {
+            panic!("fault at op {n}: local is {local:?}");
+        };
+        match &r {
+            Ok(_) => assert_eq!(state, "new", "fault at op {n}"),
+            Err(e) => {
+                assert_eq!(state, "old", "fault at op {n}: {e}");
+                assert!(e.to_string().contains("injected Io failure"), "{e}");
+            }
+        }
+        for name in LEFTOVERS {
+            assert!(!fs.exists(&format!("{ROOT}/{name}")), "fault at op {n}: {name} left over");
+        }
+        assert!(!recover(&fs).changed());
+        *outcomes.entry(state).or_insert(0) += 1;
+        if !injected {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n > 10 && outcomes.len() == 2, "{n} {outcomes:?}");
+}
