@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 type Tree = BTreeMap<String, Node>;
+/// Classifies a root tree as "old", "new" or "clean", or explains the violation.
+type Classify = Box<dyn Fn(&MemFs, &Tree) -> Result<&'static str, String>>;
 
 const ROOT: &str = "games/g";
 
@@ -36,7 +38,7 @@ struct Scenario {
     run: Box<dyn Fn(&MemFs)>,
     /// Classifies the root tree (relative to the root; empty if the root is
     /// gone) as "old", "new" or "clean", or explains the violation.
-    classify: Box<dyn Fn(&MemFs, &Tree) -> Result<&'static str, String>>,
+    classify: Classify,
     allowed: &'static [&'static str],
     /// Recovery through the catalog (`recover_all` on the game directory)
     /// instead of `recover_root`.
@@ -130,13 +132,15 @@ fn explore(sc: Scenario) {
     for k in 0..=n {
         for model in CrashModel::ALL {
             let c = fs.crash_state(k, model);
-            let label = format!("crash after op {k}/{n} ({}) {model:?}", if k == 0 { "start".to_owned() } else { fs.op_log()[k - 1].clone() });
+            let label =
+                format!("crash after op {k}/{n} ({}) {model:?}", if k == 0 { "start".to_owned() } else { fs.op_log()[k - 1].clone() });
             check_state(&sc, &c, &outside, false, &label, &mut count);
         }
     }
     // The uncrashed end state is the new one.
     let end = (sc.classify)(&fs, &fs.tree_at(ROOT)).unwrap();
     assert!(end == "new" || (end == "clean" && !sc.allowed.contains(&"new")), "{}: ended {end}", sc.name);
+    assert!(!fs.exists(&format!("{ROOT}/{}", layout::INTENT)), "{}: the intent was not cleared", sc.name);
     println!(
         "{}: {n} operations; {} crash states + {} recovery-crash states checked (3 models, recovery run twice); outcomes {:?}",
         sc.name, count.states, count.recovery_states, count.outcomes
@@ -166,12 +170,7 @@ fn downloaded<'g>(tree: &Tree, games: &[&'g Game]) -> Result<Option<&'g Game>, S
 fn old_game() -> Game {
     Game::new(
         "1.0",
-        &[
-            ("a.fake", Some("x=1\n")),
-            ("data", None),
-            ("data/big.bin", Some("0123456789")),
-            ("old_only.txt", Some("gone in 2.0")),
-        ],
+        &[("a.fake", Some("x=1\n")), ("data", None), ("data/big.bin", Some("0123456789")), ("old_only.txt", Some("gone in 2.0"))],
     )
 }
 
@@ -269,6 +268,35 @@ fn crash_download_over_an_old_version_while_installed() {
     });
 }
 
+#[test]
+fn crash_aborted_download() {
+    // The runtime fails mid-download (a peer vanished for good) and aborts.
+    explore(Scenario {
+        name: "aborted download over old version",
+        setup: Box::new(|fs| old_game().write_downloaded(fs, ROOT)),
+        run: Box::new(|fs| {
+            let new = new_game();
+            let m = new.manifest();
+            run(async {
+                txn::begin_download(fs, &p(ROOT), &m).await.unwrap();
+                let half = Game { entries: new.entries.iter().take(3).map(|(k, v)| (k.clone(), v.clone())).collect(), ..new.clone() };
+                half.write_data(fs, &p(ROOT), 2).await;
+                txn::abort_download(fs, &p(ROOT)).await.unwrap();
+            });
+        }),
+        classify: Box::new(|_, tree| {
+            let (old, new) = (old_game(), new_game());
+            Ok(match downloaded(tree, &[&old, &new])? {
+                Some(g) if g.version == "1.0" => "old",
+                Some(_) => return Err("an aborted download committed".into()),
+                None => "clean",
+            })
+        }),
+        allowed: &["old", "clean"],
+        via_catalog: false,
+    });
+}
+
 // ---------------------------------------------------------------- install / update / uninstall
 
 const ARCHIVE_A: &[(&str, &str)] = &[("bin/game.exe", "EXE v2"), ("data/level1.pak", "L1"), ("data/empty/", "")];
@@ -296,7 +324,7 @@ fn do_install(fs: &MemFs) -> txn::InstallKind {
     run(txn::install(arc, &FakeUnpacker, &p(ROOT), no_progress())).unwrap()
 }
 
-fn install_classify(old_local: Option<Tree>) -> Box<dyn Fn(&MemFs, &Tree) -> Result<&'static str, String>> {
+fn install_classify(old_local: Option<Tree>) -> Classify {
     Box::new(move |_, tree| {
         let game = installable();
         if downloaded(tree, &[&game])?.is_none() {

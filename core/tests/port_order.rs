@@ -142,14 +142,10 @@ fn commit_syncs_data_then_temp_sentinel_then_renames_then_syncs_the_root() {
     let mut mock = delegating(&mem, &log, &["rename", "remove_file"]);
     let mut seq = Sequence::new();
     let (f, l) = (mem.clone(), log.clone());
-    mock.expect_rename()
-        .with(eq(p("g/.version.ini.tmp")), eq(p("g/version.ini")))
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |a, b| {
-            l.lock().unwrap().push(format!("rename {a} -> {b}"));
-            run(f.rename(a, b))
-        });
+    mock.expect_rename().with(eq(p("g/.version.ini.tmp")), eq(p("g/version.ini"))).times(1).in_sequence(&mut seq).returning(move |a, b| {
+        l.lock().unwrap().push(format!("rename {a} -> {b}"));
+        run(f.rename(a, b))
+    });
     for path in ["g/.version.ini.discarded", "g/.lanspread.json"] {
         let (f, l) = (mem.clone(), log.clone());
         mock.expect_remove_file().with(eq(p(path))).times(1).in_sequence(&mut seq).returning(move |a| {
@@ -188,7 +184,12 @@ fn update_stages_syncs_swaps_then_deletes_the_backup_last() {
     let log = log.lock().unwrap().clone();
     let to_backup = pos(&log, "rename g/local -> g/.local.backup");
     let swap = pos(&log, "rename g/.local.installing -> g/local");
-    for synced in ["sync g/.local.installing/bin/x", "sync g/.local.installing/data/y", "sync_dir g/.local.installing/data", "sync_dir g/.local.installing"] {
+    for synced in [
+        "sync g/.local.installing/bin/x",
+        "sync g/.local.installing/data/y",
+        "sync_dir g/.local.installing/data",
+        "sync_dir g/.local.installing",
+    ] {
         assert!(pos(&log, synced) < to_backup, "{synced} must be durable before the swap: {log:#?}");
     }
     assert!(to_backup < swap, "{log:#?}");

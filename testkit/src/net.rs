@@ -18,7 +18,9 @@
 //!   link's* rate (a fluid model, so a receiver's downlink is shared by
 //!   several slower senders at once):
 //!   `up_start = max(now, A.up_free)`, `A.up_free = up_start + n / A.up`;
-//!   `down_start = max(up_start, B.down_free)`,
+//!   then, once the upload is (nearly) done — never booked ahead of time, so
+//!   a slow sender's future bookings cannot block a fast sender —
+//!   `down_start = max(up_end - n / B.down, B.down_free)`,
 //!   `B.down_free = down_start + n / B.down`;
 //!   `end = max(A.up_free, B.down_free)` — at least `n / min(A.up, B.down)`
 //!   after the start. The segment becomes readable at B at
@@ -1012,36 +1014,45 @@ impl Conn {
         Ok(st.latency(self.hosts[0], self.hosts[1]))
     }
 
-    /// Reserves the links for `n` bytes sent by `side`: the end of the
-    /// transmission and the one-way latency.
-    fn reserve(&self, side: usize, n: usize) -> Result<(Instant, Duration), TransportError> {
+    /// Books the sender's uplink for `n` bytes sent by `side`; returns when
+    /// the last bit leaves.
+    fn reserve_up(&self, side: usize, n: usize) -> Result<Instant, TransportError> {
+        let net = self.net()?;
+        let mut st = lock(&net.state);
+        let from = self.hosts[side];
+        let now = Instant::now();
+        let h = st.host_mut(from);
+        let up_start = h.up_free.map_or(now, |f| f.max(now));
+        let up_end = up_start + tx_time(n, h.cfg.up_bytes_per_sec);
+        h.up_free = Some(up_end);
+        h.sent += n as u64;
+        Ok(up_end)
+    }
+
+    /// Books the receiver's downlink for a segment whose upload ends at
+    /// `up_end`. Called at (about) `up_end`, never ahead of time: a slow
+    /// sender's future bookings must not block fast senders' segments that
+    /// arrive earlier. Returns the end of the transmission and the one-way
+    /// latency.
+    fn reserve_down(&self, side: usize, n: usize, up_end: Instant) -> Result<(Instant, Duration), TransportError> {
         let net = self.net()?;
         let mut st = lock(&net.state);
         let (from, to) = (self.hosts[side], self.hosts[1 - side]);
-        let now = Instant::now();
-        let (up, up_free) = {
-            let h = st.host(from);
-            (h.cfg.up_bytes_per_sec, h.up_free)
-        };
-        let (down, down_free) = {
-            let h = st.host(to);
-            (h.cfg.down_bytes_per_sec, h.down_free)
-        };
-        let tx = |rate: f64| Duration::try_from_secs_f64(n as f64 / rate).unwrap_or(MAX_TX_TIME).min(MAX_TX_TIME);
-        let up_start = up_free.map_or(now, |f| f.max(now));
-        let up_end = up_start + tx(up);
-        let down_start = down_free.map_or(up_start, |f| f.max(up_start));
-        let down_end = down_start + tx(down);
-        let end = up_end.max(down_end);
         let lat = st.latency(from, to);
-        let h = st.host_mut(from);
-        h.up_free = Some(up_end);
-        h.sent += n as u64;
         let h = st.host_mut(to);
+        let rx = tx_time(n, h.cfg.down_bytes_per_sec);
+        // The downlink can take bits while they are still being uploaded.
+        let earliest = up_end.checked_sub(rx).unwrap_or(up_end);
+        let down_start = h.down_free.map_or(earliest, |f| f.max(earliest));
+        let down_end = down_start + rx;
         h.down_free = Some(down_end);
         h.received += n as u64;
-        Ok((end, lat))
+        Ok((up_end.max(down_end), lat))
     }
+}
+
+fn tx_time(n: usize, rate: f64) -> Duration {
+    Duration::try_from_secs_f64(n as f64 / rate).unwrap_or(MAX_TX_TIME).min(MAX_TX_TIME)
 }
 
 /// Holds one side of a connection open; the last holder's drop closes it.
@@ -1240,7 +1251,9 @@ impl SendStream for SimSend {
             let n = rest.len().min(conn.params.segment_size);
             self.wait_room(n).await?;
             let seg = rest.split_to(n);
-            let (end, lat) = conn.reserve(side, n)?;
+            let up_end = conn.reserve_up(side, n)?;
+            self.hold_until(up_end.checked_sub(conn.params.send_ahead).unwrap_or(up_end)).await?;
+            let (end, lat) = conn.reserve_down(side, n, up_end)?;
             {
                 let mut st = lock(&conn.state);
                 st.check(side)?;

@@ -72,9 +72,18 @@ struct PendingRename {
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
     CreateFile(Comps),
-    WriteAt { ino: Ino, offset: u64, data: Bytes },
-    SetLen { ino: Ino, len: u64 },
-    SyncFile { ino: Ino },
+    WriteAt {
+        ino: Ino,
+        offset: u64,
+        data: Bytes,
+    },
+    SetLen {
+        ino: Ino,
+        len: u64,
+    },
+    SyncFile {
+        ino: Ino,
+    },
     CreateDir(Comps),
     Rename(Comps, Comps),
     RemoveFile(Comps),

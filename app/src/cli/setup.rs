@@ -299,6 +299,10 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
             }
         }
     }
+    // Give the other holders a moment to answer too (late joiners are still
+    // added to a running download).
+    let settle = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::timeout_at(settle, r.events.recv()).await.is_ok_and(|e| e.is_some()) {}
     r.handle.send(PeerCommand::GetGame(id.clone()));
     let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(

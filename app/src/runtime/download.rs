@@ -156,7 +156,8 @@ async fn transfer(
     let mut sentinel = vec![0u8; manifest.files[sentinel_file].size as usize];
     let mut sched = Scheduler::new(plan.iter().map(|c| c.len), sh.cfg.sched.clone());
     let banned = sh.st().banned.clone();
-    let usable: Vec<PeerId> = sources.iter().filter(|p| !banned.contains(p)).copied().collect();
+    let digest = manifest.digest();
+    let mut usable: Vec<PeerId> = sources.iter().filter(|p| !banned.contains(p)).copied().collect();
     for p in &usable {
         sched.handle_peer_added(*p, clock.now());
     }
@@ -247,10 +248,26 @@ async fn transfer(
             _ = clock.sleep(sleep_for) => {
                 let now = clock.now();
                 sched.handle_timeout(now);
-                // Peers pruned by liveness leave the download too.
-                let gone: Vec<PeerId> = { let st = sh.st(); usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect() };
+                // Peers pruned by liveness leave the download; peers that
+                // joined the LAN with the same manifest join it.
+                let (gone, joined) = {
+                    let st = sh.st();
+                    let gone: Vec<PeerId> = usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect();
+                    let joined: Vec<PeerId> = st
+                        .db
+                        .download_sources(id)
+                        .filter(|s| s.digest == digest)
+                        .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p) && !st.banned.contains(p)).collect())
+                        .unwrap_or_default();
+                    (gone, joined)
+                };
                 for p in gone {
                     sched.handle_peer_removed(&p, now);
+                    usable.retain(|u| *u != p);
+                }
+                for p in joined {
+                    sched.handle_peer_added(p, now);
+                    usable.push(p);
                 }
                 if now >= next_progress {
                     next_progress = now + sh.cfg.progress_interval;

@@ -96,6 +96,8 @@ pub struct PeerRuntimeHandle {
     pub id: PeerId,
     /// Where our server listens.
     pub addr: SocketAddr,
+    main: tokio::task::AbortHandle,
+    shared: Arc<state::Shared>,
 }
 
 impl PeerRuntimeHandle {
@@ -107,6 +109,13 @@ impl PeerRuntimeHandle {
     /// A clone of the command sender.
     pub fn sender(&self) -> mpsc::UnboundedSender<PeerCommand> {
         self.commands.clone()
+    }
+
+    /// Stops every task at once, without cleanup: what a crash or a power
+    /// cut does to the process (used by simulations and tests).
+    pub fn kill(self) {
+        self.main.abort();
+        self.shared.abort_all();
     }
 
     /// Stops the peer at a safe point and waits until every task ended.
@@ -127,6 +136,6 @@ pub fn start_peer(config: PeerConfig, ports: Ports, events: mpsc::UnboundedSende
     let id = ports.transport.local_id();
     let addr = ports.transport.local_addr();
     let shared = state::Shared::new(config, ports, events);
-    tokio::spawn(tasks::run(shared, rx, done_tx));
-    PeerRuntimeHandle { commands: tx, done: done_rx, id, addr }
+    let main = tokio::spawn(tasks::run(shared.clone(), rx, done_tx)).abort_handle();
+    PeerRuntimeHandle { commands: tx, done: done_rx, id, addr, main, shared }
 }

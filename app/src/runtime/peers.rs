@@ -144,7 +144,7 @@ pub(crate) fn learn_peer(sh: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> bool
         sh.emit(PeerEvent::PeerJoined { peer: id, addr });
         sh.emit(PeerEvent::PeerCount(count));
         let sh2 = sh.clone();
-        tokio::spawn(async move { refresh_peer(&sh2, id).await });
+        sh.spawn(async move { refresh_peer(&sh2, id).await });
     }
     new
 }

@@ -26,7 +26,7 @@ pub(crate) async fn run(sh: Arc<Shared>) {
                 None => break,
             },
         };
-        tokio::spawn(serve_connection(sh.clone(), conn));
+        sh.spawn(serve_connection(sh.clone(), conn));
     }
 }
 
@@ -46,8 +46,9 @@ async fn serve_connection(sh: Arc<Shared>, conn: Arc<dyn Connection>) {
         // Bounded concurrency per connection: a flood of streams waits here
         // (and QUIC's stream credit stops the peer from opening more).
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
-        let (sh, conn, authorized) = (sh.clone(), conn.clone(), authorized.clone());
-        tokio::spawn(async move {
+        let (sh2, conn, authorized) = (sh.clone(), conn.clone(), authorized.clone());
+        sh.spawn(async move {
+            let sh = sh2;
             let _permit = permit;
             if let Err(e) = serve_stream(&sh, conn.as_ref(), &authorized, send, recv).await {
                 tracing::debug!("serving {}: {e}", conn.peer_id());

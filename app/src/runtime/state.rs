@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub conns: Mutex<BTreeMap<PeerId, Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>>>,
     events: mpsc::UnboundedSender<PeerEvent>,
     pub shutdown: watch::Sender<bool>,
+    /// Every detached task, so a hard stop (`kill`) can abort them all.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Shared {
@@ -63,7 +65,28 @@ impl Shared {
             conns: Mutex::new(BTreeMap::new()),
             events,
             shutdown: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Spawns a detached task that `abort_all` can stop.
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let h = tokio::spawn(f).abort_handle();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.len() >= 256 {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(h);
+    }
+
+    /// Aborts every detached task (a crash, not a shutdown).
+    pub fn abort_all(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
     }
 
     pub fn st(&self) -> MutexGuard<'_, State> {

@@ -177,8 +177,9 @@ async fn discovery(sh: Arc<Shared>) {
         sh.emit(PeerEvent::RuntimeFailure(format!("advertising on the LAN failed: {e}")));
     }
     for addr in sh.cfg.static_peers.clone() {
-        let sh = sh.clone();
-        tokio::spawn(async move {
+        let sh2 = sh.clone();
+        sh.spawn(async move {
+            let sh = sh2;
             let mut stop = sh.shutdown_signal();
             loop {
                 match peers::dial_static(&sh, addr).await {

@@ -312,7 +312,14 @@ pub struct StatMany {
 impl StatMany {
     /// Stats `paths` in order, then asks for the free space if `want_space`.
     pub fn new(root: RelPath, paths: Vec<RelPath>, want_space: bool) -> Self {
-        StatMany { root, stats: Stats { paths: Vec::with_capacity(paths.len()), free_space: None }, paths, want_space, in_flight: false, error: None }
+        StatMany {
+            root,
+            stats: Stats { paths: Vec::with_capacity(paths.len()), free_space: None },
+            paths,
+            want_space,
+            in_flight: false,
+            error: None,
+        }
     }
 
     fn poll_op(&mut self) -> Option<FsOp> {
@@ -552,7 +559,9 @@ impl<P: Planner> Flow<P> {
     fn decide(&mut self, facts: RootFacts, d: Result<Decision, TxnError>) {
         match d {
             Err(e) => self.finish(Err(e)),
-            Ok(Decision::Stat { paths, free_space }) => self.stage = Stage::Stat(facts, StatMany::new(self.root.clone(), paths, free_space)),
+            Ok(Decision::Stat { paths, free_space }) => {
+                self.stage = Stage::Stat(facts, StatMany::new(self.root.clone(), paths, free_space))
+            }
             Ok(Decision::Execute(steps)) => self.stage = Stage::Exec(Exec::new(self.root.clone(), steps)),
         }
     }

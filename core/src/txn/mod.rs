@@ -28,6 +28,13 @@
 //! Recovery ([`recover_root`], [`recover_all`]) brings every root to exactly
 //! one of *old version complete*, *new version complete* or *clean*, and a
 //! second run changes nothing. See [`recover`] for the rules.
+//!
+//! # Caller contract
+//!
+//! At most one transaction runs on a root at a time (the runtime's
+//! per-game operation lock), and recovery runs on every root at startup
+//! before anything else touches it: a root with an intent log refuses new
+//! transactions until recovered.
 
 pub mod download;
 pub mod driver;
@@ -103,6 +110,8 @@ pub async fn abort_download(fs: &dyn Fs, root: &RelPath) -> Result<(), TxnError>
 /// old `local/` as `.local.backup/` until the new one is in place. Any
 /// failure before the swap restores the previous state. The marker stays
 /// inside `local/` (it proves ownership to a later update or uninstall).
+///
+/// `progress` is handed to the unpacker, which reports per archive.
 ///
 /// Refused if the game is not downloaded (no regular `version.ini`), an
 /// intent log or a leftover staging directory is present, `local/` is not

@@ -72,7 +72,9 @@ fn uninstall_asks_for_exactly_this_sequence() {
 fn a_failure_before_the_commit_point_runs_recovery_and_reports_the_failure() {
     let mut renamed_intent = false;
     let (ops, out) = drive(&mut Uninstall::uninstall(p("g")), |op| match op {
-        FsOp::Rename { to, .. } if to.as_str() == "g/.local.backup" => Err(OpError::Fs(FsError::new(FsErrorKind::PermissionDenied, "denied"))),
+        FsOp::Rename { to, .. } if to.as_str() == "g/.local.backup" => {
+            Err(OpError::Fs(FsError::new(FsErrorKind::PermissionDenied, "denied")))
+        }
         FsOp::Rename { to, .. } if to.as_str() == "g/.lanspread.json" => {
             renamed_intent = true;
             Ok(OpValue::Unit)
@@ -133,7 +135,8 @@ fn begin_download_parks_before_writing_and_sizes_without_truncating() {
         _ => Ok(OpValue::Unit),
     });
     out.unwrap();
-    let mutations: Vec<&str> = ops.iter().map(String::as_str).filter(|o| !o.starts_with("metadata") && !o.starts_with("read") && *o != "free_space").collect();
+    let mutations: Vec<&str> =
+        ops.iter().map(String::as_str).filter(|o| !o.starts_with("metadata") && !o.starts_with("read") && *o != "free_space").collect();
     assert_eq!(
         mutations,
         [
@@ -156,4 +159,41 @@ fn driver_answers_must_match_the_question() {
     // A driver answering a read with the wrong kind of value gets a clear error, not a panic.
     let (_, out) = drive(&mut Recover::recover(p("g"), RecoveryMode::Normal), |_| Ok(OpValue::Unit));
     assert!(out.unwrap_err().to_string().contains("wrong kind of value"));
+}
+
+#[test]
+fn the_async_api_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    struct NoUnpacker;
+    #[async_trait::async_trait]
+    impl lanspread_ports::Unpacker for NoUnpacker {
+        fn handles(&self, _: &str) -> bool {
+            false
+        }
+        async fn unpack(
+            &self,
+            _: std::sync::Arc<dyn Fs>,
+            _: &RelPath,
+            _: &RelPath,
+            _: ProgressFn<'_>,
+        ) -> Result<(), lanspread_ports::UnpackError> {
+            Ok(())
+        }
+    }
+    let mem = lanspread_memfs::MemFs::new();
+    let fs: &dyn Fs = &mem;
+    let arc: std::sync::Arc<dyn Fs> = std::sync::Arc::new(mem.clone());
+    let m = Manifest { version: Version::new("1").unwrap(), files: vec![] };
+    let catalog = Catalog::default();
+    let id = GameId::new("g").unwrap();
+    let root = p("g");
+    let progress: ProgressFn<'_> = &|_| {};
+    assert_send(&begin_download(fs, &root, &m));
+    assert_send(&commit_download(fs, &root, &m, b"1"));
+    assert_send(&abort_download(fs, &root));
+    assert_send(&install(arc, &NoUnpacker, &root, progress));
+    assert_send(&uninstall(fs, &root));
+    assert_send(&remove_downloaded(fs, &catalog, &id));
+    assert_send(&recover_root(fs, &root));
+    assert_send(&recover_all(fs, &catalog));
 }

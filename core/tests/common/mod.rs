@@ -43,7 +43,10 @@ pub fn p(s: &str) -> RelPath {
 pub struct FakeUnpacker;
 
 pub fn fake_archive(entries: &[(&str, &str)]) -> String {
-    entries.iter().map(|(p, c)| if c.is_empty() && p.ends_with('/') { format!("dir:{}\n", p.trim_end_matches('/')) } else { format!("{p}={c}\n") }).collect()
+    entries
+        .iter()
+        .map(|(p, c)| if c.is_empty() && p.ends_with('/') { format!("dir:{}\n", p.trim_end_matches('/')) } else { format!("{p}={c}\n") })
+        .collect()
 }
 
 #[async_trait]

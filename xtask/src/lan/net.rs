@@ -185,3 +185,10 @@ pub fn probe_tcp(addr: &str) -> Result<(), String> {
         Err(e) => Err(format!("{addr}: {e}")),
     }
 }
+
+/// Bytes host `i` has sent on its `eth0` so far.
+pub fn tx_bytes(i: usize) -> Result<u64, String> {
+    let out = ip(&["-n", &host_ns(i), "-s", "-j", "link", "show", "dev", "eth0"])?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("ip -j link: {e}"))?;
+    v[0]["stats64"]["tx"]["bytes"].as_u64().ok_or_else(|| format!("ip -j link: no tx byte count in {out}"))
+}
