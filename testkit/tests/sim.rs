@@ -82,10 +82,7 @@ fn swarm(name: &str, seed: u64, rates: &[f64], down: f64, size: u64) -> (f64, Ve
         let (end, ev) = sim.wait_for("d", ms(1), |e| finished(e, &id)).await;
         let PeerEvent::DownloadFinished { stats, .. } = ev else { unreachable!() };
         assert_same_download(&sim.peer("s0").fs, &sim.peer("d").fs, "arena");
-        let shares = seeders
-            .iter()
-            .map(|s| stats.peers.iter().find(|p| p.peer == sim.peer(s).id).map_or(0, |p| p.bytes))
-            .collect();
+        let shares = seeders.iter().map(|s| stats.peers.iter().find(|p| p.peer == sim.peer(s).id).map_or(0, |p| p.bytes)).collect();
         *out_ref = ((end - begin).as_secs_f64(), shares);
         sim
     });
@@ -247,7 +244,8 @@ fn update_keeps_the_old_version_playable_until_commit() {
             sim.sleep(ms(50)).await;
         }
         assert!(samples > 10, "the download was too short to observe ({samples} samples)");
-        sim.wait_until("B installed", Duration::from_secs(30), |s| s.events("d").iter().filter(|(_, e)| installed(e, &id)).count() >= 2).await;
+        sim.wait_until("B installed", Duration::from_secs(30), |s| s.events("d").iter().filter(|(_, e)| installed(e, &id)).count() >= 2)
+            .await;
         let b_exe = dfs.read("arena/local/game.exe").expect("B installed");
         assert_ne!(a_exe, b_exe, "B replaced A");
         assert_eq!(dfs.read("arena/version.ini").as_deref(), Some(&b"2.0\n"[..]));
@@ -299,7 +297,9 @@ fn snapshots_never_show_a_finished_operation_with_stale_state() {
         sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
         sim.wait_for("d", Duration::from_secs(60), |e| installed(e, &id)).await;
         // Operations are visible while they run.
-        assert!(sim.events("d").iter().any(|(_, e)| matches!(e, PeerEvent::LibrarySnapshot { operations, .. } if operations.get(&id) == Some(&OperationKind::Downloading))));
+        assert!(sim.events("d").iter().any(
+            |(_, e)| matches!(e, PeerEvent::LibrarySnapshot { operations, .. } if operations.get(&id) == Some(&OperationKind::Downloading))
+        ));
         check_event_order(&sim.events("d"));
         sim
     });
@@ -336,15 +336,28 @@ fn crash_restart_scenario(seed: u64) -> Vec<Recorded> {
         sim.sleep(ms(200)).await;
         let fs = sim.peer("d").fs.clone();
         assert_eq!(fs.read("other/keep.txt").as_deref(), Some(&b"not ours"[..]));
-        assert!(!fs.exists("arena/.local.installing") && !fs.exists("arena/.version.ini.tmp"), "seed {}: staging left: {:?}", sim.seed, fs.tree_at("arena").keys().collect::<Vec<_>>());
+        assert!(
+            !fs.exists("arena/.local.installing") && !fs.exists("arena/.version.ini.tmp"),
+            "seed {}: staging left: {:?}",
+            sim.seed,
+            fs.tree_at("arena").keys().collect::<Vec<_>>()
+        );
         if fs.exists("arena/version.ini") {
             assert_same_download(&sim.peer("s1").fs, &fs, "arena");
         }
         wait_holders(&sim, "d", "arena", 2).await;
         let before = sim.events("d").len();
         sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
-        sim.wait_until("download after restart", Duration::from_secs(120), |s| s.events("d")[before..].iter().any(|(_, e)| installed(e, &id) || failed(e, &id))).await;
-        assert!(sim.events("d")[before..].iter().any(|(_, e)| installed(e, &id)), "seed {}: {:?}", sim.seed, sim.events("d")[before..].iter().rev().take(5).collect::<Vec<_>>());
+        sim.wait_until("download after restart", Duration::from_secs(120), |s| {
+            s.events("d")[before..].iter().any(|(_, e)| installed(e, &id) || failed(e, &id))
+        })
+        .await;
+        assert!(
+            sim.events("d")[before..].iter().any(|(_, e)| installed(e, &id)),
+            "seed {}: {:?}",
+            sim.seed,
+            sim.events("d")[before..].iter().rev().take(5).collect::<Vec<_>>()
+        );
         assert_same_download(&sim.peer("s1").fs, &sim.peer("d").fs, "arena");
         sim
     })

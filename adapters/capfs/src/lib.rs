@@ -20,8 +20,7 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeD
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, FileExt, OpenOptions};
 use lanspread_ports::{
-    DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata,
-    RelPath, WatchEvent, Watcher,
+    DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata, RelPath, WatchEvent, Watcher,
 };
 use std::io;
 use std::ops::Deref;
@@ -48,9 +47,7 @@ struct Inner {
 
 impl std::fmt::Debug for CapFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CapFs")
-            .field("root", &self.inner.root_path)
-            .finish()
+        f.debug_struct("CapFs").field("root", &self.inner.root_path).finish()
     }
 }
 
@@ -60,13 +57,10 @@ impl CapFs {
     /// may be reached through symlinks, nothing beneath it will be.
     pub fn open(dir: &Path) -> FsResult<CapFs> {
         let shown = dir.display().to_string();
-        let root =
-            Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| io_err(e, &shown))?;
+        let root = Dir::open_ambient_dir(dir, ambient_authority()).map_err(|e| io_err(e, &shown))?;
         // The canonical path makes notify's event paths comparable with ours.
         let root_path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-        Ok(CapFs {
-            inner: Arc::new(Inner { root, root_path }),
-        })
+        Ok(CapFs { inner: Arc::new(Inner { root, root_path }) })
     }
 
     /// The real path of the root directory (as canonicalized at open time).
@@ -101,10 +95,7 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
-        Err(e) => Err(FsError::new(
-            FsErrorKind::Io,
-            format!("blocking filesystem task failed: {e}"),
-        )),
+        Err(e) => Err(FsError::new(FsErrorKind::Io, format!("blocking filesystem task failed: {e}"))),
     }
 }
 
@@ -125,18 +116,13 @@ impl Deref for DirRef<'_> {
 }
 
 fn is_symlink_in(dir: &Dir, name: &str) -> bool {
-    dir.symlink_metadata(name)
-        .map(|m| m.file_type().is_symlink())
-        .unwrap_or(false)
+    dir.symlink_metadata(name).map(|m| m.file_type().is_symlink()).unwrap_or(false)
 }
 
 /// Turns an error on `name` in `dir` into `Symlink` if `name` is a link.
 fn refine(dir: &Dir, name: &str, e: io::Error, path: &RelPath) -> FsError {
     if e.kind() != io::ErrorKind::NotFound && is_symlink_in(dir, name) {
-        return FsError::new(
-            FsErrorKind::Symlink,
-            format!("{path}: is a symbolic link, which is never followed"),
-        );
+        return FsError::new(FsErrorKind::Symlink, format!("{path}: is a symbolic link, which is never followed"));
     }
     io_err(e, &path.to_string())
 }
@@ -147,12 +133,8 @@ impl Inner {
         let mut cur = DirRef::Root(&self.root);
         let mut walked = RelPath::root();
         for c in path.components() {
-            walked = walked
-                .join_local(c)
-                .map_err(|e| FsError::new(FsErrorKind::InvalidPath, format!("{path}: {e}")))?;
-            let next = cur
-                .open_dir_nofollow(c)
-                .map_err(|e| refine(&cur, c, e, &walked))?;
+            walked = walked.join_local(c).map_err(|e| FsError::new(FsErrorKind::InvalidPath, format!("{path}: {e}")))?;
+            let next = cur.open_dir_nofollow(c).map_err(|e| refine(&cur, c, e, &walked))?;
             cur = DirRef::Sub(next);
         }
         Ok(cur)
@@ -161,9 +143,7 @@ impl Inner {
     /// Opens the parent directory of `path` and returns it with the last
     /// component. Fails with `InvalidPath` for the root.
     fn open_parent<'p>(&self, path: &'p RelPath) -> FsResult<(DirRef<'_>, &'p str)> {
-        let parent = path
-            .parent()
-            .ok_or_else(|| FsError::new(FsErrorKind::InvalidPath, "the root has no parent"))?;
+        let parent = path.parent().ok_or_else(|| FsError::new(FsErrorKind::InvalidPath, "the root has no parent"))?;
         let dir = self.open_dir(&parent)?;
         Ok((dir, path.file_name()))
     }
@@ -184,12 +164,7 @@ impl Inner {
             // (and then fail to resolve), never silently hidden.
             let name = entry.file_name().to_string_lossy().into_owned();
             let len = if m.kind == FileKind::File { m.len } else { 0 };
-            out.push(DirEntry {
-                name,
-                kind: m.kind,
-                len,
-                modified_ns: m.modified_ns,
-            });
+            out.push(DirEntry { name, kind: m.kind, len, modified_ns: m.modified_ns });
         }
         Ok(out)
     }
@@ -199,8 +174,7 @@ impl Inner {
             self.root.dir_metadata().map_err(|e| io_err(e, "."))?
         } else {
             let (dir, name) = self.open_parent(path)?;
-            dir.symlink_metadata(name)
-                .map_err(|e| io_err(e, &path.to_string()))?
+            dir.symlink_metadata(name).map_err(|e| io_err(e, &path.to_string()))?
         };
         Ok(convert_metadata(&m))
     }
@@ -216,9 +190,7 @@ impl Inner {
             opts.write(true).create(true).truncate(false);
         }
         nonblocking(&mut opts);
-        let file = dir
-            .open_with(name, &opts)
-            .map_err(|e| refine(&dir, name, e, path))?;
+        let file = dir.open_with(name, &opts).map_err(|e| refine(&dir, name, e, path))?;
         // Re-check on the open handle: the entry may have been swapped.
         let m = file.metadata().map_err(|e| io_err(e, &path.to_string()))?;
         check_regular(kind_of(m.file_type()), path)?;
@@ -227,8 +199,7 @@ impl Inner {
 
     fn create_dir(&self, path: &RelPath) -> FsResult<()> {
         let (dir, name) = self.open_parent(path)?;
-        dir.create_dir(name)
-            .map_err(|e| io_err(e, &path.to_string()))
+        dir.create_dir(name).map_err(|e| io_err(e, &path.to_string()))
     }
 
     fn rename(&self, from: &RelPath, to: &RelPath) -> FsResult<()> {
@@ -246,14 +217,12 @@ impl Inner {
 
     fn remove_file(&self, path: &RelPath) -> FsResult<()> {
         let (dir, name) = self.open_parent(path)?;
-        dir.remove_file_or_symlink(name)
-            .map_err(|e| io_err(e, &path.to_string()))
+        dir.remove_file_or_symlink(name).map_err(|e| io_err(e, &path.to_string()))
     }
 
     fn remove_dir(&self, path: &RelPath) -> FsResult<()> {
         let (dir, name) = self.open_parent(path)?;
-        dir.remove_dir(name)
-            .map_err(|e| refine(&dir, name, e, path))
+        dir.remove_dir(name).map_err(|e| refine(&dir, name, e, path))
     }
 
     fn sync_dir(&self, path: &RelPath) -> FsResult<()> {
@@ -262,9 +231,7 @@ impl Inner {
         // the directory itself for reading.
         let mut opts = OpenOptions::new();
         opts.read(true).maybe_dir(true).follow(FollowSymlinks::No);
-        let file = dir
-            .open_with(".", &opts)
-            .map_err(|e| io_err(e, &path.to_string()))?;
+        let file = dir.open_with(".", &opts).map_err(|e| io_err(e, &path.to_string()))?;
         file.sync_all().map_err(|e| io_err(e, &path.to_string()))
     }
 
@@ -281,33 +248,16 @@ impl Inner {
 }
 
 fn convert_metadata(m: &cap_std::fs::Metadata) -> Metadata {
-    let modified_ns = m
-        .modified()
-        .ok()
-        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos());
-    Metadata {
-        kind: kind_of(m.file_type()),
-        len: m.len(),
-        modified_ns,
-    }
+    let modified_ns = m.modified().ok().and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos());
+    Metadata { kind: kind_of(m.file_type()), len: m.len(), modified_ns }
 }
 
 fn check_regular(kind: FileKind, path: &RelPath) -> FsResult<()> {
     match kind {
         FileKind::File => Ok(()),
-        FileKind::Dir => Err(FsError::new(
-            FsErrorKind::IsADirectory,
-            format!("{path}: is a directory"),
-        )),
-        FileKind::Symlink => Err(FsError::new(
-            FsErrorKind::Symlink,
-            format!("{path}: is a symbolic link, which is never followed"),
-        )),
-        FileKind::Other => Err(FsError::new(
-            FsErrorKind::Io,
-            format!("{path}: not a regular file"),
-        )),
+        FileKind::Dir => Err(FsError::new(FsErrorKind::IsADirectory, format!("{path}: is a directory"))),
+        FileKind::Symlink => Err(FsError::new(FsErrorKind::Symlink, format!("{path}: is a symbolic link, which is never followed"))),
+        FileKind::Other => Err(FsError::new(FsErrorKind::Io, format!("{path}: not a regular file"))),
     }
 }
 
@@ -343,9 +293,7 @@ fn io_err(e: io::Error, what: &str) -> FsError {
         K::IsADirectory => FsErrorKind::IsADirectory,
         K::DirectoryNotEmpty => FsErrorKind::NotEmpty,
         K::StorageFull => FsErrorKind::NoSpace,
-        K::PermissionDenied if e.to_string().contains("outside of the filesystem") => {
-            FsErrorKind::InvalidPath
-        }
+        K::PermissionDenied if e.to_string().contains("outside of the filesystem") => FsErrorKind::InvalidPath,
         K::PermissionDenied => FsErrorKind::PermissionDenied,
         _ => os_kind(&e).unwrap_or(FsErrorKind::Io),
     };
@@ -439,16 +387,10 @@ struct CapWatcher {
 impl Watcher for CapWatcher {
     async fn next(&mut self) -> Option<WatchEvent> {
         if self.overflowed.swap(false, Ordering::AcqRel) {
-            return Some(WatchEvent {
-                dir: self.dir.clone(),
-                name: None,
-            });
+            return Some(WatchEvent { dir: self.dir.clone(), name: None });
         }
         let name = self.rx.recv().await?;
-        Some(WatchEvent {
-            dir: self.dir.clone(),
-            name,
-        })
+        Some(WatchEvent { dir: self.dir.clone(), name })
     }
 }
 
@@ -456,9 +398,7 @@ fn start_watch(inner: &Inner, dir: &RelPath) -> FsResult<CapWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher as _};
     // Refuse a symlink anywhere on the way (notify itself would follow it).
     drop(inner.open_dir(dir)?);
-    let real = dir
-        .components()
-        .fold(inner.root_path.clone(), |p, c| p.join(c));
+    let real = dir.components().fold(inner.root_path.clone(), |p, c| p.join(c));
     let (tx, rx) = mpsc::channel(WATCH_QUEUE);
     let overflowed = Arc::new(AtomicBool::new(false));
     let flag = overflowed.clone();
@@ -471,9 +411,7 @@ fn start_watch(inner: &Inner, dir: &RelPath) -> FsResult<CapWatcher> {
                 .paths
                 .iter()
                 .map(|p| match (p.parent(), p.file_name()) {
-                    (Some(parent), Some(name)) if parent == watched => {
-                        Some(name.to_string_lossy().into_owned())
-                    }
+                    (Some(parent), Some(name)) if parent == watched => Some(name.to_string_lossy().into_owned()),
                     _ => None,
                 })
                 .collect(),
@@ -489,23 +427,14 @@ fn start_watch(inner: &Inner, dir: &RelPath) -> FsResult<CapWatcher> {
     };
     let shown = dir.to_string();
     let mut watcher = notify::recommended_watcher(handler).map_err(|e| notify_err(e, &shown))?;
-    watcher
-        .watch(&real, RecursiveMode::NonRecursive)
-        .map_err(|e| notify_err(e, &shown))?;
-    Ok(CapWatcher {
-        dir: dir.clone(),
-        rx,
-        overflowed,
-        _watcher: watcher,
-    })
+    watcher.watch(&real, RecursiveMode::NonRecursive).map_err(|e| notify_err(e, &shown))?;
+    Ok(CapWatcher { dir: dir.clone(), rx, overflowed, _watcher: watcher })
 }
 
 fn notify_err(e: notify::Error, what: &str) -> FsError {
     match e.kind {
         notify::ErrorKind::Io(io) => io_err(io, what),
-        notify::ErrorKind::PathNotFound => {
-            FsError::new(FsErrorKind::NotFound, format!("{what}: not found"))
-        }
+        notify::ErrorKind::PathNotFound => FsError::new(FsErrorKind::NotFound, format!("{what}: not found")),
         other => FsError::new(FsErrorKind::Io, format!("{what}: watch failed: {other:?}")),
     }
 }
@@ -525,19 +454,13 @@ impl Fs for CapFs {
     async fn open_read(&self, path: &RelPath) -> FsResult<Box<dyn FileHandle>> {
         let p = path.clone();
         let file = self.run(move |i| i.open_file(&p, false)).await?;
-        Ok(Box::new(CapFile {
-            file: Arc::new(file),
-            path: path.clone(),
-        }))
+        Ok(Box::new(CapFile { file: Arc::new(file), path: path.clone() }))
     }
 
     async fn open_write(&self, path: &RelPath) -> FsResult<Box<dyn FileHandle>> {
         let p = path.clone();
         let file = self.run(move |i| i.open_file(&p, true)).await?;
-        Ok(Box::new(CapFile {
-            file: Arc::new(file),
-            path: path.clone(),
-        }))
+        Ok(Box::new(CapFile { file: Arc::new(file), path: path.clone() }))
     }
 
     async fn create_dir(&self, path: &RelPath) -> FsResult<()> {

@@ -36,9 +36,7 @@ async fn open_missing_root_fails() {
     assert_eq!(e.kind, FsErrorKind::NotADirectory);
     // Through the provider.
     use lanspread_ports::FsProvider;
-    let fs = lanspread_capfs::CapFsProvider
-        .open(tmp.path().to_str().unwrap())
-        .unwrap();
+    let fs = lanspread_capfs::CapFsProvider.open(tmp.path().to_str().unwrap()).unwrap();
     assert_eq!(fs.read_file(&p("file"), 10).await.unwrap(), b"x");
 }
 
@@ -47,9 +45,7 @@ async fn write_read_and_no_truncation() {
     let (_t, dirs, fs) = setup();
     fs.create_dir(&p("a")).await.unwrap();
     let h = fs.open_write(&p("a/f.bin")).await.unwrap();
-    h.write_at(0, Bytes::from_static(b"hello world"))
-        .await
-        .unwrap();
+    h.write_at(0, Bytes::from_static(b"hello world")).await.unwrap();
     h.write_at(20, Bytes::from_static(b"tail")).await.unwrap();
     assert_eq!(h.len().await.unwrap(), 24);
     h.sync().await.unwrap();
@@ -70,19 +66,14 @@ async fn write_read_and_no_truncation() {
     assert_eq!(std::fs::read(dirs.root.join("a/f.bin")).unwrap().len(), 24);
 
     assert_eq!(fs.read_file(&p("a/f.bin"), 100).await.unwrap().len(), 24);
-    assert_eq!(
-        fs.read_file(&p("a/f.bin"), 10).await.unwrap_err().kind,
-        FsErrorKind::Io
-    );
+    assert_eq!(fs.read_file(&p("a/f.bin"), 10).await.unwrap_err().kind, FsErrorKind::Io);
 }
 
 #[tokio::test]
 async fn set_len_truncates_and_extends() {
     let (_t, _d, fs) = setup();
     let h = fs.open_write(&p("f")).await.unwrap();
-    h.write_at(0, Bytes::from_static(b"0123456789"))
-        .await
-        .unwrap();
+    h.write_at(0, Bytes::from_static(b"0123456789")).await.unwrap();
     h.set_len(4).await.unwrap();
     assert_eq!(h.len().await.unwrap(), 4);
     h.set_len(8).await.unwrap();
@@ -92,16 +83,12 @@ async fn set_len_truncates_and_extends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_positional_writes() {
     let (_t, _d, fs) = setup();
-    let h: Arc<dyn lanspread_ports::FileHandle> =
-        Arc::from(fs.open_write(&p("big")).await.unwrap());
+    let h: Arc<dyn lanspread_ports::FileHandle> = Arc::from(fs.open_write(&p("big")).await.unwrap());
     let chunk = 64 * 1024;
     let mut tasks = Vec::new();
     for i in 0..16u8 {
         let h = h.clone();
-        tasks.push(tokio::spawn(async move {
-            h.write_at(i as u64 * chunk as u64, Bytes::from(vec![i; chunk]))
-                .await
-        }));
+        tasks.push(tokio::spawn(async move { h.write_at(i as u64 * chunk as u64, Bytes::from(vec![i; chunk])).await }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
@@ -116,60 +103,29 @@ async fn concurrent_positional_writes() {
 #[tokio::test]
 async fn open_write_needs_parent_and_open_read_needs_file() {
     let (_t, _d, fs) = setup();
-    assert_eq!(
-        fs.open_write(&p("no/f")).await.err().unwrap().kind,
-        FsErrorKind::NotFound
-    );
-    assert_eq!(
-        fs.open_read(&p("missing")).await.err().unwrap().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.open_write(&p("no/f")).await.err().unwrap().kind, FsErrorKind::NotFound);
+    assert_eq!(fs.open_read(&p("missing")).await.err().unwrap().kind, FsErrorKind::NotFound);
     fs.create_dir(&p("d")).await.unwrap();
-    assert_eq!(
-        fs.open_read(&p("d")).await.err().unwrap().kind,
-        FsErrorKind::IsADirectory
-    );
-    assert_eq!(
-        fs.open_write(&p("d")).await.err().unwrap().kind,
-        FsErrorKind::IsADirectory
-    );
-    fs.write_atomic(&p("file"), &p("file.tmp"), b"x")
-        .await
-        .unwrap();
-    assert_eq!(
-        fs.open_write(&p("file/sub")).await.err().unwrap().kind,
-        FsErrorKind::NotADirectory
-    );
+    assert_eq!(fs.open_read(&p("d")).await.err().unwrap().kind, FsErrorKind::IsADirectory);
+    assert_eq!(fs.open_write(&p("d")).await.err().unwrap().kind, FsErrorKind::IsADirectory);
+    fs.write_atomic(&p("file"), &p("file.tmp"), b"x").await.unwrap();
+    assert_eq!(fs.open_write(&p("file/sub")).await.err().unwrap().kind, FsErrorKind::NotADirectory);
 }
 
 #[tokio::test]
 async fn create_dir_and_metadata() {
     let (_t, _d, fs) = setup();
     fs.create_dir(&p("d")).await.unwrap();
-    assert_eq!(
-        fs.create_dir(&p("d")).await.unwrap_err().kind,
-        FsErrorKind::AlreadyExists
-    );
-    assert_eq!(
-        fs.create_dir(&p("x/y")).await.unwrap_err().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.create_dir(&p("d")).await.unwrap_err().kind, FsErrorKind::AlreadyExists);
+    assert_eq!(fs.create_dir(&p("x/y")).await.unwrap_err().kind, FsErrorKind::NotFound);
     fs.create_dir_all(&p("x/y/z")).await.unwrap();
     assert_eq!(fs.metadata(&p("x/y/z")).await.unwrap().kind, FileKind::Dir);
-    assert_eq!(
-        fs.metadata(&RelPath::root()).await.unwrap().kind,
-        FileKind::Dir
-    );
-    fs.write_atomic(&p("x/f"), &p("x/f.tmp"), b"abc")
-        .await
-        .unwrap();
+    assert_eq!(fs.metadata(&RelPath::root()).await.unwrap().kind, FileKind::Dir);
+    fs.write_atomic(&p("x/f"), &p("x/f.tmp"), b"abc").await.unwrap();
     let m = fs.metadata(&p("x/f")).await.unwrap();
     assert_eq!((m.kind, m.len), (FileKind::File, 3));
     assert!(m.modified_ns.is_some());
-    assert_eq!(
-        fs.metadata(&p("nope")).await.unwrap_err().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.metadata(&p("nope")).await.unwrap_err().kind, FsErrorKind::NotFound);
 }
 
 #[tokio::test]
@@ -181,22 +137,12 @@ async fn read_dir_lists_kinds() {
     let mut v = fs.read_dir(&RelPath::root()).await.unwrap();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     let got: Vec<_> = v.iter().map(|e| (e.name.as_str(), e.kind, e.len)).collect();
-    assert_eq!(
-        got,
-        vec![
-            ("d", FileKind::Dir, 0),
-            ("f", FileKind::File, 3),
-            ("l", FileKind::Symlink, 0)
-        ]
-    );
+    assert_eq!(got, vec![("d", FileKind::Dir, 0), ("f", FileKind::File, 3), ("l", FileKind::Symlink, 0)]);
     assert!(v.iter().all(|e| e.modified_ns.is_some()));
     let m = fs.metadata(&p("f")).await.unwrap();
     assert_eq!(v[1].modified_ns, m.modified_ns);
     assert!(fs.read_dir(&p("d")).await.unwrap().is_empty());
-    assert_eq!(
-        fs.read_dir(&p("f")).await.unwrap_err().kind,
-        FsErrorKind::NotADirectory
-    );
+    assert_eq!(fs.read_dir(&p("f")).await.unwrap_err().kind, FsErrorKind::NotADirectory);
 }
 
 #[tokio::test]
@@ -206,30 +152,18 @@ async fn rename_is_atomic_over_files_and_refuses_non_empty_dirs() {
     fs.write_atomic(&p("b"), &p("b.tmp"), b"old").await.unwrap();
     fs.rename(&p("a"), &p("b")).await.unwrap();
     assert_eq!(fs.read_file(&p("b"), 10).await.unwrap(), b"new");
-    assert_eq!(
-        fs.metadata(&p("a")).await.unwrap_err().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.metadata(&p("a")).await.unwrap_err().kind, FsErrorKind::NotFound);
 
     fs.create_dir_all(&p("d1/sub")).await.unwrap();
     fs.create_dir_all(&p("d2/sub")).await.unwrap();
-    assert_eq!(
-        fs.rename(&p("d1"), &p("d2")).await.unwrap_err().kind,
-        FsErrorKind::AlreadyExists
-    );
+    assert_eq!(fs.rename(&p("d1"), &p("d2")).await.unwrap_err().kind, FsErrorKind::AlreadyExists);
     fs.create_dir(&p("empty")).await.unwrap();
     fs.rename(&p("d1"), &p("empty")).await.unwrap();
-    assert_eq!(
-        fs.metadata(&p("empty/sub")).await.unwrap().kind,
-        FileKind::Dir
-    );
+    assert_eq!(fs.metadata(&p("empty/sub")).await.unwrap().kind, FileKind::Dir);
     // Across directories.
     fs.rename(&p("b"), &p("d2/sub/b")).await.unwrap();
     assert_eq!(fs.read_file(&p("d2/sub/b"), 10).await.unwrap(), b"new");
-    assert_eq!(
-        fs.rename(&p("missing"), &p("x")).await.unwrap_err().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.rename(&p("missing"), &p("x")).await.unwrap_err().kind, FsErrorKind::NotFound);
     fs.sync_dir(&p("d2/sub")).await.unwrap();
     fs.sync_dir(&RelPath::root()).await.unwrap();
 }
@@ -238,40 +172,18 @@ async fn rename_is_atomic_over_files_and_refuses_non_empty_dirs() {
 async fn remove_file_dir_and_tree() {
     let (_t, dirs, fs) = setup();
     fs.create_dir_all(&p("t/a/b")).await.unwrap();
-    fs.write_atomic(&p("t/a/b/f"), &p("t/a/b/f.tmp"), b"1")
-        .await
-        .unwrap();
-    fs.write_atomic(&p("t/g"), &p("t/g.tmp"), b"2")
-        .await
-        .unwrap();
+    fs.write_atomic(&p("t/a/b/f"), &p("t/a/b/f.tmp"), b"1").await.unwrap();
+    fs.write_atomic(&p("t/g"), &p("t/g.tmp"), b"2").await.unwrap();
     std::os::unix::fs::symlink(&dirs.outside, dirs.root.join("t/a/out")).unwrap();
-    assert_eq!(
-        fs.remove_dir(&p("t")).await.unwrap_err().kind,
-        FsErrorKind::NotEmpty
-    );
-    assert_eq!(
-        fs.remove_dir(&p("t/g")).await.unwrap_err().kind,
-        FsErrorKind::NotADirectory
-    );
-    assert_eq!(
-        fs.remove_file(&p("t/a")).await.unwrap_err().kind,
-        FsErrorKind::IsADirectory
-    );
+    assert_eq!(fs.remove_dir(&p("t")).await.unwrap_err().kind, FsErrorKind::NotEmpty);
+    assert_eq!(fs.remove_dir(&p("t/g")).await.unwrap_err().kind, FsErrorKind::NotADirectory);
+    assert_eq!(fs.remove_file(&p("t/a")).await.unwrap_err().kind, FsErrorKind::IsADirectory);
     fs.remove_file(&p("t/g")).await.unwrap();
-    assert_eq!(
-        fs.remove_file(&p("t/g")).await.unwrap_err().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.remove_file(&p("t/g")).await.unwrap_err().kind, FsErrorKind::NotFound);
     fs.remove_dir_all(&p("t")).await.unwrap();
-    assert_eq!(
-        fs.metadata(&p("t")).await.unwrap_err().kind,
-        FsErrorKind::NotFound
-    );
+    assert_eq!(fs.metadata(&p("t")).await.unwrap_err().kind, FsErrorKind::NotFound);
     // The link inside was removed as a link: its target is untouched.
-    assert_eq!(
-        std::fs::read(dirs.outside.join("secret")).unwrap(),
-        b"secret"
-    );
+    assert_eq!(std::fs::read(dirs.outside.join("secret")).unwrap(), b"secret");
 }
 
 #[tokio::test]
@@ -287,113 +199,51 @@ async fn symlinks_are_never_followed() {
 
     // metadata does not follow.
     for l in ["file_out", "dir_out", "dir_in", "file_in"] {
-        assert_eq!(
-            fs.metadata(&p(l)).await.unwrap().kind,
-            FileKind::Symlink,
-            "{l}"
-        );
+        assert_eq!(fs.metadata(&p(l)).await.unwrap().kind, FileKind::Symlink, "{l}");
     }
     // Opening a link fails, even one pointing inside.
     for l in ["file_out", "file_in"] {
-        assert_eq!(
-            fs.open_read(&p(l)).await.err().unwrap().kind,
-            FsErrorKind::Symlink,
-            "{l}"
-        );
-        assert_eq!(
-            fs.open_write(&p(l)).await.err().unwrap().kind,
-            FsErrorKind::Symlink,
-            "{l}"
-        );
+        assert_eq!(fs.open_read(&p(l)).await.err().unwrap().kind, FsErrorKind::Symlink, "{l}");
+        assert_eq!(fs.open_write(&p(l)).await.err().unwrap().kind, FsErrorKind::Symlink, "{l}");
     }
     // Going through a linked directory fails, for every operation.
     for l in ["dir_out", "dir_in"] {
         let sub = p(&format!("{l}/secret"));
-        assert_eq!(
-            fs.open_read(&sub).await.err().unwrap().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.open_write(&p(&format!("{l}/new")))
-                .await
-                .err()
-                .unwrap()
-                .kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.metadata(&sub).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.read_dir(&p(l)).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.create_dir(&p(&format!("{l}/d"))).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.create_dir_all(&p(&format!("{l}/d/e")))
-                .await
-                .unwrap_err()
-                .kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.remove_file(&sub).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.remove_dir_all(&p(l)).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.remove_dir(&p(l)).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
-        assert_eq!(
-            fs.sync_dir(&p(l)).await.unwrap_err().kind,
-            FsErrorKind::Symlink
-        );
+        assert_eq!(fs.open_read(&sub).await.err().unwrap().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.open_write(&p(&format!("{l}/new"))).await.err().unwrap().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.metadata(&sub).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.read_dir(&p(l)).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.create_dir(&p(&format!("{l}/d"))).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.create_dir_all(&p(&format!("{l}/d/e"))).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.remove_file(&sub).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.remove_dir_all(&p(l)).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.remove_dir(&p(l)).await.unwrap_err().kind, FsErrorKind::Symlink);
+        assert_eq!(fs.sync_dir(&p(l)).await.unwrap_err().kind, FsErrorKind::Symlink);
         assert!(fs.watch(&p(l)).await.is_err());
     }
     // Nothing outside changed or appeared.
-    assert_eq!(
-        std::fs::read(dirs.outside.join("secret")).unwrap(),
-        b"secret"
-    );
+    assert_eq!(std::fs::read(dirs.outside.join("secret")).unwrap(), b"secret");
     assert_eq!(std::fs::read_dir(&dirs.outside).unwrap().count(), 1);
     // remove_file removes the link only.
     fs.remove_file(&p("file_out")).await.unwrap();
     fs.remove_file(&p("dir_out")).await.unwrap();
     assert!(std::fs::symlink_metadata(root.join("dir_out")).is_err());
-    assert_eq!(
-        std::fs::read(dirs.outside.join("secret")).unwrap(),
-        b"secret"
-    );
+    assert_eq!(std::fs::read(dirs.outside.join("secret")).unwrap(), b"secret");
     // A renamed link stays a link.
     fs.rename(&p("file_in"), &p("moved")).await.unwrap();
-    assert_eq!(
-        fs.metadata(&p("moved")).await.unwrap().kind,
-        FileKind::Symlink
-    );
+    assert_eq!(fs.metadata(&p("moved")).await.unwrap().kind, FileKind::Symlink);
 }
 
 #[tokio::test]
 async fn fifo_is_not_opened_as_a_file() {
     let (_t, dirs, fs) = setup();
-    let status = std::process::Command::new("mkfifo")
-        .arg(dirs.root.join("pipe"))
-        .status();
+    let status = std::process::Command::new("mkfifo").arg(dirs.root.join("pipe")).status();
     if !matches!(status, Ok(s) if s.success()) {
         eprintln!("mkfifo unavailable; skipping");
         return;
     }
     assert_eq!(fs.metadata(&p("pipe")).await.unwrap().kind, FileKind::Other);
-    let r = tokio::time::timeout(Duration::from_secs(5), fs.open_read(&p("pipe")))
-        .await
-        .expect("open must not block");
+    let r = tokio::time::timeout(Duration::from_secs(5), fs.open_read(&p("pipe"))).await.expect("open must not block");
     assert_eq!(r.err().unwrap().kind, FsErrorKind::Io);
 }
 
@@ -409,48 +259,30 @@ async fn watch_sees_created_and_removed_files() {
     let (_t, dirs, fs) = setup();
     fs.create_dir(&p("w")).await.unwrap();
     let mut w = fs.watch(&p("w")).await.unwrap();
-    fs.write_atomic(&p("w/new"), &p("w/new.tmp"), b"x")
-        .await
-        .unwrap();
+    fs.write_atomic(&p("w/new"), &p("w/new.tmp"), b"x").await.unwrap();
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !seen
-        .iter()
-        .any(|n: &Option<String>| n.as_deref() == Some("new"))
-    {
-        let ev = tokio::time::timeout_at(deadline, w.next())
-            .await
-            .expect("no watch event")
-            .unwrap();
+    while !seen.iter().any(|n: &Option<String>| n.as_deref() == Some("new")) {
+        let ev = tokio::time::timeout_at(deadline, w.next()).await.expect("no watch event").unwrap();
         assert_eq!(ev.dir, p("w"));
         seen.push(ev.name);
     }
     // An external change is seen too.
     std::fs::remove_file(dirs.root.join("w/new")).unwrap();
     loop {
-        let ev = tokio::time::timeout_at(deadline, w.next())
-            .await
-            .expect("no removal event")
-            .unwrap();
+        let ev = tokio::time::timeout_at(deadline, w.next()).await.expect("no removal event").unwrap();
         if ev.name.as_deref() == Some("new") {
             break;
         }
     }
     // Changes elsewhere are not reported by this non-recursive watch.
     fs.create_dir(&p("w/sub")).await.unwrap();
-    fs.write_atomic(&p("w/sub/deep"), &p("w/sub/deep.tmp"), b"x")
-        .await
-        .unwrap();
-    fs.write_atomic(&p("other"), &p("other.tmp"), b"x")
-        .await
-        .unwrap();
+    fs.write_atomic(&p("w/sub/deep"), &p("w/sub/deep.tmp"), b"x").await.unwrap();
+    fs.write_atomic(&p("other"), &p("other.tmp"), b"x").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), w.next()).await {
         let name = ev.name.as_deref();
-        assert!(
-            !matches!(name, Some("deep" | "deep.tmp" | "other" | "other.tmp")),
-            "{ev:?}"
-        );
+        assert!(!matches!(name, Some("deep" | "deep.tmp" | "other" | "other.tmp")), "{ev:?}");
     }
 }
 
@@ -464,15 +296,6 @@ async fn watch_overflow_reports_a_rescan() {
     // Events queue up unread until the queue is full; the next read then
     // says "something changed, rescan" (no name).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
-        .await
-        .expect("no watch event")
-        .unwrap();
-    assert_eq!(
-        ev,
-        lanspread_ports::WatchEvent {
-            dir: RelPath::root(),
-            name: None
-        }
-    );
+    let ev = tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("no watch event").unwrap();
+    assert_eq!(ev, lanspread_ports::WatchEvent { dir: RelPath::root(), name: None });
 }

@@ -20,9 +20,7 @@ impl TokioClock {
     /// A clock whose epoch is now. Build it inside the runtime whose
     /// (possibly paused) time should drive it.
     pub fn new() -> Self {
-        TokioClock {
-            epoch: Instant::now(),
-        }
+        TokioClock { epoch: Instant::now() }
     }
 }
 
@@ -45,10 +43,7 @@ impl Clock for TokioClock {
     }
 
     fn unix_seconds(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
     }
 }
 
@@ -71,10 +66,7 @@ mod tests {
         let clock = TokioClock::new();
         assert_eq!(clock.now(), Timestamp::ZERO);
         clock.sleep(Duration::from_secs(3600)).await;
-        assert_eq!(
-            clock.now(),
-            Timestamp::from_duration(Duration::from_secs(3600))
-        );
+        assert_eq!(clock.now(), Timestamp::from_duration(Duration::from_secs(3600)));
     }
 
     #[test]

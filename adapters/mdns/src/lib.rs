@@ -14,9 +14,7 @@
 
 use async_trait::async_trait;
 use lanspread_ports::{Discovery, DiscoveryError, DiscoveryEvent, PeerAdvert, PeerId};
-use mdns_sd::{
-    IfKind, Receiver, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo,
-};
+use mdns_sd::{IfKind, Receiver, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
@@ -53,12 +51,7 @@ pub struct MdnsConfig {
 
 impl Default for MdnsConfig {
     fn default() -> Self {
-        MdnsConfig {
-            self_id: None,
-            interfaces: Vec::new(),
-            port: MDNS_PORT,
-            service_type: SERVICE_TYPE.to_owned(),
-        }
+        MdnsConfig { self_id: None, interfaces: Vec::new(), port: MDNS_PORT, service_type: SERVICE_TYPE.to_owned() }
     }
 }
 
@@ -94,8 +87,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> DiscoveryError {
 impl MdnsDiscovery {
     /// Starts the mDNS daemon and begins browsing for peers.
     pub fn new(config: MdnsConfig) -> Result<Arc<MdnsDiscovery>, DiscoveryError> {
-        let daemon = ServiceDaemon::new_with_port(config.port)
-            .map_err(|e| err("cannot start the daemon", e))?;
+        let daemon = ServiceDaemon::new_with_port(config.port).map_err(|e| err("cannot start the daemon", e))?;
         let setup = || -> Result<Receiver<ServiceEvent>, DiscoveryError> {
             if !config.interfaces.is_empty() {
                 let kinds: Vec<IfKind> = config
@@ -106,16 +98,10 @@ impl MdnsDiscovery {
                         Err(_) => IfKind::Name(s.clone()),
                     })
                     .collect();
-                daemon
-                    .disable_interface(IfKind::All)
-                    .map_err(|e| err("disable_interface", e))?;
-                daemon
-                    .enable_interface(kinds)
-                    .map_err(|e| err("enable_interface", e))?;
+                daemon.disable_interface(IfKind::All).map_err(|e| err("disable_interface", e))?;
+                daemon.enable_interface(kinds).map_err(|e| err("enable_interface", e))?;
             }
-            daemon
-                .browse(&config.service_type)
-                .map_err(|e| err("browse", e))
+            daemon.browse(&config.service_type).map_err(|e| err("browse", e))
         };
         let events = match setup() {
             Ok(ev) => ev,
@@ -126,11 +112,7 @@ impl MdnsDiscovery {
         };
         let core = Core::new(config.service_type, config.self_id);
         core.lock().events = Some(events);
-        Ok(Arc::new(MdnsDiscovery {
-            daemon,
-            core,
-            shutdown: watch::channel(false).0,
-        }))
+        Ok(Arc::new(MdnsDiscovery { daemon, core, shutdown: watch::channel(false).0 }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -144,20 +126,8 @@ impl MdnsDiscovery {
 
 impl Core {
     fn new(service_type: String, self_id: Option<PeerId>) -> Core {
-        let suffix = format!(
-            "{:08x}",
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish() as u32
-        );
-        Core {
-            service_type,
-            suffix,
-            state: Mutex::new(State {
-                self_id,
-                ..State::default()
-            }),
-        }
+        let suffix = format!("{:08x}", std::collections::hash_map::RandomState::new().build_hasher().finish() as u32);
+        Core { service_type, suffix, state: Mutex::new(State { self_id, ..State::default() }) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -170,18 +140,12 @@ impl Core {
     }
 
     fn service_info(&self, me: &PeerAdvert) -> Result<ServiceInfo, DiscoveryError> {
-        let port = me
-            .addrs
-            .first()
-            .map(SocketAddr::port)
-            .ok_or_else(|| DiscoveryError("mdns: the advert has no address".into()))?;
+        let port = me.addrs.first().map(SocketAddr::port).ok_or_else(|| DiscoveryError("mdns: the advert has no address".into()))?;
         if me.addrs.iter().any(|a| a.port() != port) {
             tracing::warn!(?me.addrs, port, "mdns: addresses use several ports; advertising the first one only");
         }
-        let mut props: Vec<(String, String)> = vec![
-            (TXT_ID.into(), me.id.to_hex()),
-            (TXT_PROTOCOL_VERSION.into(), me.protocol_version.to_string()),
-        ];
+        let mut props: Vec<(String, String)> =
+            vec![(TXT_ID.into(), me.id.to_hex()), (TXT_PROTOCOL_VERSION.into(), me.protocol_version.to_string())];
         for (k, v) in &me.meta {
             if k == TXT_ID || k == TXT_PROTOCOL_VERSION {
                 return Err(DiscoveryError(format!("mdns: meta key {k:?} is reserved")));
@@ -191,28 +155,14 @@ impl Core {
         // Concrete addresses are announced as given; a wildcard bind means
         // "every address of this host", which the daemon tracks itself.
         let wildcard = me.addrs.iter().any(|a| a.ip().is_unspecified());
-        let mut ips: Vec<IpAddr> = me
-            .addrs
-            .iter()
-            .map(SocketAddr::ip)
-            .filter(|ip| !ip.is_unspecified())
-            .collect();
+        let mut ips: Vec<IpAddr> = me.addrs.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
         ips.sort();
         ips.dedup();
         let name = self.instance_name(&me.id);
         let host = format!("{name}.local.");
-        let ips: Vec<String> = if wildcard {
-            Vec::new()
-        } else {
-            ips.iter().map(IpAddr::to_string).collect()
-        };
-        let info = ServiceInfo::new(&self.service_type, &name, &host, &ips[..], port, &props[..])
-            .map_err(|e| err("invalid advert", e))?;
-        Ok(if wildcard {
-            info.enable_addr_auto()
-        } else {
-            info
-        })
+        let ips: Vec<String> = if wildcard { Vec::new() } else { ips.iter().map(IpAddr::to_string).collect() };
+        let info = ServiceInfo::new(&self.service_type, &name, &host, &ips[..], port, &props[..]).map_err(|e| err("invalid advert", e))?;
+        Ok(if wildcard { info.enable_addr_auto() } else { info })
     }
 
     /// Turns a resolved instance into an advert; `None` (with a warning) if
@@ -223,10 +173,7 @@ impl Core {
             tracing::warn!(%name, "mdns: instance without a valid `id` TXT record; ignored");
             return None;
         };
-        let Some(protocol_version) = info
-            .get_property_val_str(TXT_PROTOCOL_VERSION)
-            .and_then(|v| v.parse().ok())
-        else {
+        let Some(protocol_version) = info.get_property_val_str(TXT_PROTOCOL_VERSION).and_then(|v| v.parse().ok()) else {
             tracing::warn!(%name, "mdns: instance without a valid `pv` TXT record; ignored");
             return None;
         };
@@ -238,12 +185,7 @@ impl Core {
             .addresses
             .iter()
             .map(|ip| match ip {
-                ScopedIp::V6(v6) => SocketAddr::V6(SocketAddrV6::new(
-                    *v6.addr(),
-                    info.port,
-                    0,
-                    v6.scope_id().index,
-                )),
+                ScopedIp::V6(v6) => SocketAddr::V6(SocketAddrV6::new(*v6.addr(), info.port, 0, v6.scope_id().index)),
                 other => SocketAddr::new(other.to_ip_addr(), info.port),
             })
             .collect();
@@ -255,12 +197,7 @@ impl Core {
             .filter(|p| p.key() != TXT_ID && p.key() != TXT_PROTOCOL_VERSION)
             .map(|p| (p.key().to_owned(), p.val_str().to_owned()))
             .collect();
-        Some(PeerAdvert {
-            id,
-            addrs,
-            protocol_version,
-            meta,
-        })
+        Some(PeerAdvert { id, addrs, protocol_version, meta })
     }
 
     /// Applies one daemon event to our state; the port event, if any.
@@ -399,14 +336,9 @@ mod tests {
         let me = advert(0xab, &["127.0.0.1:4000", "10.1.2.3:4000"]);
         let info = core.service_info(&me).unwrap();
         assert_eq!(info.get_type(), SERVICE_TYPE);
-        assert!(info
-            .get_fullname()
-            .starts_with(&format!("{}-", me.id.short())));
+        assert!(info.get_fullname().starts_with(&format!("{}-", me.id.short())));
         assert_eq!(info.get_port(), 4000);
-        assert_eq!(
-            info.get_property_val_str("id"),
-            Some(me.id.to_hex().as_str())
-        );
+        assert_eq!(info.get_property_val_str("id"), Some(me.id.to_hex().as_str()));
         assert_eq!(info.get_property_val_str("pv"), Some("3"));
         assert_eq!(info.get_property_val_str("name"), Some("Alice's PC"));
         assert_eq!(info.get_addresses().len(), 2);
@@ -422,15 +354,7 @@ mod tests {
     }
 
     fn resolved(name: &str, id: &str, pv: &str) -> ServiceEvent {
-        let info = ServiceInfo::new(
-            SERVICE_TYPE,
-            name,
-            "h.local.",
-            "127.0.0.1",
-            4000,
-            &[("id", id), ("pv", pv), ("k", "v")][..],
-        )
-        .unwrap();
+        let info = ServiceInfo::new(SERVICE_TYPE, name, "h.local.", "127.0.0.1", 4000, &[("id", id), ("pv", pv), ("k", "v")][..]).unwrap();
         ServiceEvent::ServiceResolved(Box::new(info.as_resolved_service()))
     }
 
@@ -454,10 +378,7 @@ mod tests {
         // Malformed and self records are skipped.
         assert_eq!(core.handle(resolved("bad", "nothex", "3")), None);
         assert_eq!(core.handle(resolved("bad", &a.to_hex(), "x")), None);
-        assert_eq!(
-            core.handle(resolved("me", &PeerId([9; 32]).to_hex(), "3")),
-            None
-        );
+        assert_eq!(core.handle(resolved("me", &PeerId([9; 32]).to_hex(), "3")), None);
         // A second instance of `a` keeps it up when the first goes.
         assert!(core.handle(resolved("a2", &a.to_hex(), "3")).is_some());
         assert_eq!(core.handle(removed("a1")), None);

@@ -44,9 +44,7 @@ impl Ctx {
     pub(crate) fn check_space(&self, needed: u64) -> Result<(), UnpackError> {
         if let Some(free) = self.block(self.fs.free_space()).map_err(fs_err)? {
             if needed > free {
-                return Err(UnpackError::Io(format!(
-                    "archive expands to {needed} bytes but only {free} are free"
-                )));
+                return Err(UnpackError::Io(format!("archive expands to {needed} bytes but only {free} are free")));
             }
         }
         Ok(())
@@ -96,20 +94,15 @@ impl Ctx {
                 break;
             }
             if written + n as u64 > expected {
-                return Err(UnpackError::Corrupt(format!(
-                    "{dest}: more data than the {expected} bytes declared"
-                )));
+                return Err(UnpackError::Corrupt(format!("{dest}: more data than the {expected} bytes declared")));
             }
             buf.truncate(n);
-            self.block(h.write_at(written, Bytes::from(buf)))
-                .map_err(fs_err)?;
+            self.block(h.write_at(written, Bytes::from(buf))).map_err(fs_err)?;
             written += n as u64;
             on_chunk(self, written);
         }
         if written != expected {
-            return Err(UnpackError::Corrupt(format!(
-                "{dest}: {written} bytes instead of the {expected} declared"
-            )));
+            return Err(UnpackError::Corrupt(format!("{dest}: {written} bytes instead of the {expected} declared")));
         }
         self.block(h.sync()).map_err(fs_err)?;
         Ok(())
@@ -150,12 +143,7 @@ impl Drop for CancelOnDrop {
 /// Runs `job` on a blocking thread with a fresh [`Ctx`] whose target
 /// directory `target` already exists, forwarding progress to `progress`.
 /// Dropping the returned future makes the job stop at its next check.
-pub(crate) async fn run<F>(
-    fs: Arc<dyn Fs>,
-    target: RelPath,
-    progress: ProgressFn<'_>,
-    job: F,
-) -> Result<(), UnpackError>
+pub(crate) async fn run<F>(fs: Arc<dyn Fs>, target: RelPath, progress: ProgressFn<'_>, job: F) -> Result<(), UnpackError>
 where
     F: FnOnce(&mut Ctx) -> Result<(), UnpackError> + Send + 'static,
 {
@@ -166,13 +154,7 @@ where
     let mut task = tokio::task::spawn_blocking(move || {
         let mut dirs = BTreeSet::new();
         dirs.insert(target);
-        let mut ctx = Ctx {
-            rt,
-            fs,
-            progress: tx,
-            cancelled,
-            dirs,
-        };
+        let mut ctx = Ctx { rt, fs, progress: tx, cancelled, dirs };
         job(&mut ctx)?;
         ctx.finish()
     });
@@ -208,10 +190,7 @@ pub(crate) fn entry_path(target: &RelPath, raw: &str) -> Result<Option<RelPath>,
     if rel.is_root() {
         return Err(UnpackError::Escape(format!("{raw:?}: empty entry name")));
     }
-    target
-        .join(rel.as_str())
-        .map(Some)
-        .map_err(|e| UnpackError::Escape(format!("{raw:?}: {e}")))
+    target.join(rel.as_str()).map(Some).map_err(|e| UnpackError::Escape(format!("{raw:?}: {e}")))
 }
 
 pub(crate) fn fs_err(e: FsError) -> UnpackError {
@@ -241,26 +220,10 @@ mod tests {
         assert_eq!(ok("././a").as_deref(), Some("dl/game/a"));
         assert_eq!(ok("./"), None);
         assert_eq!(ok("."), None);
-        for bad in [
-            "",
-            "/",
-            "../evil",
-            "a/../../b",
-            "/etc/passwd",
-            "C:/x",
-            "c:x",
-            "a\\b",
-            "..\\evil",
-            "a//b",
-            "//x",
-            "./../x",
-            "CON",
-            "a/./b",
-        ] {
-            assert!(
-                matches!(entry_path(&t, bad), Err(UnpackError::Escape(_))),
-                "{bad:?}"
-            );
+        for bad in
+            ["", "/", "../evil", "a/../../b", "/etc/passwd", "C:/x", "c:x", "a\\b", "..\\evil", "a//b", "//x", "./../x", "CON", "a/./b"]
+        {
+            assert!(matches!(entry_path(&t, bad), Err(UnpackError::Escape(_))), "{bad:?}");
         }
     }
 }

@@ -41,6 +41,5 @@ pub const CHUNK: usize = 1 << 20;
 
 /// Whether `name` ends with `suffix`, ignoring ASCII case.
 pub(crate) fn ends_with_ci(name: &str, suffix: &str) -> bool {
-    name.len() >= suffix.len()
-        && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    name.len() >= suffix.len() && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }

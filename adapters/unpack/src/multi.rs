@@ -19,11 +19,7 @@ impl MultiUnpacker {
 
     /// Zip, tar (plain, gzip, zstd) and RAR (tools looked up on `$PATH`).
     pub fn standard() -> Self {
-        MultiUnpacker::new(vec![
-            Arc::new(ZipUnpacker::new()),
-            Arc::new(TarUnpacker::new()),
-            Arc::new(RarUnpacker::new()),
-        ])
+        MultiUnpacker::new(vec![Arc::new(ZipUnpacker::new()), Arc::new(TarUnpacker::new()), Arc::new(RarUnpacker::new())])
     }
 
     fn pick(&self, file_name: &str) -> Option<&Arc<dyn Unpacker>> {
@@ -39,9 +35,7 @@ impl Default for MultiUnpacker {
 
 impl std::fmt::Debug for MultiUnpacker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MultiUnpacker")
-            .field("unpackers", &self.unpackers.len())
-            .finish()
+        f.debug_struct("MultiUnpacker").field("unpackers", &self.unpackers.len()).finish()
     }
 }
 
@@ -51,18 +45,10 @@ impl Unpacker for MultiUnpacker {
         self.pick(file_name).is_some()
     }
 
-    async fn unpack(
-        &self,
-        fs: Arc<dyn Fs>,
-        archive: &RelPath,
-        target: &RelPath,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), UnpackError> {
+    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
         match self.pick(archive.file_name()) {
             Some(u) => u.unpack(fs, archive, target, progress).await,
-            None => Err(UnpackError::Unsupported(format!(
-                "{archive}: no unpacker handles this file type"
-            ))),
+            None => Err(UnpackError::Unsupported(format!("{archive}: no unpacker handles this file type"))),
         }
     }
 }

@@ -54,18 +54,10 @@ impl RarUnpacker {
     }
 
     fn find_tool(&self) -> Option<(Tool, PathBuf)> {
-        let path = self
-            .search_path
-            .clone()
-            .or_else(|| std::env::var_os("PATH"))?;
+        let path = self.search_path.clone().or_else(|| std::env::var_os("PATH"))?;
         [(Tool::Unar, "unar"), (Tool::Unrar, "unrar")]
             .into_iter()
-            .find_map(|(tool, name)| {
-                std::env::split_paths(&path)
-                    .map(|d| d.join(name))
-                    .find(|p| is_executable(p))
-                    .map(|p| (tool, p))
-            })
+            .find_map(|(tool, name)| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p)).map(|p| (tool, p)))
     }
 }
 
@@ -86,22 +78,15 @@ impl Unpacker for RarUnpacker {
         ends_with_ci(file_name, ".rar")
     }
 
-    async fn unpack(
-        &self,
-        fs: Arc<dyn Fs>,
-        archive: &RelPath,
-        target: &RelPath,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), UnpackError> {
+    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
         let Some((tool, program)) = self.find_tool() else {
-            return Err(UnpackError::MissingTool("unrar or unar (install one of them, e.g. the `unrar` or `unar` package) to unpack RAR archives".into()));
+            return Err(UnpackError::MissingTool(
+                "unrar or unar (install one of them, e.g. the `unrar` or `unar` package) to unpack RAR archives".into(),
+            ));
         };
         let temp_base = self.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let (archive, t) = (archive.clone(), target.clone());
-        run(fs, target.clone(), progress, move |ctx| {
-            unrar(ctx, &archive, &t, tool, &program, &temp_base)
-        })
-        .await
+        run(fs, target.clone(), progress, move |ctx| unrar(ctx, &archive, &t, tool, &program, &temp_base)).await
     }
 }
 
@@ -118,11 +103,7 @@ fn is_sibling_volume(archive: &str, candidate: &str) -> bool {
     if let Some(i) = stem.rfind(".part") {
         let (base, num) = (&stem[..i], &stem[i + 5..]);
         if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
-            let Some(rest) = c
-                .strip_prefix(base)
-                .and_then(|r| r.strip_prefix(".part"))
-                .and_then(|r| r.strip_suffix(".rar"))
-            else {
+            let Some(rest) = c.strip_prefix(base).and_then(|r| r.strip_prefix(".part")).and_then(|r| r.strip_suffix(".rar")) else {
                 return false;
             };
             return !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
@@ -140,8 +121,7 @@ fn copy_out(ctx: &Ctx, src: &RelPath, dst: &Path) -> Result<(), UnpackError> {
     use std::io::Write;
     let h = ctx.block(ctx.fs.open_read(src)).map_err(fs_err)?;
     let len = ctx.block(h.len()).map_err(fs_err)?;
-    let mut out = std::fs::File::create(dst)
-        .map_err(|e| UnpackError::Io(format!("{}: {e}", dst.display())))?;
+    let mut out = std::fs::File::create(dst).map_err(|e| UnpackError::Io(format!("{}: {e}", dst.display())))?;
     let mut off = 0u64;
     while off < len {
         ctx.check_cancelled()?;
@@ -149,8 +129,7 @@ fn copy_out(ctx: &Ctx, src: &RelPath, dst: &Path) -> Result<(), UnpackError> {
         if data.is_empty() {
             break;
         }
-        out.write_all(&data)
-            .map_err(|e| UnpackError::Io(format!("{}: {e}", dst.display())))?;
+        out.write_all(&data).map_err(|e| UnpackError::Io(format!("{}: {e}", dst.display())))?;
         off += data.len() as u64;
     }
     Ok(())
@@ -172,23 +151,14 @@ fn collect(out_dir: &Path, target: &RelPath) -> Result<Vec<Staged>, UnpackError>
         for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
             let entry = entry.map_err(|e| io(&dir, e))?;
             let name = entry.file_name();
-            let name = name.to_str().ok_or_else(|| {
-                UnpackError::Escape(format!("{:?}: entry name is not UTF-8", entry.file_name()))
-            })?;
-            let rel = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
+            let name = name.to_str().ok_or_else(|| UnpackError::Escape(format!("{:?}: entry name is not UTF-8", entry.file_name())))?;
+            let rel = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
             let path = entry.path();
             let m = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
-            let dest = entry_path(target, &rel)?
-                .ok_or_else(|| UnpackError::Escape(format!("{rel:?}: empty entry name")))?;
+            let dest = entry_path(target, &rel)?.ok_or_else(|| UnpackError::Escape(format!("{rel:?}: empty entry name")))?;
             let ft = m.file_type();
             if ft.is_symlink() {
-                return Err(UnpackError::Escape(format!(
-                    "{rel:?}: link entries are refused"
-                )));
+                return Err(UnpackError::Escape(format!("{rel:?}: link entries are refused")));
             } else if ft.is_dir() {
                 found.push(Staged::Dir(dest));
                 stack.push((path, rel));
@@ -197,9 +167,7 @@ fn collect(out_dir: &Path, target: &RelPath) -> Result<Vec<Staged>, UnpackError>
                 {
                     use std::os::unix::fs::MetadataExt;
                     if m.nlink() > 1 {
-                        return Err(UnpackError::Escape(format!(
-                            "{rel:?}: hard-linked entries are refused"
-                        )));
+                        return Err(UnpackError::Escape(format!("{rel:?}: hard-linked entries are refused")));
                     }
                 }
                 found.push(Staged::File(dest, path, m.len()));
@@ -211,23 +179,11 @@ fn collect(out_dir: &Path, target: &RelPath) -> Result<Vec<Staged>, UnpackError>
     Ok(found)
 }
 
-fn unrar(
-    ctx: &mut Ctx,
-    archive: &RelPath,
-    target: &RelPath,
-    tool: Tool,
-    program: &Path,
-    temp_base: &Path,
-) -> Result<(), UnpackError> {
+fn unrar(ctx: &mut Ctx, archive: &RelPath, target: &RelPath, tool: Tool, program: &Path, temp_base: &Path) -> Result<(), UnpackError> {
     let tmp = tempfile::Builder::new()
         .prefix("lanspread-rar-")
         .tempdir_in(temp_base)
-        .map_err(|e| {
-            UnpackError::Io(format!(
-                "{}: cannot create a staging directory: {e}",
-                temp_base.display()
-            ))
-        })?;
+        .map_err(|e| UnpackError::Io(format!("{}: cannot create a staging directory: {e}", temp_base.display())))?;
     let src_dir = tmp.path().join("src");
     let out_dir = tmp.path().join("out");
     for d in [&src_dir, &out_dir] {
@@ -240,9 +196,7 @@ fn unrar(
     copy_out(ctx, archive, &src_dir.join(name))?;
     for e in ctx.block(ctx.fs.read_dir(&parent)).map_err(fs_err)? {
         if e.kind == FileKind::File && is_sibling_volume(name, &e.name) {
-            let sib = parent
-                .join_local(&e.name)
-                .map_err(|err| UnpackError::Io(format!("{}: {err}", e.name)))?;
+            let sib = parent.join_local(&e.name).map_err(|err| UnpackError::Io(format!("{}: {err}", e.name)))?;
             copy_out(ctx, &sib, &src_dir.join(&e.name))?;
         }
     }
@@ -254,16 +208,10 @@ fn unrar(
     match tool {
         // x: full paths; -o-: never overwrite; -p-: never ask for a password;
         // -y: yes to every question; -idq: quiet.
-        Tool::Unrar => cmd
-            .args(["x", "-o-", "-p-", "-y", "-idq"])
-            .arg(&staged)
-            .arg(format!("{}/", out_dir.display())),
+        Tool::Unrar => cmd.args(["x", "-o-", "-p-", "-y", "-idq"]).arg(&staged).arg(format!("{}/", out_dir.display())),
         // -q: quiet; -D: no enclosing directory; -k skip: no AppleDouble
         // files for resource forks; -o: output directory.
-        Tool::Unar => cmd
-            .args(["-q", "-D", "-k", "skip", "-o"])
-            .arg(&out_dir)
-            .arg(&staged),
+        Tool::Unar => cmd.args(["-q", "-D", "-k", "skip", "-o"]).arg(&out_dir).arg(&staged),
     };
     let out = cmd
         .current_dir(tmp.path())
@@ -278,25 +226,15 @@ fn unrar(
             msg = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         }
         let cut = msg.len().saturating_sub(500);
-        let cut = (cut..msg.len())
-            .find(|&i| msg.is_char_boundary(i))
-            .unwrap_or(msg.len());
-        return Err(UnpackError::Corrupt(format!(
-            "{archive}: {} failed ({}): {}",
-            program.display(),
-            out.status,
-            &msg[cut..]
-        )));
+        let cut = (cut..msg.len()).find(|&i| msg.is_char_boundary(i)).unwrap_or(msg.len());
+        return Err(UnpackError::Corrupt(format!("{archive}: {} failed ({}): {}", program.display(), out.status, &msg[cut..])));
     }
     // The staged archive is no longer needed: free its space early.
     let _ = std::fs::remove_dir_all(&src_dir);
 
     // Validate everything, then copy it in.
     let found = collect(&out_dir, target)?;
-    let total: u64 = found
-        .iter()
-        .map(|s| if let Staged::File(_, _, n) = s { *n } else { 0 })
-        .sum();
+    let total: u64 = found.iter().map(|s| if let Staged::File(_, _, n) = s { *n } else { 0 }).sum();
     ctx.check_space(total)?;
     let mut done = 0u64;
     ctx.report(0, Some(total));
@@ -304,10 +242,8 @@ fn unrar(
         match s {
             Staged::Dir(d) => ctx.ensure_dir(&d)?,
             Staged::File(dest, path, n) => {
-                let mut f = std::fs::File::open(&path)
-                    .map_err(|e| UnpackError::Io(format!("{}: {e}", path.display())))?;
-                let mut on_chunk =
-                    |ctx: &Ctx, written: u64| ctx.report(done + written, Some(total));
+                let mut f = std::fs::File::open(&path).map_err(|e| UnpackError::Io(format!("{}: {e}", path.display())))?;
+                let mut on_chunk = |ctx: &Ctx, written: u64| ctx.report(done + written, Some(total));
                 ctx.write_file(&dest, &mut f as &mut dyn Read, n, &mut on_chunk)?;
                 done += n;
                 ctx.report(done, Some(total));

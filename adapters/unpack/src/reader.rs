@@ -29,16 +29,7 @@ pub(crate) struct FsReader {
 
 impl FsReader {
     pub(crate) fn new(rt: Handle, file: Box<dyn FileHandle>, len: u64) -> Self {
-        FsReader {
-            rt,
-            file,
-            len,
-            pos: 0,
-            buf: Bytes::new(),
-            buf_start: 0,
-            next_fill: MIN_FILL,
-            position: Arc::new(AtomicU64::new(0)),
-        }
+        FsReader { rt, file, len, pos: 0, buf: Bytes::new(), buf_start: 0, next_fill: MIN_FILL, position: Arc::new(AtomicU64::new(0)) }
     }
 
     /// A shared view of the current read position.
@@ -57,19 +48,10 @@ impl FsReader {
 
     fn fill(&mut self, want: usize) -> io::Result<()> {
         // Just past the buffer (maybe skipping a small header): sequential.
-        let sequential = !self.buf.is_empty()
-            && self.pos >= self.buf_end()
-            && self.pos - self.buf_end() < MIN_FILL as u64;
-        self.next_fill = if sequential {
-            (self.next_fill * 2).min(MAX_FILL)
-        } else {
-            MIN_FILL
-        };
+        let sequential = !self.buf.is_empty() && self.pos >= self.buf_end() && self.pos - self.buf_end() < MIN_FILL as u64;
+        self.next_fill = if sequential { (self.next_fill * 2).min(MAX_FILL) } else { MIN_FILL };
         let n = self.next_fill.max(want);
-        let data = self
-            .rt
-            .block_on(self.file.read_at(self.pos, n))
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let data = self.rt.block_on(self.file.read_at(self.pos, n)).map_err(|e| io::Error::other(e.to_string()))?;
         self.buf_start = self.pos;
         self.buf = data;
         Ok(())
@@ -102,12 +84,7 @@ impl Seek for FsReader {
             SeekFrom::End(d) => self.len.checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let new = new.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the archive",
-            )
-        })?;
+        let new = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the archive"))?;
         self.set_pos(new);
         Ok(new)
     }

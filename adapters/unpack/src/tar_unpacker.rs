@@ -32,10 +32,7 @@ impl TarCompression {
             Some(TarCompression::None)
         } else if ends_with_ci(file_name, ".tar.gz") || ends_with_ci(file_name, ".tgz") {
             Some(TarCompression::Gzip)
-        } else if ends_with_ci(file_name, ".tar.zst")
-            || ends_with_ci(file_name, ".tar.zstd")
-            || ends_with_ci(file_name, ".tzst")
-        {
+        } else if ends_with_ci(file_name, ".tar.zst") || ends_with_ci(file_name, ".tar.zstd") || ends_with_ci(file_name, ".tzst") {
             Some(TarCompression::Zstd)
         } else {
             None
@@ -60,20 +57,11 @@ impl Unpacker for TarUnpacker {
         TarCompression::from_name(file_name).is_some()
     }
 
-    async fn unpack(
-        &self,
-        fs: Arc<dyn Fs>,
-        archive: &RelPath,
-        target: &RelPath,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), UnpackError> {
+    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
         let compression = TarCompression::from_name(archive.file_name())
             .ok_or_else(|| UnpackError::Unsupported(format!("{archive}: not a tar archive")))?;
         let (archive, t) = (archive.clone(), target.clone());
-        run(fs, target.clone(), progress, move |ctx| {
-            untar(ctx, &archive, &t, compression)
-        })
-        .await
+        run(fs, target.clone(), progress, move |ctx| untar(ctx, &archive, &t, compression)).await
     }
 }
 
@@ -102,50 +90,30 @@ fn open(ctx: &Ctx, archive: &RelPath, compression: TarCompression) -> Result<Ope
     let stream: Box<dyn Read> = match compression {
         TarCompression::None => Box::new(reader),
         TarCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        TarCompression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(reader).map_err(|e| read_err(e, archive))?)
-        }
+        TarCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader).map_err(|e| read_err(e, archive))?),
     };
     Ok(Opened { stream, pos, len })
 }
 
 fn classify<R: Read>(entry: &tar::Entry<'_, R>, target: &RelPath) -> Result<Item, UnpackError> {
     let raw = entry.path_bytes();
-    let name = std::str::from_utf8(&raw).map_err(|_| {
-        UnpackError::Escape(format!(
-            "{:?}: entry name is not UTF-8",
-            String::from_utf8_lossy(&raw)
-        ))
-    })?;
+    let name = std::str::from_utf8(&raw)
+        .map_err(|_| UnpackError::Escape(format!("{:?}: entry name is not UTF-8", String::from_utf8_lossy(&raw))))?;
     let ty = entry.header().entry_type();
     match ty {
         EntryType::Regular | EntryType::Continuous => match entry_path(target, name)? {
             Some(dest) => Ok(Item::File(dest, entry.size())),
-            None => Err(UnpackError::Escape(format!(
-                "{name:?}: a file entry names the target itself"
-            ))),
+            None => Err(UnpackError::Escape(format!("{name:?}: a file entry names the target itself"))),
         },
         EntryType::Directory => Ok(entry_path(target, name)?.map_or(Item::Skip, Item::Dir)),
-        EntryType::Symlink | EntryType::Link => Err(UnpackError::Escape(format!(
-            "{name:?}: link entries are refused"
-        ))),
+        EntryType::Symlink | EntryType::Link => Err(UnpackError::Escape(format!("{name:?}: link entries are refused"))),
         // Metadata records (normally consumed by the tar crate itself).
-        EntryType::XGlobalHeader
-        | EntryType::XHeader
-        | EntryType::GNULongName
-        | EntryType::GNULongLink => Ok(Item::Skip),
-        other => Err(UnpackError::Unsupported(format!(
-            "{name:?}: entry type {other:?}"
-        ))),
+        EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink => Ok(Item::Skip),
+        other => Err(UnpackError::Unsupported(format!("{name:?}: entry type {other:?}"))),
     }
 }
 
-fn untar(
-    ctx: &mut Ctx,
-    archive: &RelPath,
-    target: &RelPath,
-    compression: TarCompression,
-) -> Result<(), UnpackError> {
+fn untar(ctx: &mut Ctx, archive: &RelPath, target: &RelPath, compression: TarCompression) -> Result<(), UnpackError> {
     // Pass 1: validate every entry before writing anything.
     let Opened { stream, pos, len } = open(ctx, archive, compression)?;
     let total = Some(len.saturating_mul(2));
@@ -157,9 +125,7 @@ fn untar(
         let entry = entry.map_err(|e| read_err(e, archive))?;
         let item = classify(&entry, target)?;
         if let Item::File(_, n) = item {
-            size = size
-                .checked_add(n)
-                .ok_or_else(|| UnpackError::Corrupt(format!("{archive}: total size overflows")))?;
+            size = size.checked_add(n).ok_or_else(|| UnpackError::Corrupt(format!("{archive}: total size overflows")))?;
         }
         items.push(item);
         ctx.report(pos.load(Ordering::Relaxed), total);
@@ -177,16 +143,13 @@ fn untar(
         let mut entry = entry.map_err(|e| read_err(e, archive))?;
         let item = classify(&entry, target)?;
         if expected.next().as_ref() != Some(&item) {
-            return Err(UnpackError::Corrupt(format!(
-                "{archive}: the archive changed while it was unpacked"
-            )));
+            return Err(UnpackError::Corrupt(format!("{archive}: the archive changed while it was unpacked")));
         }
         match item {
             Item::Dir(d) => ctx.ensure_dir(&d)?,
             Item::File(dest, n) => {
                 let pos = pos.clone();
-                let mut on_chunk =
-                    |ctx: &Ctx, _: u64| ctx.report(len + pos.load(Ordering::Relaxed), total);
+                let mut on_chunk = |ctx: &Ctx, _: u64| ctx.report(len + pos.load(Ordering::Relaxed), total);
                 ctx.write_file(&dest, &mut entry, n, &mut on_chunk)?;
             }
             Item::Skip => {}
@@ -194,9 +157,7 @@ fn untar(
         ctx.report(len + pos.load(Ordering::Relaxed), total);
     }
     if expected.next().is_some() {
-        return Err(UnpackError::Corrupt(format!(
-            "{archive}: the archive changed while it was unpacked"
-        )));
+        return Err(UnpackError::Corrupt(format!("{archive}: the archive changed while it was unpacked")));
     }
     ctx.report(len.saturating_mul(2), total);
     Ok(())

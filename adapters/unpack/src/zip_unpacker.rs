@@ -31,18 +31,9 @@ impl Unpacker for ZipUnpacker {
         crate::ends_with_ci(file_name, ".zip")
     }
 
-    async fn unpack(
-        &self,
-        fs: Arc<dyn Fs>,
-        archive: &RelPath,
-        target: &RelPath,
-        progress: ProgressFn<'_>,
-    ) -> Result<(), UnpackError> {
+    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
         let (archive, t) = (archive.clone(), target.clone());
-        run(fs, target.clone(), progress, move |ctx| {
-            unzip(ctx, &archive, &t)
-        })
-        .await
+        run(fs, target.clone(), progress, move |ctx| unzip(ctx, &archive, &t)).await
     }
 }
 
@@ -78,57 +69,27 @@ fn unzip(ctx: &mut Ctx, archive: &RelPath, target: &RelPath) -> Result<(), Unpac
         let name = f.name().to_owned();
         let fmt = f.unix_mode().map_or(0, |m| m & S_IFMT);
         if f.is_symlink() || fmt == S_IFLNK {
-            return Err(UnpackError::Escape(format!(
-                "{name:?}: symbolic link entries are refused"
-            )));
+            return Err(UnpackError::Escape(format!("{name:?}: symbolic link entries are refused")));
         }
         if !matches!(fmt, 0 | S_IFREG | S_IFDIR) {
-            return Err(UnpackError::Unsupported(format!(
-                "{name:?}: special file (mode {fmt:o})"
-            )));
+            return Err(UnpackError::Unsupported(format!("{name:?}: special file (mode {fmt:o})")));
         }
         if f.encrypted() {
-            return Err(UnpackError::Unsupported(format!(
-                "{name:?}: encrypted entries are not supported"
-            )));
+            return Err(UnpackError::Unsupported(format!("{name:?}: encrypted entries are not supported")));
         }
         let dir = f.is_dir();
-        if !dir
-            && !matches!(
-                f.compression(),
-                CompressionMethod::Stored | CompressionMethod::Deflated | CompressionMethod::Zstd
-            )
-        {
-            return Err(UnpackError::Unsupported(format!(
-                "{name:?}: compression method {:?}",
-                f.compression()
-            )));
+        if !dir && !matches!(f.compression(), CompressionMethod::Stored | CompressionMethod::Deflated | CompressionMethod::Zstd) {
+            return Err(UnpackError::Unsupported(format!("{name:?}: compression method {:?}", f.compression())));
         }
         let dest = match entry_path(target, &name)? {
             Some(d) => d,
             None if dir => continue,
-            None => {
-                return Err(UnpackError::Escape(format!(
-                    "{name:?}: a file entry names the target itself"
-                )))
-            }
+            None => return Err(UnpackError::Escape(format!("{name:?}: a file entry names the target itself"))),
         };
-        let (size, compressed) = if dir {
-            (0, 0)
-        } else {
-            (f.size(), f.compressed_size())
-        };
-        total = total
-            .checked_add(size)
-            .ok_or_else(|| UnpackError::Corrupt(format!("{archive}: total size overflows")))?;
+        let (size, compressed) = if dir { (0, 0) } else { (f.size(), f.compressed_size()) };
+        total = total.checked_add(size).ok_or_else(|| UnpackError::Corrupt(format!("{archive}: total size overflows")))?;
         total_compressed = total_compressed.saturating_add(compressed);
-        plan.push(Planned {
-            index,
-            dest,
-            dir,
-            size,
-            compressed,
-        });
+        plan.push(Planned { index, dest, dir, size, compressed });
     }
     ctx.check_space(total)?;
 
@@ -144,10 +105,7 @@ fn unzip(ctx: &mut Ctx, archive: &RelPath, target: &RelPath) -> Result<(), Unpac
         let start = f.data_start();
         let pos = pos.clone();
         let mut on_chunk = |ctx: &Ctx, _: u64| {
-            let inside = pos
-                .load(Ordering::Relaxed)
-                .saturating_sub(start)
-                .min(p.compressed);
+            let inside = pos.load(Ordering::Relaxed).saturating_sub(start).min(p.compressed);
             ctx.report(done + inside, Some(total_compressed));
         };
         ctx.write_file(&p.dest, &mut f, p.size, &mut on_chunk)?;

@@ -13,8 +13,7 @@ fn p(s: &str) -> RelPath {
 
 fn sample_zip() -> Vec<u8> {
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     w.start_file("Game/a.txt", opts).unwrap();
     w.write_all(b"alpha").unwrap();
     w.start_file("Game/big.bin", opts).unwrap();
@@ -28,15 +27,9 @@ async fn zip_and_tar_on_memfs() {
     mem.write_file("dl/game.zip", sample_zip());
     mem.mkdir_p("games/g1");
     let fs: Arc<dyn Fs> = Arc::new(mem.clone());
-    ZipUnpacker::new()
-        .unpack(fs.clone(), &p("dl/game.zip"), &p("games/g1"), &|_| {})
-        .await
-        .unwrap();
+    ZipUnpacker::new().unpack(fs.clone(), &p("dl/game.zip"), &p("games/g1"), &|_| {}).await.unwrap();
     assert_eq!(mem.read("games/g1/Game/a.txt").unwrap(), b"alpha");
-    assert_eq!(
-        mem.read("games/g1/Game/big.bin").unwrap(),
-        vec![42u8; 3 << 20]
-    );
+    assert_eq!(mem.read("games/g1/Game/big.bin").unwrap(), vec![42u8; 3 << 20]);
 
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -50,10 +43,7 @@ async fn zip_and_tar_on_memfs() {
     };
     mem.write_file("dl/g.tgz", gz);
     mem.mkdir_p("games/g2");
-    TarUnpacker::new()
-        .unpack(fs, &p("dl/g.tgz"), &p("games/g2"), &|_| {})
-        .await
-        .unwrap();
+    TarUnpacker::new().unpack(fs, &p("dl/g.tgz"), &p("games/g2"), &|_| {}).await.unwrap();
     assert_eq!(mem.read("games/g2/x/y.txt").unwrap(), b"tar!");
 }
 
@@ -64,16 +54,7 @@ async fn declared_size_beyond_capacity_is_refused_on_memfs() {
     mem.mkdir_p("games/g1");
     mem.set_capacity(Some(mem.used_bytes() + 1_000_000));
     let fs: Arc<dyn Fs> = Arc::new(mem.clone());
-    let r = ZipUnpacker::new()
-        .unpack(fs, &p("dl/game.zip"), &p("games/g1"), &|_| {})
-        .await;
-    assert!(
-        matches!(r, Err(UnpackError::Io(ref m)) if m.contains("free")),
-        "{r:?}"
-    );
-    assert!(
-        mem.tree_at("games/g1").is_empty(),
-        "{:?}",
-        mem.tree_at("games/g1")
-    );
+    let r = ZipUnpacker::new().unpack(fs, &p("dl/game.zip"), &p("games/g1"), &|_| {}).await;
+    assert!(matches!(r, Err(UnpackError::Io(ref m)) if m.contains("free")), "{r:?}");
+    assert!(mem.tree_at("games/g1").is_empty(), "{:?}", mem.tree_at("games/g1"));
 }

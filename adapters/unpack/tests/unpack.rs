@@ -2,10 +2,7 @@
 
 use async_trait::async_trait;
 use lanspread_capfs::CapFs;
-use lanspread_ports::{
-    DirEntry, FileHandle, Fs, FsResult, Metadata, RelPath, UnpackError, UnpackProgress, Unpacker,
-    Watcher,
-};
+use lanspread_ports::{DirEntry, FileHandle, Fs, FsResult, Metadata, RelPath, UnpackError, UnpackProgress, Unpacker, Watcher};
 use lanspread_unpack::{MultiUnpacker, RarUnpacker, TarCompression, TarUnpacker, ZipUnpacker};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -46,39 +43,20 @@ impl Env {
     /// Nothing was written: the target is empty and nothing appeared
     /// anywhere else.
     fn assert_untouched(&self, archive: &str) {
-        assert_eq!(
-            std::fs::read_dir(self.root().join("dl")).unwrap().count(),
-            0,
-            "target not empty"
-        );
-        let mut root: Vec<_> = std::fs::read_dir(self.root())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        assert_eq!(std::fs::read_dir(self.root().join("dl")).unwrap().count(), 0, "target not empty");
+        let mut root: Vec<_> = std::fs::read_dir(self.root()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         root.sort();
         let mut want = vec![archive.to_owned(), "dl".to_owned()];
         want.sort();
         assert_eq!(root, want);
-        assert_eq!(
-            std::fs::read_dir(self.tmp.path().join("outside"))
-                .unwrap()
-                .count(),
-            0
-        );
-        let mut top: Vec<_> = std::fs::read_dir(self.tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        assert_eq!(std::fs::read_dir(self.tmp.path().join("outside")).unwrap().count(), 0);
+        let mut top: Vec<_> = std::fs::read_dir(self.tmp.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         top.sort();
         assert_eq!(top, vec!["outside", "root"]);
     }
 }
 
-async fn unpack(
-    u: &dyn Unpacker,
-    env: &Env,
-    archive: &RelPath,
-) -> (Result<(), UnpackError>, Vec<UnpackProgress>) {
+async fn unpack(u: &dyn Unpacker, env: &Env, archive: &RelPath) -> (Result<(), UnpackError>, Vec<UnpackProgress>) {
     let seen = Mutex::new(Vec::new());
     let cb = |pr: UnpackProgress| seen.lock().unwrap().push(pr);
     let r = u.unpack(env.fs.clone(), archive, &p("dl"), &cb).await;
@@ -87,9 +65,7 @@ async fn unpack(
 
 fn big(n: usize) -> Vec<u8> {
     // Compressible but not trivially.
-    (0..n)
-        .map(|i| ((i * 7919) % 251) as u8 ^ (i >> 12) as u8)
-        .collect()
+    (0..n).map(|i| ((i * 7919) % 251) as u8 ^ (i >> 12) as u8).collect()
 }
 
 fn zip_bytes(build: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
@@ -126,10 +102,7 @@ async fn zip_extracts_files_and_dirs() {
     assert!(env.root().join("dl/Game/empty").is_dir());
     let last = progress.last().unwrap();
     assert_eq!(Some(last.done), last.total);
-    assert!(
-        progress.windows(2).all(|w| w[0].done <= w[1].done),
-        "{progress:?}"
-    );
+    assert!(progress.windows(2).all(|w| w[0].done <= w[1].done), "{progress:?}");
 }
 
 #[tokio::test]
@@ -142,20 +115,8 @@ async fn zip_refuses_escapes_before_writing_anything() {
         ("absolute", Box::new(|w| add(w, "/tmp/evil", b"x"))),
         ("drive", Box::new(|w| add(w, "C:/evil", b"x"))),
         ("backslash", Box::new(|w| add(w, "..\\evil", b"x"))),
-        (
-            "symlink",
-            Box::new(|w| {
-                w.add_symlink("link", "../outside", SimpleFileOptions::default())
-                    .unwrap()
-            }),
-        ),
-        (
-            "symlink-inside",
-            Box::new(|w| {
-                w.add_symlink("link", "ok.txt", SimpleFileOptions::default())
-                    .unwrap()
-            }),
-        ),
+        ("symlink", Box::new(|w| w.add_symlink("link", "../outside", SimpleFileOptions::default()).unwrap())),
+        ("symlink-inside", Box::new(|w| w.add_symlink("link", "ok.txt", SimpleFileOptions::default()).unwrap())),
     ];
     fn add(w: &mut Zw, name: &str, data: &[u8]) {
         w.start_file(name, SimpleFileOptions::default()).unwrap();
@@ -166,8 +127,7 @@ async fn zip_refuses_escapes_before_writing_anything() {
         // Benign entries first: validation must still happen before any write.
         let data = zip_bytes(|w| {
             add(w, "ok.txt", b"fine");
-            w.add_directory("okdir/", SimpleFileOptions::default())
-                .unwrap();
+            w.add_directory("okdir/", SimpleFileOptions::default()).unwrap();
             hostile(w);
             add(w, "after.txt", b"fine");
         });
@@ -188,11 +148,7 @@ async fn zip_corrupt_and_unsupported() {
     // Flip bytes inside the compressed data: the CRC (or inflate) catches it.
     let env = Env::new();
     let mut data = zip_bytes(|w| {
-        w.start_file(
-            "f",
-            SimpleFileOptions::default().compression_method(CompressionMethod::Stored),
-        )
-        .unwrap();
+        w.start_file("f", SimpleFileOptions::default().compression_method(CompressionMethod::Stored)).unwrap();
         w.write_all(&[7u8; 4096]).unwrap();
     });
     data[100] ^= 0xff;
@@ -248,34 +204,20 @@ impl Fs for TinyDisk {
 async fn declared_size_beyond_free_space_is_refused() {
     let env = Env::new();
     let data = zip_bytes(|w| {
-        w.start_file(
-            "zeros",
-            SimpleFileOptions::default().compression_method(CompressionMethod::Deflated),
-        )
-        .unwrap();
+        w.start_file("zeros", SimpleFileOptions::default().compression_method(CompressionMethod::Deflated)).unwrap();
         w.write_all(&vec![0u8; 1 << 20]).unwrap();
     });
     assert!(data.len() < 10_000);
     let archive = env.put("bomb.zip", &data);
     let tiny: Arc<dyn Fs> = Arc::new(TinyDisk(env.fs.clone()));
-    let r = ZipUnpacker::new()
-        .unpack(tiny.clone(), &archive, &p("dl"), &|_| {})
-        .await;
-    assert!(
-        matches!(r, Err(UnpackError::Io(ref m)) if m.contains("free")),
-        "{r:?}"
-    );
+    let r = ZipUnpacker::new().unpack(tiny.clone(), &archive, &p("dl"), &|_| {}).await;
+    assert!(matches!(r, Err(UnpackError::Io(ref m)) if m.contains("free")), "{r:?}");
     env.assert_untouched("bomb.zip");
 
     let tar = tar_bytes(|b| append(b, "zeros", &vec![0u8; 1 << 20]));
     let archive = env.put("bomb.tar", &tar);
-    let r = TarUnpacker::new()
-        .unpack(tiny, &archive, &p("dl"), &|_| {})
-        .await;
-    assert!(
-        matches!(r, Err(UnpackError::Io(ref m)) if m.contains("free")),
-        "{r:?}"
-    );
+    let r = TarUnpacker::new().unpack(tiny, &archive, &p("dl"), &|_| {}).await;
+    assert!(matches!(r, Err(UnpackError::Io(ref m)) if m.contains("free")), "{r:?}");
 }
 
 fn tar_bytes(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
@@ -293,13 +235,7 @@ fn append(b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
 }
 
 /// Appends an entry whose raw name bypasses the tar crate's own checks.
-fn append_raw(
-    b: &mut tar::Builder<Vec<u8>>,
-    name: &str,
-    ty: tar::EntryType,
-    link: Option<&str>,
-    data: &[u8],
-) {
+fn append_raw(b: &mut tar::Builder<Vec<u8>>, name: &str, ty: tar::EntryType, link: Option<&str>, data: &[u8]) {
     let mut h = tar::Header::new_old();
     let raw = &mut h.as_old_mut().name;
     raw[..name.len()].copy_from_slice(name.as_bytes());
@@ -380,20 +316,10 @@ async fn tar_refuses_escapes_and_links() {
             let env = Env::new();
             let tar = tar_bytes(|b| {
                 append(b, "ok.txt", b"fine");
-                append_raw(
-                    b,
-                    name,
-                    ty,
-                    link,
-                    if link.is_some() { b"" } else { b"evil" },
-                );
+                append_raw(b, name, ty, link, if link.is_some() { b"" } else { b"evil" });
                 append(b, "after.txt", b"fine");
             });
-            let file = if c == TarCompression::None {
-                "evil.tar"
-            } else {
-                "evil.tgz"
-            };
+            let file = if c == TarCompression::None { "evil.tar" } else { "evil.tgz" };
             let archive = env.put(file, &compress(tar, c));
             let (r, _) = unpack(&TarUnpacker::new(), &env, &archive).await;
             assert!(matches!(r, Err(UnpackError::Escape(_))), "{name}: {r:?}");
@@ -423,17 +349,7 @@ async fn tar_truncated_is_corrupt() {
 #[tokio::test]
 async fn multi_dispatches_by_name() {
     let m = MultiUnpacker::standard();
-    for n in [
-        "a.zip",
-        "A.ZIP",
-        "a.tar",
-        "a.tar.gz",
-        "a.TGZ",
-        "a.tar.zst",
-        "a.tzst",
-        "a.rar",
-        "a.part1.rar",
-    ] {
+    for n in ["a.zip", "A.ZIP", "a.tar", "a.tar.gz", "a.TGZ", "a.tar.zst", "a.tzst", "a.rar", "a.part1.rar"] {
         assert!(m.handles(n), "{n}");
     }
     for n in ["a.7z", "a.gz", "a.exe", "zip", "a.tar.xz"] {
@@ -502,7 +418,8 @@ fn rar4_stored(files: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// Parses `unar -q -D -o OUT ARCHIVE` into $out and $arc.
-const UNAR_ARGS: &str = r#"while [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift 2;; -k) shift 2;; -*) shift;; *) arc="$1"; shift;; esac; done"#;
+const UNAR_ARGS: &str =
+    r#"while [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift 2;; -k) shift 2;; -*) shift;; *) arc="$1"; shift;; esac; done"#;
 
 /// The RAR unpacker with fake tools (real RAR archives cannot be made here):
 /// staging, volume siblings, validation and copying are what is tested.
@@ -526,11 +443,8 @@ mkdir -p "$out/dir" && cp "$arc" "$out/dir/copy.bin" && printf hello > "$out/top
         ),
     );
     // unrar x -o- -p- -y -idq ARCHIVE OUT/
-    let good_unrar = mk(
-        "good_unrar",
-        "unrar",
-        r#"[ "$1" = x ] || exit 9; eval arc=\${$(($#-1))}; eval out=\${$#}; cp "$arc" "${out}copy.bin""#,
-    );
+    let good_unrar =
+        mk("good_unrar", "unrar", r#"[ "$1" = x ] || exit 9; eval arc=\${$(($#-1))}; eval out=\${$#}; cp "$arc" "${out}copy.bin""#);
     let symlink = mk(
         "symlink",
         "unar",
@@ -549,13 +463,7 @@ printf x > "$out/CON""#
     );
     let failing = mk("failing", "unar", "echo 'bad archive header' >&2; exit 3");
     let failing_unrar = mk("failing_unrar", "unrar", "exit 3");
-    let where_unar = mk(
-        "where",
-        "unar",
-        &format!(
-            "{UNAR_ARGS}\nprintf ok > \"$out/f\"; ls -d \"$(dirname \"$out\")\" > \"$out/where\""
-        ),
-    );
+    let where_unar = mk("where", "unar", &format!("{UNAR_ARGS}\nprintf ok > \"$out/f\"; ls -d \"$(dirname \"$out\")\" > \"$out/where\""));
     // (Every script is written before the first one runs: a script still
     // open for writing in a forked child cannot be executed.)
 
@@ -565,10 +473,7 @@ printf x > "$out/CON""#
     let env = Env::new();
     let archive = env.put("g.rar", b"Rar!fake");
     let (r, _) = unpack(&run(&none), &env, &archive).await;
-    assert!(
-        matches!(r, Err(UnpackError::MissingTool(ref m)) if m.contains("unrar")),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(UnpackError::MissingTool(ref m)) if m.contains("unrar")), "{r:?}");
 
     // unar, multi-volume.
     let env = Env::new();
@@ -579,14 +484,8 @@ printf x > "$out/CON""#
     r.unwrap();
     assert_eq!(env.read("dir/copy.bin"), b"Rar!volume1");
     assert_eq!(env.read("top.txt"), b"hello");
-    assert_eq!(
-        String::from_utf8(env.read("volumes.txt")).unwrap(),
-        "g.part1.rar\ng.part2.rar\n"
-    );
-    assert_eq!(
-        progress.last().map(|p| (Some(p.done), p.total)),
-        progress.last().map(|p| (p.total, p.total))
-    );
+    assert_eq!(String::from_utf8(env.read("volumes.txt")).unwrap(), "g.part1.rar\ng.part2.rar\n");
+    assert_eq!(progress.last().map(|p| (Some(p.done), p.total)), progress.last().map(|p| (p.total, p.total)));
 
     // unrar's argument layout.
     let env = Env::new();
@@ -611,37 +510,24 @@ printf x > "$out/CON""#
         if want_escape {
             assert!(matches!(r, Err(UnpackError::Escape(_))), "{tools:?}: {r:?}");
         } else {
-            assert!(
-                matches!(r, Err(UnpackError::Corrupt(ref m)) if m.contains("bad archive header")),
-                "{r:?}"
-            );
+            assert!(matches!(r, Err(UnpackError::Corrupt(ref m)) if m.contains("bad archive header")), "{r:?}");
         }
         env.assert_untouched("g.rar");
     }
 
     // A real tool, where one is installed (CI installs unar).
     let real = RarUnpacker::new();
-    let has_tool = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|d| d.join("unar").is_file() || d.join("unrar").is_file())
-    });
+    let has_tool = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("unar").is_file() || d.join("unrar").is_file()));
     if has_tool {
         let env = Env::new();
         let large = big(1_500_000);
-        let archive = env.put(
-            "real.rar",
-            &rar4_stored(&[
-                ("Game/readme.txt", b"real rar"),
-                ("Game/data/x.bin", &large),
-            ]),
-        );
+        let archive = env.put("real.rar", &rar4_stored(&[("Game/readme.txt", b"real rar"), ("Game/data/x.bin", &large)]));
         let (r, progress) = unpack(&real, &env, &archive).await;
         r.unwrap();
         assert_eq!(env.read("Game/readme.txt"), b"real rar");
         assert_eq!(env.read("Game/data/x.bin"), large);
-        let mut top: Vec<_> = std::fs::read_dir(env.root().join("dl"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut top: Vec<_> = std::fs::read_dir(env.root().join("dl")).unwrap().map(|e| e.unwrap().file_name()).collect();
         top.sort();
         assert_eq!(top, vec!["Game"]);
         let last = progress.last().unwrap();
@@ -662,21 +548,9 @@ printf x > "$out/CON""#
     let staging = tempfile::tempdir().unwrap();
     let env = Env::new();
     let archive = env.put("g.rar", b"Rar!");
-    let (r, _) = unpack(
-        &run(&where_unar).with_temp_dir(staging.path()),
-        &env,
-        &archive,
-    )
-    .await;
+    let (r, _) = unpack(&run(&where_unar).with_temp_dir(staging.path()), &env, &archive).await;
     r.unwrap();
     let where_ = String::from_utf8(env.read("where")).unwrap();
-    assert!(
-        where_.starts_with(staging.path().to_str().unwrap()),
-        "{where_}"
-    );
-    assert_eq!(
-        std::fs::read_dir(staging.path()).unwrap().count(),
-        0,
-        "staging not cleaned up"
-    );
+    assert!(where_.starts_with(staging.path().to_str().unwrap()), "{where_}");
+    assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0, "staging not cleaned up");
 }

@@ -84,7 +84,13 @@ pub struct DirLock {
 /// Takes the lock of `games`, or names the process that holds it.
 pub fn lock_games_dir(games: &Path, what: &str) -> Result<DirLock, String> {
     let path = games.join(".lanspread.lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let lock: &'static mut fd_lock::RwLock<std::fs::File> = Box::leak(Box::new(fd_lock::RwLock::new(file)));
     match lock.try_write() {
         Ok(mut guard) => {
@@ -121,8 +127,12 @@ impl Discovery for NoDiscovery {
 pub fn make_transport(kind: TransportKind, addr: SocketAddr, identity: &lanspread_tls::Identity) -> Result<Arc<dyn Transport>, String> {
     let limits = lanspread_tls::TransportLimits::default();
     Ok(match kind {
-        TransportKind::Quinn => lanspread_quinn::QuinnTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?,
-        TransportKind::S2n => lanspread_s2n::S2nTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?,
+        TransportKind::Quinn => {
+            lanspread_quinn::QuinnTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?
+        }
+        TransportKind::S2n => {
+            lanspread_s2n::S2nTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?
+        }
     })
 }
 
@@ -168,12 +178,8 @@ pub async fn start(net: &NetArgs, default_port: u16, what: &str) -> Result<Runni
     };
     let mut static_peers = net.peers.clone();
     static_peers.extend(file.peers.iter().copied());
-    let config = PeerConfig {
-        catalog: catalog.clone(),
-        static_peers,
-        party_key: net.party_key.clone().or(file.party_key),
-        ..PeerConfig::default()
-    };
+    let config =
+        PeerConfig { catalog: catalog.clone(), static_peers, party_key: net.party_key.clone().or(file.party_key), ..PeerConfig::default() };
     let ports = Ports {
         fs,
         fs_provider: Some(Arc::new(lanspread_capfs::CapFsProvider)),
@@ -227,7 +233,9 @@ pub async fn serve(net: NetArgs) -> Result<(), String> {
                 PeerEvent::PeerLeft(peer) => println!("peer {peer} left"),
                 PeerEvent::RuntimeFailure(e) => eprintln!("lanspread: {e}"),
                 PeerEvent::PeerBanned { peer, reason } => println!("peer {peer} banned: {reason}"),
-                PeerEvent::LocalLibraryChanged(ids) => println!("library changed: {}", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", ")),
+                PeerEvent::LocalLibraryChanged(ids) => {
+                    println!("library changed: {}", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "))
+                }
                 _ => {}
             }
         }

@@ -103,7 +103,11 @@ pub(crate) async fn download(sh: Arc<Shared>, id: GameId) {
     }
 }
 
-async fn run_download(sh: &Arc<Shared>, id: &GameId, mut cancel: tokio::sync::watch::Receiver<bool>) -> Result<(Manifest, TransferStats), String> {
+async fn run_download(
+    sh: &Arc<Shared>,
+    id: &GameId,
+    mut cancel: tokio::sync::watch::Receiver<bool>,
+) -> Result<(Manifest, TransferStats), String> {
     let resolved = sh.st().resolved.get(id).cloned();
     let (manifest, sources) = match resolved {
         Some(r) => r,
@@ -164,7 +168,12 @@ async fn transfer(
     if usable.is_empty() {
         return Err(format!("no usable peer holds {id}"));
     }
-    sh.emit(PeerEvent::DownloadBegin { id: id.clone(), version: manifest.version.clone(), total: sched.total_bytes(), peers: usable.clone() });
+    sh.emit(PeerEvent::DownloadBegin {
+        id: id.clone(),
+        version: manifest.version.clone(),
+        total: sched.total_bytes(),
+        peers: usable.clone(),
+    });
 
     let fs = sh.fs();
     let mut handles: BTreeMap<usize, Arc<dyn FileHandle>> = BTreeMap::new();
@@ -279,7 +288,13 @@ async fn transfer(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     outcome?;
-    sh.emit(PeerEvent::DownloadProgress { id: id.clone(), done: sched.done_bytes(), total: sched.total_bytes(), rate: sched.total_rate(), peers: shares(&sched) });
+    sh.emit(PeerEvent::DownloadProgress {
+        id: id.clone(),
+        done: sched.done_bytes(),
+        total: sched.total_bytes(),
+        rate: sched.total_rate(),
+        peers: shares(&sched),
+    });
     let secs = clock.now().saturating_since(started).as_secs_f64();
     Ok((sentinel, TransferStats { bytes: sched.total_bytes(), secs, peers: shares(&sched) }))
 }
@@ -320,4 +335,3 @@ async fn fetch(
         }
     }
 }
-

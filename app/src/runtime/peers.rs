@@ -80,7 +80,7 @@ async fn hello(sh: &Shared, conn: &dyn Connection) -> Result<Hello, String> {
     Ok(h)
 }
 
-fn slot(sh: &Shared, peer: PeerId) -> Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>> {
+fn slot(sh: &Shared, peer: PeerId) -> super::state::ConnSlot {
     sh.conns.lock().unwrap_or_else(|e| e.into_inner()).entry(peer).or_default().clone()
 }
 

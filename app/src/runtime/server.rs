@@ -74,7 +74,11 @@ async fn serve_stream(
         Ok((req, _)) => req,
         Err(WireError::Protocol(e)) => {
             // Answer in our version so the other side sees a clear reason.
-            let code = if matches!(e, lanspread_core::protocol::ProtocolError::VersionMismatch { .. }) { ErrorCode::VersionMismatch } else { ErrorCode::BadRequest };
+            let code = if matches!(e, lanspread_core::protocol::ProtocolError::VersionMismatch { .. }) {
+                ErrorCode::VersionMismatch
+            } else {
+                ErrorCode::BadRequest
+            };
             return respond(send.as_mut(), &Response::error(code, e.to_string())).await;
         }
         Err(e) => return Err(e),
@@ -85,7 +89,11 @@ async fn serve_stream(
             let them = conn.peer_id();
             let me = sh.ports.transport.local_id();
             if h.peer_id != them || h.version != PROTOCOL_VERSION {
-                return respond(send.as_mut(), &Response::error(ErrorCode::BadRequest, "Hello does not match the TLS identity or protocol version")).await;
+                return respond(
+                    send.as_mut(),
+                    &Response::error(ErrorCode::BadRequest, "Hello does not match the TLS identity or protocol version"),
+                )
+                .await;
             }
             if let Some(k) = sh.cfg.party_key.as_deref() {
                 let ok = match (h.party_proof, party_proof(k, conn, &them, &me, "client")) {
@@ -104,7 +112,9 @@ async fn serve_stream(
             }
             Ok(())
         }
-        _ if !authorized.load(Ordering::SeqCst) => respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "say Hello first")).await,
+        _ if !authorized.load(Ordering::SeqCst) => {
+            respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "say Hello first")).await
+        }
         Request::Ping { nonce } => {
             let library_rev = sh.st().serve.revision;
             sh.st().db.touch_peer(&conn.peer_id(), sh.ports.clock.now());
@@ -120,7 +130,13 @@ async fn serve_stream(
     }
 }
 
-async fn send_data(sh: &Shared, send: &mut dyn SendStream, path: &lanspread_ports::RelPath, offset: u64, len: u64) -> Result<(), WireError> {
+async fn send_data(
+    sh: &Shared,
+    send: &mut dyn SendStream,
+    path: &lanspread_ports::RelPath,
+    offset: u64,
+    len: u64,
+) -> Result<(), WireError> {
     let fs = sh.fs();
     let file = match fs.open_read(path).await {
         Ok(f) => f,

@@ -28,6 +28,9 @@ pub(crate) struct State {
     pub banned: std::collections::BTreeSet<PeerId>,
 }
 
+/// The connection to one peer, dialed at most once at a time.
+pub(crate) type ConnSlot = Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>;
+
 /// Everything the tasks share.
 pub(crate) struct Shared {
     pub cfg: PeerConfig,
@@ -36,7 +39,7 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub scanner: tokio::sync::Mutex<Scanner>,
     /// Connection per peer (one dial at a time per peer).
-    pub conns: Mutex<BTreeMap<PeerId, Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>>>,
+    pub conns: Mutex<BTreeMap<PeerId, ConnSlot>>,
     events: mpsc::UnboundedSender<PeerEvent>,
     pub shutdown: watch::Sender<bool>,
     /// Every detached task, so a hard stop (`kill`) can abort them all.

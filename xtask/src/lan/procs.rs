@@ -11,6 +11,8 @@ pub struct Proc {
     /// Name used in messages and log file names, e.g. `h1-serve`.
     pub name: String,
     child: Child,
+    started: Instant,
+    ended: Option<Instant>,
     status: Option<ExitStatus>,
     out: PathBuf,
     err: PathBuf,
@@ -31,8 +33,16 @@ impl Proc {
     pub fn poll(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().ok().flatten();
+            if self.status.is_some() {
+                self.ended = Some(Instant::now());
+            }
         }
         self.status
+    }
+
+    /// Seconds from its start to its exit (or to now).
+    pub fn secs(&self) -> f64 {
+        self.ended.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64()
     }
 
     /// Waits for it to exit.
@@ -71,6 +81,7 @@ impl Proc {
         if self.poll().is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
+            self.ended = Some(Instant::now());
         }
     }
 
@@ -134,7 +145,7 @@ impl Procs {
         std::fs::write(self.logs.join(format!("{name}.cmd")), format!("{}\n", super::show(&cmd))).map_err(|e| format!("log: {e}"))?;
         // `ip netns exec` execs the program: the child's pid is the program's.
         let child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
-        self.list.push(Proc { name: name.to_owned(), child, status: None, out, err });
+        self.list.push(Proc { name: name.to_owned(), child, started: Instant::now(), ended: None, status: None, out, err });
         Ok(self.list.len() - 1)
     }
 

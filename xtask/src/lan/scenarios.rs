@@ -244,6 +244,8 @@ fn await_mutual_discovery(procs: &mut Procs, seeders: &[&Seeder], timeout: Durat
 
 /// A finished `get`: its JSON summary.
 struct Summary {
+    /// Wall time of the `get` process.
+    wall: f64,
     secs: f64,
     installed: bool,
     /// (peer id hex, verified bytes delivered).
@@ -267,7 +269,7 @@ impl Summary {
             .map(|(p, b)| format!("{} {:.0}%", name(p), *b as f64 * 100.0 / self.bytes.max(1) as f64))
             .collect::<Vec<_>>()
             .join(", ");
-        format!("{} MiB in {:.1} s ({rate:.0} MB/s; {shares})", self.bytes >> 20, self.secs)
+        format!("{} MiB in {:.1} s ({rate:.0} MB/s; {shares}; `get` ran {:.1} s)", self.bytes >> 20, self.secs, self.wall)
     }
 }
 
@@ -298,6 +300,7 @@ fn finish_get(procs: &mut Procs, p: usize, timeout: Duration) -> Result<Summary,
         .map(|ps| ps.iter().filter_map(|p| Some((peer_hex(&p["peer"])?, p["bytes"].as_u64()?))).collect())
         .unwrap_or_default();
     Ok(Summary {
+        wall: proc.secs(),
         secs: d["secs"].as_f64().or_else(|| v["secs"].as_f64()).unwrap_or(0.0),
         installed: v["installed"].as_bool().unwrap_or(false),
         shares,
@@ -348,6 +351,7 @@ fn mdns(cx: &Cx, procs: &mut Procs) -> Result<String, String> {
     let seeders = [&s1, &s2];
     await_mutual_discovery(procs, &seeders, Duration::from_secs(15))?;
     // The downloader's host sees both seeders holding the game, by mDNS alone.
+    let t = Instant::now();
     let holders = cx.holders(procs, &h3, GAME, 3)?;
     for s in seeders {
         if !holders.contains(&s.id) {
@@ -358,7 +362,7 @@ fn mdns(cx: &Cx, procs: &mut Procs) -> Result<String, String> {
             ));
         }
     }
-    eprintln!("  h3 `games` sees {GAME} on h1 and h2");
+    eprintln!("  h3 `games --wait 3` sees {GAME} on h1 and h2 (ran {:.1} s)", t.elapsed().as_secs_f64());
     let g = cx.get(procs, &h3, "get", GAME, None, &[])?;
     let sum = finish_get(procs, g, Duration::from_secs(60))?;
     eprintln!("  h3 downloaded {}", sum.describe(&seeders));
@@ -367,14 +371,17 @@ fn mdns(cx: &Cx, procs: &mut Procs) -> Result<String, String> {
     if used < 2 {
         eprintln!("  NOTE: only {used} of the 2 seeders delivered data (the download uses the holders known when it starts)");
     }
+    let mut stops = Vec::new();
     for s in seeders {
         let p = procs.get(s.proc);
+        let t = Instant::now();
         let status = p.terminate(Duration::from_secs(10))?;
         if !status.success() {
             return Err(format!("{} exited with {status} on SIGTERM (expected a clean exit 0)", p.name));
         }
+        stops.push(format!("{:.1} s", t.elapsed().as_secs_f64()));
     }
-    Ok(format!("{detail}; {}; seeders stopped cleanly on SIGTERM", sum.describe(&seeders)))
+    Ok(format!("{detail}; {}; seeders exited 0 on SIGTERM ({})", sum.describe(&seeders), stops.join(", ")))
 }
 
 /// (b) A seeder serving the download is SIGKILLed at about 20%; the
