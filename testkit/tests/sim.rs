@@ -216,7 +216,8 @@ fn all_seeders_vanishing_fails_cleanly_and_keeps_the_old_install() {
 #[test]
 fn update_keeps_the_old_version_playable_until_commit() {
     Sim::run("update_keeps_the_old_version_playable_until_commit", 6, |mut sim| async move {
-        let a = SimGame::new("arena", "1.0", 2 * MIB);
+        let mut a = SimGame::new("arena", "1.0", 2 * MIB);
+        a.extra_files.push(("data/obsolete.bin".into(), 1000));
         let b = SimGame::new("arena", "2.0", 32 * MIB);
         let cat = catalog_of(&[&b]);
         let hs = sim.host("s", HostConfig::symmetric(20.0 * MB, ms(1)));
@@ -239,6 +240,8 @@ fn update_keeps_the_old_version_playable_until_commit() {
         // Until B is committed, A stays playable.
         let mut samples = 0;
         while event_time(&sim, "d", |e| finished(e, &id)).is_none() {
+            assert!(event_time(&sim, "d", |e| failed(e, &id)).is_none(), "download failed: {:?}", sim.events("d").last());
+            assert!(sim.now() < Duration::from_secs(120), "download did not finish");
             assert_eq!(dfs.read("arena/local/game.exe").as_ref(), Some(&a_exe), "A must stay installed during the download");
             samples += 1;
             sim.sleep(ms(50)).await;
@@ -250,6 +253,9 @@ fn update_keeps_the_old_version_playable_until_commit() {
         assert_ne!(a_exe, b_exe, "B replaced A");
         assert_eq!(dfs.read("arena/version.ini").as_deref(), Some(&b"2.0\n"[..]));
         assert!(!dfs.exists("arena/.local.backup"));
+        // Files of A that B does not have are gone: B is exactly B.
+        assert!(!dfs.exists("arena/data/obsolete.bin"));
+        assert_same_download(&sim.peer("s").fs, &dfs, "arena");
         sim
     });
 }

@@ -1,8 +1,218 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench [--quick]`: the benchmarks of issue 7, each figure a
+//! ratio against a baseline measured in the same run (the machine is shared
+//! and noisy, so absolute seconds mean little on their own).
+//!
+//! ```text
+//! cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N]
+//! ```
+//!
+//! Cases (numbers as in the issue):
+//! 1. one seeder → one downloader over loopback (`lanspread serve` / `get
+//!    --no-install`, quinn and s2n) vs an rsync daemon and `cp -a`;
+//! 2. three rate-capped seeders on a namespaced LAN vs the ideal and nginx
+//!    mirrors + aria2c (needs root);
+//! 3. the scheduler scenarios of the simulation (`testkit/tests/sim.rs`);
+//! 4. library scan: first scan with hashing, rescan with no change, rescan
+//!    after one file changed (`lanspread status`);
+//! 5. peak RSS and CPU seconds per GB, measured during case 1;
+//! 6. a `perf` profile of case 1 (when perf works here).
+//!
+//! Writes `BENCHMARKS.md` (table, details, a short reading and the
+//! hand-written findings of `xtask/bench/NOTES.md`) and
+//! `target/bench/latest.json` (one row per figure).
+//!
+//! The methods follow the reference baseline scripts in `shared/bench/`
+//! (`lib.sh`, `rsync.sh`, `cp-local.sh`, `lan-up.sh`, `lan-shape.sh`,
+//! `lan-aria2.sh`, `make-game.py`), adapted into Rust here so the harness
+//! runs on a machine without that folder.
 
-use std::path::Path;
+mod gen;
+mod lanbench;
+mod loopback;
+mod measure;
+mod report;
+mod scan;
+mod sim;
+mod tools;
+
+use report::Row;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N] | bench --render";
+
+/// What one invocation does.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Smaller data, fewer runs: a fast check (< 5 min).
+    pub quick: bool,
+    /// Cases to run (5 is measured inside 1).
+    pub only: Vec<u32>,
+    /// Drop the page cache before each timed run (when permitted).
+    pub cold: bool,
+    /// Counted runs per figure.
+    pub runs: usize,
+    /// Uncounted warm-up runs before them.
+    pub warmup: usize,
+    /// The lanspread binary.
+    pub bin: PathBuf,
+    /// Whether it was given with `--bin` (else built from the workspace).
+    pub bin_given: bool,
+    /// Workspace root.
+    pub root: PathBuf,
+    /// `target/bench`.
+    pub out: PathBuf,
+}
+
+impl Opts {
+    /// Whether case `n` runs.
+    pub fn wants(&self, n: u32) -> bool {
+        self.only.contains(&n)
+    }
+    /// Scratch space of this run (wiped at the start).
+    pub fn work(&self) -> PathBuf {
+        self.out.join("work")
+    }
+    /// Generated inputs, kept between runs.
+    pub fn data(&self) -> PathBuf {
+        self.out.join("data")
+    }
+}
 
 /// Entry point.
-pub fn run(_root: &Path, _args: &[String]) -> Result<(), String> {
-    Err("bench: the benchmark harness is not built yet".into())
+pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    if args.first().map(String::as_str) == Some("probe-tcp") {
+        // Internal: run inside a namespace by the LAN case.
+        return lanbench::probe_tcp(args.get(1).ok_or("probe-tcp needs ADDR")?);
+    }
+    let out = target_dir(root).join("bench");
+    if args.first().map(String::as_str) == Some("--render") {
+        // Re-render BENCHMARKS.md from the last run and the current NOTES.md.
+        let body = std::fs::read_to_string(out.join("latest.md"))
+            .map_err(|e| format!("{}: {e} (run the benchmarks first)", out.join("latest.md").display()))?;
+        std::fs::write(root.join("BENCHMARKS.md"), report::with_notes(root, &body)).map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
+        log("bench: BENCHMARKS.md re-rendered from target/bench/latest.md and xtask/bench/NOTES.md");
+        return Ok(());
+    }
+    let mut quick = false;
+    let mut only: Option<Vec<u32>> = None;
+    let mut warm = false;
+    let mut bin = None;
+    let mut runs = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--warm" => warm = true,
+            "--only" => {
+                let list = it.next().ok_or("--only needs a list such as 1,4")?;
+                only = Some(
+                    list.split(',')
+                        .map(|s| s.trim().parse::<u32>().map_err(|_| format!("--only: {s:?} is not a case number")))
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "--bin" => bin = Some(PathBuf::from(it.next().ok_or("--bin needs PATH")?)),
+            "--runs" => runs = Some(it.next().ok_or("--runs needs N")?.parse::<usize>().map_err(|_| "--runs needs a number")?),
+            other => return Err(format!("unknown bench argument {other:?}\n{USAGE}")),
+        }
+    }
+    let mut only = only.unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6]);
+    if only.contains(&5) || only.contains(&6) {
+        // Memory and the profile are measured during case 1.
+        if !only.contains(&1) {
+            only.push(1);
+        }
+    }
+    if only.contains(&1) && !only.contains(&5) {
+        only.push(5);
+    }
+    only.sort_unstable();
+    let started = Instant::now();
+    let bin_given = bin.is_some();
+    let bin = match bin {
+        Some(b) => b.canonicalize().map_err(|e| format!("--bin {}: {e}", b.display()))?,
+        None => {
+            crate::sh(crate::cargo().args(["build", "--release", "-p", "lanspread-app", "--bin", "lanspread"]))?;
+            target_dir(root).join("release").join("lanspread")
+        }
+    };
+    if !bin.is_file() {
+        return Err(format!("lanspread binary {} not found", bin.display()));
+    }
+    let cold = !warm && measure::can_drop_caches();
+    let opts = Opts {
+        quick,
+        only,
+        cold,
+        runs: runs.unwrap_or(3).max(1),
+        warmup: if quick { 0 } else { 1 },
+        bin,
+        bin_given,
+        root: root.to_path_buf(),
+        out: out.clone(),
+    };
+    let _ = std::fs::remove_dir_all(opts.work());
+    std::fs::create_dir_all(opts.work()).map_err(|e| format!("{}: {e}", opts.work().display()))?;
+    std::fs::create_dir_all(opts.data()).map_err(|e| format!("{}: {e}", opts.data().display()))?;
+    let tools = tools::ensure(&opts)?;
+    log(&format!(
+        "bench: {} mode, cases {:?}, {} counted run(s) after {} warm-up, page cache {}",
+        if quick { "quick" } else { "full" },
+        opts.only,
+        opts.runs,
+        opts.warmup,
+        if opts.cold { "dropped before every timed run" } else { "warm (not dropped)" }
+    ));
+
+    let mut rep = report::Report::new(&opts, &tools);
+    if opts.wants(1) {
+        step(&mut rep, "1", || loopback::run(&opts, &tools));
+    }
+    if opts.wants(2) {
+        step(&mut rep, "2", || lanbench::run(&opts, &tools));
+    }
+    if opts.wants(3) {
+        step(&mut rep, "3", || sim::run(&opts));
+    }
+    if opts.wants(4) {
+        step(&mut rep, "4", || scan::run(&opts, &tools));
+    }
+    rep.elapsed = started.elapsed().as_secs_f64();
+    let md = rep.markdown();
+    std::fs::write(out.join("latest.json"), rep.json()).map_err(|e| format!("writing latest.json: {e}"))?;
+    std::fs::write(out.join("latest.md"), &md).map_err(|e| format!("writing latest.md: {e}"))?;
+    std::fs::write(root.join("BENCHMARKS.md"), report::with_notes(root, &md)).map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
+    let _ = std::fs::remove_dir_all(opts.work());
+    eprintln!("\n{}", rep.summary_table());
+    log(&format!("bench: done in {:.0} s; wrote BENCHMARKS.md and {}", rep.elapsed, out.join("latest.json").display()));
+    Ok(())
+}
+
+/// Runs one case; a failing case becomes a row saying why, the others go on.
+fn step(rep: &mut report::Report, case: &str, f: impl FnOnce() -> Result<report::Section, String>) {
+    let t = Instant::now();
+    match f() {
+        Ok(section) => rep.add(section),
+        Err(e) => {
+            log(&format!("bench: case {case} failed: {e}"));
+            rep.rows.push(Row::failed(&format!("{case}: case failed"), &e));
+        }
+    }
+    log(&format!("bench: case {case} took {:.0} s", t.elapsed().as_secs_f64()));
+}
+
+/// Progress on stderr with a wall-clock stamp.
+pub fn log(msg: &str) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    eprintln!("[{:02}:{:02}:{:02}] {msg}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+}
+
+/// The target directory (`CARGO_TARGET_DIR` or `ROOT/target`).
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
 }

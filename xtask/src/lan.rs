@@ -52,14 +52,20 @@ fn up(args: &[String]) -> Result<(), String> {
     }
     net::preflight()?;
     net::down(true)?;
-    net::up(n)?;
-    for i in 1..=n {
-        let rate = if rates.len() == 1 { rates[0] } else { rates.get(i - 1).copied().unwrap_or(0) };
-        if rate > 0 {
-            net::shape(i, Some(rate))?;
+    let built = net::up(n).and_then(|()| {
+        for i in 1..=n {
+            let rate = if rates.len() == 1 { rates[0] } else { rates.get(i - 1).copied().unwrap_or(0) };
+            if rate > 0 {
+                net::shape(i, Some(rate))?;
+            }
         }
+        net::check_reachable(n)
+    });
+    if let Err(e) = built {
+        // Leave nothing half-built behind.
+        let _ = net::down(false);
+        return Err(e);
     }
-    net::check_reachable(n)?;
     println!(
         "LAN up: {} on bridge {} in {}",
         (1..=n).map(|i| format!("{}={}", net::host_ns(i), net::host_ip(i))).collect::<Vec<_>>().join(" "),

@@ -414,6 +414,10 @@ pub async fn status(games: &Path, catalog: Option<&Path>, json: bool) -> Result<
     let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
     let mut scanner = Scanner::new(lanspread_core::scan::ScanIndex::load(fs.as_ref()).await);
     let lib = scanner.scan_all(fs.as_ref(), &catalog).await.map_err(|e| format!("scanning {}: {e}", games.display()))?;
+    // Keep the scan cache, so the next status (or serve) only re-reads what changed.
+    if let Err(e) = scanner.index.save(fs.as_ref()).await {
+        tracing::debug!("saving scan index: {e}");
+    }
     let mut db = lanspread_core::db::GameDb::new(catalog);
     db.set_local(lib);
     output::print_games(&db.view(), json);

@@ -122,6 +122,14 @@ async fn run_download(
     }
     let root = id.root();
     txn::begin_download(fs.as_ref(), &root, &manifest).await.map_err(|e| e.to_string())?;
+    match txn::prune_stale(fs.as_ref(), &root, &manifest).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{id}: removed {n} entries the new version does not have"),
+        Err(e) => {
+            let _ = txn::abort_download(fs.as_ref(), &root).await;
+            return Err(e.to_string());
+        }
+    }
     let result = transfer(sh, id, &manifest, &sources, &mut cancel).await;
     match result {
         Ok((sentinel, stats)) => {

@@ -103,6 +103,48 @@ pub async fn abort_download(fs: &dyn Fs, root: &RelPath) -> Result<(), TxnError>
     Driver::new(fs).run(&mut download::abort(root.clone())).await.map(drop)
 }
 
+/// Removes what a previous version left in `root` that `manifest` does not
+/// list (files, links and whole directories), so the committed version is
+/// exactly the manifest and peers see the same manifest digest. `local/`,
+/// lanspread's control files and anything listed in the manifest are kept.
+/// Called after [`begin_download`], while `version.ini` is parked, so a crash
+/// here leaves a root that is "not downloaded" either way. Returns how many
+/// entries were removed.
+pub async fn prune_stale(fs: &dyn Fs, root: &RelPath, manifest: &Manifest) -> Result<usize, TxnError> {
+    use lanspread_ports::fs::FileKind;
+    let fs_err = |step: String| move |source| TxnError::Fs { root: root.clone(), step, source };
+    let bad = |e: lanspread_ports::path::PathError| TxnError::Unexpected { root: root.clone(), detail: e.to_string() };
+    let listed: std::collections::BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let mut removed = 0;
+    let mut stack = vec![(RelPath::root(), root.clone())];
+    while let Some((dir, abs)) = stack.pop() {
+        for e in fs.read_dir(&abs).await.map_err(fs_err(format!("listing {abs}")))? {
+            if dir.is_root() && (e.name == crate::layout::LOCAL || crate::layout::is_control_name(&e.name)) {
+                continue;
+            }
+            let rel = dir.join_local(&e.name).map_err(bad)?;
+            let path = abs.join_local(&e.name).map_err(bad)?;
+            let keep = listed.contains(rel.as_str());
+            match e.kind {
+                FileKind::Dir if keep => stack.push((rel, path)),
+                FileKind::Dir => {
+                    fs.remove_dir_all(&path).await.map_err(fs_err(format!("removing stale {path}")))?;
+                    removed += 1;
+                }
+                _ if keep && e.kind == FileKind::File => {}
+                _ => {
+                    fs.remove_file(&path).await.map_err(fs_err(format!("removing stale {path}")))?;
+                    removed += 1;
+                }
+            }
+        }
+    }
+    if removed > 0 {
+        fs.sync_dir(root).await.map_err(fs_err(format!("syncing {root}")))?;
+    }
+    Ok(removed)
+}
+
 /// Installs the downloaded game in `root`, or updates it if `local/`
 /// exists: every root-level archive the unpacker handles (sorted by name)
 /// is unpacked into `.local.installing/` (marked `.lanspread_owned`), the

@@ -92,6 +92,14 @@ pub fn run_all(bin: &Path, work: &Path, keep: bool, only: Option<&[String]>) -> 
         for i in 1..=HOSTS {
             let _ = net::shape(i, None);
         }
+        if result.is_ok() && !keep {
+            // The game data is large; a passing scenario keeps only its logs.
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if e.file_name() != "logs" {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let secs = t.elapsed().as_secs_f64();
         match &result {
             Ok(detail) => eprintln!("--- ({}) PASS in {secs:.1} s: {detail}", s.key),

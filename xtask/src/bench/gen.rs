@@ -1,0 +1,250 @@
+//! Deterministic benchmark inputs: the mixed game of `shared/bench/make-game.py`
+//! (adapted: same layout and sizes, content from a seeded splitmix64 stream
+//! instead of Python's `random`, so no Python is needed), a library of many
+//! small games, and tree statistics and comparison.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// splitmix64: fast, seeded, incompressible enough for transfer benchmarks.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded from a string.
+    pub fn new(seed: &str) -> Rng {
+        // FNV-1a of the seed.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in seed.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Rng(h)
+    }
+
+    /// The next 64 bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        rest.copy_from_slice(&last[..rest.len()]);
+    }
+}
+
+fn write_random(path: &Path, size: u64, rng: &mut Rng, buf: &mut [u8]) -> Result<(), String> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let mut f = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        f.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", path.display()))?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// A generated game inside a game directory.
+#[derive(Debug, Clone)]
+pub struct Game {
+    /// The game directory (holds `catalog.toml` and the root `ID/`).
+    pub dir: PathBuf,
+    /// Game id.
+    pub id: String,
+    /// Bytes of all files of the root.
+    pub bytes: u64,
+    /// Files in the root.
+    pub files: u64,
+}
+
+impl Game {
+    /// The game root.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join(&self.id)
+    }
+}
+
+/// The catalog entry for a game id.
+pub fn catalog_entry(id: &str) -> String {
+    format!("[[games]]\nid = \"{id}\"\nname = \"Benchmark game {id}\"\n\n")
+}
+
+/// The mixed game of make-game.py at `scale` (1.0 ≈ 2 GB: one 1 GiB file,
+/// 20 × 40 MiB, 2000 files of 1–128 KiB in nested folders, version.ini),
+/// in `data/ID-sSCALE/ID`, generated once and reused while its marker exists.
+pub fn mixed_game(data: &Path, id: &str, scale: f64) -> Result<Game, String> {
+    let dir = data.join(format!("{id}-s{scale}"));
+    let marker = data.join(format!("{id}-s{scale}.done"));
+    if !marker.is_file() {
+        super::log(&format!("bench: generating game {id} (scale {scale}) in {}", dir.display()));
+        super::measure::fresh_dir(&dir)?;
+        let root = dir.join(id);
+        let mut rng = Rng::new(&format!("lanspread-bench-{id}"));
+        let mut buf = vec![0u8; 8 << 20];
+        write_random(&root.join(format!("{id}.eti")), ((1u64 << 30) as f64 * scale) as u64, &mut rng, &mut buf)?;
+        for i in 0..20 {
+            write_random(&root.join("data").join(format!("pak{i:02}.bin")), ((40u64 << 20) as f64 * scale) as u64, &mut rng, &mut buf)?;
+        }
+        let small = ((2000.0 * scale.min(1.0)) as u64).max(1);
+        for i in 0..small {
+            let sub = root.join("assets").join(format!("d{:02}", i % 37)).join(format!("e{}", i % 11));
+            let size = rng.range(1 << 10, 128 << 10);
+            write_random(&sub.join(format!("a{i:04}.dat")), size, &mut rng, &mut buf)?;
+        }
+        std::fs::write(root.join("version.ini"), "[version]\nversion=20260101\n").map_err(|e| format!("version.ini: {e}"))?;
+        std::fs::write(dir.join("catalog.toml"), catalog_entry(id)).map_err(|e| format!("catalog.toml: {e}"))?;
+        std::fs::write(&marker, "done\n").map_err(|e| format!("{}: {e}", marker.display()))?;
+    }
+    let (files, bytes) = tree_totals(&dir.join(id))?;
+    Ok(Game { dir, id: id.to_owned(), bytes, files })
+}
+
+/// A library of many games with small files.
+#[derive(Debug, Clone)]
+pub struct Library {
+    /// The game directory.
+    pub dir: PathBuf,
+    /// Game ids.
+    pub ids: Vec<String>,
+    /// Files (all games).
+    pub files: u64,
+    /// Bytes (all games).
+    pub bytes: u64,
+}
+
+/// `games` games of `files_per_game` files each (version.ini included),
+/// file sizes uniform in 1..=2×`avg` bytes, 50 files per folder.
+pub fn library(data: &Path, games: usize, files_per_game: usize, avg: u64) -> Result<Library, String> {
+    let name = format!("lib-{games}x{files_per_game}-{avg}");
+    let dir = data.join(&name);
+    let marker = data.join(format!("{name}.done"));
+    let ids: Vec<String> = (0..games).map(|g| format!("sg{g:03}")).collect();
+    if !marker.is_file() {
+        super::log(&format!("bench: generating library {name} ({} files) in {}", games * files_per_game, dir.display()));
+        super::measure::fresh_dir(&dir)?;
+        let mut rng = Rng::new(&name);
+        let mut buf = vec![0u8; (2 * avg as usize).max(1)];
+        let mut catalog = String::new();
+        for id in &ids {
+            let root = dir.join(id);
+            for i in 0..files_per_game.saturating_sub(1) {
+                let size = rng.range(1, (2 * avg).max(1));
+                write_random(&root.join(format!("d{}", i / 50)).join(format!("f{i:04}.bin")), size, &mut rng, &mut buf)?;
+            }
+            std::fs::write(root.join("version.ini"), "[version]\nversion=1.0\n").map_err(|e| format!("version.ini: {e}"))?;
+            catalog.push_str(&catalog_entry(id));
+        }
+        std::fs::write(dir.join("catalog.toml"), catalog).map_err(|e| format!("catalog.toml: {e}"))?;
+        std::fs::write(&marker, "done\n").map_err(|e| format!("{}: {e}", marker.display()))?;
+    }
+    let (mut files, mut bytes) = (0, 0);
+    for id in &ids {
+        let (f, b) = tree_totals(&dir.join(id))?;
+        files += f;
+        bytes += b;
+    }
+    Ok(Library { dir, ids, files, bytes })
+}
+
+/// Relative path → size of every file under `root`, skipping top-level
+/// dot-files (a peer's own bookkeeping) and `local/`.
+fn listing(root: &Path) -> Result<BTreeMap<PathBuf, u64>, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let name = e.file_name();
+            if rel.as_os_str().is_empty() && (name.to_string_lossy().starts_with('.') || name == "local") {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
+            if meta.is_dir() {
+                stack.push(rel.join(&name));
+            } else {
+                out.insert(rel.join(&name), meta.len());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (files, bytes) under `root`.
+pub fn tree_totals(root: &Path) -> Result<(u64, u64), String> {
+    let l = listing(root)?;
+    Ok((l.len() as u64, l.values().sum()))
+}
+
+/// Checks that `got` holds the files of `want` with the same sizes, and
+/// (if `content`) the same bytes.
+pub fn compare(want: &Path, got: &Path, content: bool) -> Result<(), String> {
+    let (a, b) = (listing(want)?, listing(got)?);
+    if a != b {
+        let missing = a.keys().filter(|k| !b.contains_key(*k)).count();
+        let extra = b.keys().filter(|k| !a.contains_key(*k)).count();
+        let differ = a.iter().filter(|(k, v)| b.get(*k).is_some_and(|w| w != *v)).count();
+        return Err(format!(
+            "{} is not a copy of {}: {missing} missing, {extra} unexpected, {differ} of another size",
+            got.display(),
+            want.display()
+        ));
+    }
+    if content {
+        let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+        for p in a.keys() {
+            let open = |r: &Path| File::open(r.join(p)).map_err(|e| format!("{}: {e}", r.join(p).display()));
+            let (mut fa, mut fb) = (open(want)?, open(got)?);
+            loop {
+                let na = read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", p.display()))?;
+                let nb = read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", p.display()))?;
+                if na != nb || ba[..na] != bb[..nb] {
+                    return Err(format!("{} differs from the source", got.join(p).display()));
+                }
+                if na == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Hard-links the game `g` into a fresh game directory `dir` (with its
+/// catalog): a second seeder directory without copying the bytes.
+pub fn link_copy(g: &Game, dir: &Path) -> Result<(), String> {
+    super::measure::fresh_dir(dir)?;
+    super::measure::run(std::process::Command::new("cp").arg("-al").arg(g.root()).arg(dir))?;
+    std::fs::copy(g.dir.join("catalog.toml"), dir.join("catalog.toml")).map_err(|e| format!("catalog.toml: {e}"))?;
+    Ok(())
+}
