@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod fakes;
 pub mod game;
 pub mod net;
 pub mod rng;

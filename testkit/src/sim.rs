@@ -54,6 +54,10 @@ pub struct SimPeer {
     pub catalog: Catalog,
     /// Its runtime configuration.
     pub config: PeerConfig,
+    /// Use the simulated mDNS (else only static peers).
+    pub discovery: bool,
+    /// Serve from this filesystem instead of `fs` (e.g. a lying one).
+    pub fs_override: Option<Arc<dyn lanspread_ports::Fs>>,
     handle: Option<PeerRuntimeHandle>,
     port: u16,
 }
@@ -147,7 +151,10 @@ impl Sim {
         let id = self.rng.fork(&format!("peer-{name}")).peer_id();
         let catalog = config.catalog.clone();
         let port = 47800;
-        self.peers.insert(name.to_owned(), SimPeer { name: name.to_owned(), host, id, fs, catalog, config, handle: None, port });
+        self.peers.insert(
+            name.to_owned(),
+            SimPeer { name: name.to_owned(), host, id, fs, catalog, config, discovery: true, fs_override: None, handle: None, port },
+        );
         self.peers.get_mut(name).expect("just inserted")
     }
 
@@ -156,15 +163,13 @@ impl Sim {
         let p = self.peers.get_mut(name).unwrap_or_else(|| panic!("no peer {name}"));
         assert!(p.handle.is_none(), "peer {name} already runs");
         let transport = self.net.transport(p.host, p.port, p.id);
-        let discovery = self.net.discovery(p.host);
-        let ports = Ports {
-            fs: Arc::new(p.fs.clone()),
-            fs_provider: None,
-            transport,
-            discovery,
-            unpacker: Arc::new(SimUnpacker),
-            clock: Arc::new(self.clock),
+        let discovery: Arc<dyn lanspread_ports::Discovery> =
+            if p.discovery { self.net.discovery(p.host) } else { Arc::new(crate::fakes::NoDiscovery) };
+        let fs: Arc<dyn lanspread_ports::Fs> = match &p.fs_override {
+            Some(f) => f.clone(),
+            None => Arc::new(p.fs.clone()),
         };
+        let ports = Ports { fs, fs_provider: None, transport, discovery, unpacker: Arc::new(SimUnpacker), clock: Arc::new(self.clock) };
         let (tx, mut rx) = mpsc::unbounded_channel();
         p.handle = Some(start_peer(p.config.clone(), ports, tx));
         let log = self.log.clone();
@@ -235,6 +240,18 @@ impl Sim {
     /// Events of one peer so far.
     pub fn events(&self, name: &str) -> Vec<(Duration, PeerEvent)> {
         self.log.lock().expect("log").iter().filter(|(_, n, _)| n == name).map(|(t, _, e)| (*t, e.clone())).collect()
+    }
+
+    /// The address a peer listens on.
+    pub fn addr(&self, name: &str) -> std::net::SocketAddr {
+        let p = self.peer(name);
+        std::net::SocketAddr::new(self.net.host_addr(p.host), p.port)
+    }
+
+    /// Gives a peer a new identity (as if it was reinstalled with a new key).
+    pub fn rekey(&mut self, name: &str) {
+        let id = self.rng.fork(&format!("rekey-{name}-{}", self.now().as_nanos())).peer_id();
+        self.peer_mut(name).id = id;
     }
 
     /// Lets virtual time pass.

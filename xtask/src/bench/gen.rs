@@ -240,6 +240,16 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Reads every file under `root` once (puts a warm source in the page cache).
+pub fn read_all(root: &Path) -> Result<(), String> {
+    let mut buf = vec![0u8; 1 << 20];
+    for p in listing(root)?.keys() {
+        let mut f = File::open(root.join(p)).map_err(|e| format!("{}: {e}", p.display()))?;
+        while read_full(&mut f, &mut buf).map_err(|e| format!("{}: {e}", p.display()))? > 0 {}
+    }
+    Ok(())
+}
+
 /// Hard-links the game `g` into a fresh game directory `dir` (with its
 /// catalog): a second seeder directory without copying the bytes.
 pub fn link_copy(g: &Game, dir: &Path) -> Result<(), String> {

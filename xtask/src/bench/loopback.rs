@@ -117,50 +117,67 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
             list.push(Tool::Ours(t));
         }
     }
-    let mut samples: Vec<(Tool, Vec<Sample>)> = list.iter().map(|t| (*t, Vec::new())).collect();
-    let rounds = opts.warmup + opts.runs;
-    for round in 0..rounds {
-        let counted = round >= opts.warmup;
-        for (tool, got) in samples.iter_mut() {
-            if problems.iter().any(|p| p.starts_with(&format!("{}:", tool.name()))) {
-                continue;
-            }
-            let peer_pid = match tool {
-                Tool::Ours(t) => seeders[*t].as_ref().map(|s| s.daemon.pid()),
-                Tool::Rsync => rsyncd.as_ref().map(Daemon::pid),
-                _ => None,
-            };
-            match run_one(opts, *tool, &game, &work, &logs, peer_pid, round == 0) {
-                Ok(s) => {
-                    log(&format!(
-                        "bench 1: {} {} {}: wall {:.3} s{}, cpu {:.2} s, peak RSS {:.0} MiB{}",
-                        tool.name(),
-                        if counted { "run" } else { "warm-up" },
-                        round + 1,
-                        s.wall,
-                        if matches!(tool, Tool::Ours(_)) {
-                            format!(" (download.secs {:.3}, get secs {:.3})", s.dl, s.secs)
-                        } else {
-                            String::new()
-                        },
-                        s.cpu,
-                        s.rss as f64 / 1024.0,
-                        if peer_pid.is_some() {
-                            format!("; serving side cpu {:.2} s, peak RSS {:.0} MiB", s.peer_cpu, s.peer_rss as f64 / 1024.0)
-                        } else {
-                            String::new()
-                        }
-                    ));
-                    if counted {
-                        got.push(s);
-                    }
+    // Full mode measures both a cold source (page cache dropped before every
+    // run, when permitted) and a warm one; quick mode only the default.
+    let modes: Vec<bool> = if opts.cold && !opts.quick { vec![true, false] } else { vec![opts.cold] };
+    let mut by_mode: Vec<(bool, Samples)> = Vec::new();
+    for &cold in &modes {
+        if !cold {
+            gen::read_all(&game.root())?;
+        }
+        let mut samples: Samples = list.iter().map(|t| (*t, Vec::new())).collect();
+        let rounds = opts.warmup + opts.runs;
+        for round in 0..rounds {
+            let counted = round >= opts.warmup;
+            let last = round + 1 == rounds && cold == *modes.last().unwrap_or(&cold);
+            // Rotate the order: whatever a run leaves behind (freed memory the VM
+            // must fault back in, writeback) does not always hit the same tool.
+            let n = samples.len();
+            for i in 0..n {
+                let (tool, got) = &mut samples[(i + round) % n];
+                if problems.iter().any(|p| p.starts_with(&format!("{}:", tool.name()))) {
+                    continue;
                 }
-                Err(e) => {
-                    log(&format!("bench 1: {} failed: {e}", tool.name()));
-                    problems.push(format!("{}: {e}", tool.name()));
+                let peer_pid = match tool {
+                    Tool::Ours(t) => seeders[*t].as_ref().map(|s| s.daemon.pid()),
+                    Tool::Rsync => rsyncd.as_ref().map(Daemon::pid),
+                    _ => None,
+                };
+                let keep = last && *tool == Tool::Ours(0);
+                match run_one(opts, cold, *tool, &game, &work, &logs, peer_pid, round == 0, keep) {
+                    Ok(s) => {
+                        log(&format!(
+                            "bench 1 ({}): {} {} {}: wall {:.3} s{}, cpu {:.2} s, peak RSS {:.0} MiB{}",
+                            cache_name(cold),
+                            tool.name(),
+                            if counted { "run" } else { "warm-up" },
+                            round + 1,
+                            s.wall,
+                            if matches!(tool, Tool::Ours(_)) {
+                                format!(" (download.secs {:.3}, get secs {:.3})", s.dl, s.secs)
+                            } else {
+                                String::new()
+                            },
+                            s.cpu,
+                            s.rss as f64 / 1024.0,
+                            if peer_pid.is_some() {
+                                format!("; serving side cpu {:.2} s, peak RSS {:.0} MiB", s.peer_cpu, s.peer_rss as f64 / 1024.0)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                        if counted {
+                            got.push(s);
+                        }
+                    }
+                    Err(e) => {
+                        log(&format!("bench 1: {} failed: {e}", tool.name()));
+                        problems.push(format!("{}: {e}", tool.name()));
+                    }
                 }
             }
         }
+        by_mode.push((cold, samples));
     }
 
     // Case 6: one profiled run per transport (not counted).
@@ -189,7 +206,7 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
         s.daemon.stop();
     }
     drop(rsyncd);
-    Ok(section(opts, &game, &samples, &seeders, &problems, &profile, rescan))
+    Ok(section(opts, &game, &by_mode, &seeders, &problems, &profile, rescan))
 }
 
 fn lanspread(opts: &Opts, cfg: &Path) -> Command {
@@ -260,14 +277,17 @@ pub fn parse_get_json(stdout: &str) -> Result<(f64, f64), String> {
     Ok((dl, secs))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     opts: &Opts,
+    cold: bool,
     tool: Tool,
     game: &Game,
     work: &Path,
     logs: &Path,
     peer: Option<u32>,
     verify_bytes: bool,
+    keep: bool,
 ) -> Result<Sample, String> {
     let dst = work.join(format!("dst-{}", tool.slug()));
     measure::fresh_dir(&dst)?;
@@ -293,7 +313,7 @@ fn run_one(
             get_cmd(opts, t, &dst, work, &game.id)
         }
     };
-    measure::settle(opts.cold);
+    measure::settle(cold);
     if let Some(p) = peer {
         measure::reset_peak_rss(p);
     }
@@ -310,8 +330,8 @@ fn run_one(
         (s.dl, s.secs) = parse_get_json(&f.stdout)?;
     }
     gen::compare(&game.root(), &dst.join(&game.id), verify_bytes)?;
-    if tool != Tool::Ours(0) {
-        // Keep the disk footprint small; the last quinn download is re-scanned later.
+    if !keep {
+        // Keep the disk footprint small; the very last quinn download is re-scanned later.
         let _ = std::fs::remove_dir_all(&dst);
     }
     Ok(s)
@@ -481,7 +501,9 @@ fn profile_run(opts: &Opts, perf: &Path, t: usize, seeder_pid: u32, game: &Game,
     let dst = work.join(format!("dst-profile-{name}"));
     measure::fresh_dir(&dst)?;
     std::fs::copy(game.dir.join("catalog.toml"), dst.join("catalog.toml")).map_err(|e| format!("catalog: {e}"))?;
-    measure::settle(opts.cold);
+    // Profiled with a warm source: the CPU costs, not the disk.
+    gen::read_all(&game.root())?;
+    measure::settle(false);
     let mut rec = Command::new(perf);
     rec.args(["record", "-F", "999", "-p", &seeder_pid.to_string(), "-o"]).arg(&seed_data);
     let mut seed_perf = Daemon::spawn(&format!("perf-seed-{name}"), &mut rec, logs)?;
@@ -520,85 +542,112 @@ fn col<F: Fn(&Sample) -> f64>(v: &[Sample], f: F) -> Vec<f64> {
     v.iter().map(f).collect()
 }
 
+fn cache_name(cold: bool) -> &'static str {
+    if cold {
+        "cold cache"
+    } else {
+        "warm cache"
+    }
+}
+
+type Samples = Vec<(Tool, Vec<Sample>)>;
+
 fn section(
     opts: &Opts,
     game: &Game,
-    samples: &[(Tool, Vec<Sample>)],
+    by_mode: &[(bool, Samples)],
     seeders: &[Option<Seeder>],
     problems: &[String],
     profile: &str,
     rescan: Option<f64>,
 ) -> Section {
     let gb = game.bytes as f64 / 1e9;
-    let get = |t: Tool| samples.iter().find(|(x, _)| *x == t).map(|(_, v)| v.as_slice()).filter(|v| !v.is_empty());
-    let wall = |t: Tool| get(t).map_or(f64::NAN, |v| measure::median(&col(v, |s| s.wall)));
-    let (cp, cpf, rs) = (wall(Tool::Cp), wall(Tool::CpFsync), wall(Tool::Rsync));
-    let mut sec = Section::default();
     let size = format!("{:.2} GB, {} files", gb, game.files);
-    if get(Tool::Rsync).is_none() {
-        sec.rows.push(Row::failed(
-            "1 loopback: rsync daemon baseline",
-            problems.iter().find(|p| p.starts_with("rsync")).map_or("rsync is not installed", |s| s),
-        ));
+    let mut sec = Section::default();
+    let both = by_mode.len() > 1;
+    for (cold, samples) in by_mode {
+        let cold = *cold;
+        let tag = if both { format!(" ({})", cache_name(cold)) } else { String::new() };
+        let get = |t: Tool| samples.iter().find(|(x, _)| *x == t).map(|(_, v)| v.as_slice()).filter(|v| !v.is_empty());
+        let wall = |t: Tool| get(t).map_or(f64::NAN, |v| measure::median(&col(v, |s| s.wall)));
+        let (cp, cpf, rs) = (wall(Tool::Cp), wall(Tool::CpFsync), wall(Tool::Rsync));
+        if get(Tool::Rsync).is_none() {
+            sec.rows.push(Row::failed(
+                &format!("1 loopback{tag}: rsync daemon baseline"),
+                problems.iter().find(|p| p.starts_with("rsync")).map_or("rsync is not installed", |s| s),
+            ));
+        }
+        for (t, (name, _)) in TRANSPORTS.iter().enumerate() {
+            let Some(v) = get(Tool::Ours(t)) else {
+                let why = problems
+                    .iter()
+                    .find(|p| p.starts_with(&format!("{}:", Tool::Ours(t).name())))
+                    .cloned()
+                    .unwrap_or_else(|| "no successful run".into());
+                sec.rows.push(Row::failed(&format!("1 loopback {name}{tag}"), &why));
+                continue;
+            };
+            let w = measure::median(&col(v, |s| s.wall));
+            let dl = measure::median(&col(v, |s| s.dl));
+            let note = format!(
+                "{size}; {}; get wall, median of {}; download.secs {dl:.3}; {:.0} MB/s",
+                cache_name(cold),
+                v.len(),
+                game.bytes as f64 / w / 1e6
+            );
+            sec.rows.push(
+                Row::cmp(&format!("1 loopback {name}{tag}: get vs rsync"), w, "rsync daemon (rsync://127.0.0.1)", rs, note.clone())
+                    .target(Target::AtMost(0.85)),
+            );
+            sec.rows.push(
+                Row::cmp(&format!("1 loopback {name}{tag}: get vs cp -a"), w, "cp -a (local, no network)", cp, note)
+                    .target(Target::AtMost(1.25)),
+            );
+            sec.rows.push(Row::cmp(
+                &format!("1 loopback {name}{tag}: transfer only (download.secs) vs rsync"),
+                dl,
+                "rsync daemon",
+                rs,
+                "time inside the download loop, excluding start-up, peer wait, commit fsync and rescan".into(),
+            ));
+            sec.rows.push(Row::cmp(
+                &format!("1 loopback {name}{tag}: get vs cp -a + fsync"),
+                w,
+                "cp -a, then fsync every file",
+                cpf,
+                "a download fsyncs every file at commit; this is the durable floor".into(),
+            ));
+            let r = |b: f64| if b.is_finite() { format!("{:.2}×", w / b) } else { "n/a".into() };
+            sec.reading.push(format!(
+                "Case 1, {name}, {}: `get` took {w:.2} s wall = {} rsync (target ≤ 0.85) and {} `cp -a` (target ≤ 1.25); the transfer alone (download.secs) took {dl:.2} s = {} rsync, {} `cp -a`. {:.2} s of the wall time is outside the transfer loop (process start, peer discovery and a fixed 0.5 s settle, fsync of every file at commit, then a full re-hash of the downloaded game).",
+                cache_name(cold),
+                r(rs),
+                r(cp),
+                if rs.is_finite() { format!("{:.2}×", dl / rs) } else { "n/a".into() },
+                if cp.is_finite() { format!("{:.2}×", dl / cp) } else { "n/a".into() },
+                w - dl
+            ));
+        }
     }
-    let mut reading = Vec::new();
-    for (t, (name, _)) in TRANSPORTS.iter().enumerate() {
-        let Some(v) = get(Tool::Ours(t)) else {
-            let why = problems
-                .iter()
-                .find(|p| p.starts_with(&format!("{}:", Tool::Ours(t).name())))
-                .cloned()
-                .unwrap_or_else(|| "no successful run".into());
-            sec.rows.push(Row::failed(&format!("1 loopback {name}"), &why));
-            continue;
-        };
-        let w = measure::median(&col(v, |s| s.wall));
-        let dl = measure::median(&col(v, |s| s.dl));
-        let note = format!("{size}; get wall, median of {}; download.secs {dl:.3}; {:.0} MB/s", v.len(), game.bytes as f64 / w / 1e6);
-        sec.rows.push(
-            Row::cmp(&format!("1 loopback {name}: get vs rsync"), w, "rsync daemon (rsync://127.0.0.1)", rs, note.clone())
-                .target(Target::AtMost(0.85)),
-        );
-        sec.rows.push(
-            Row::cmp(&format!("1 loopback {name}: get vs cp -a"), w, "cp -a (local, no network)", cp, note).target(Target::AtMost(1.25)),
-        );
-        sec.rows.push(Row::cmp(
-            &format!("1 loopback {name}: transfer only (download.secs) vs rsync"),
-            dl,
-            "rsync daemon",
-            rs,
-            "time inside the download loop, excluding start-up, peer wait, commit fsync and rescan".into(),
-        ));
-        sec.rows.push(Row::cmp(
-            &format!("1 loopback {name}: get vs cp -a + fsync"),
-            w,
-            "cp -a, then fsync every file",
-            cpf,
-            "a download fsyncs every file at commit; this is the durable floor".into(),
-        ));
-        let r = |b: f64| if b.is_finite() { format!("{:.2}×", w / b) } else { "n/a".into() };
-        reading.push(format!(
-            "Case 1, {name}: `get` took {w:.2} s wall = {} rsync (target ≤ 0.85) and {} `cp -a` (target ≤ 1.25); the transfer alone (download.secs) took {dl:.2} s = {} rsync. {:.2} s of the wall time is outside the transfer loop (process start, peer discovery and a fixed 0.5 s settle, fsync of every file at commit, then a full re-hash of the downloaded game).",
-            r(rs),
-            r(cp),
-            if rs.is_finite() { format!("{:.2}×", dl / rs) } else { "n/a".into() },
-            w - dl
-        ));
-    }
-    // Case 5: memory and CPU.
+    // Case 5: memory (max over all runs) and CPU (from the last mode: warm when both ran).
+    let (last_cold, last) = by_mode.last().map(|(c, v)| (*c, v.as_slice())).unwrap_or((opts.cold, &[]));
+    let get = |t: Tool| last.iter().find(|(x, _)| *x == t).map(|(_, v)| v.as_slice()).filter(|v| !v.is_empty());
+    let all =
+        |t: Tool| by_mode.iter().flat_map(|(_, v)| v.iter().filter(move |(x, _)| *x == t).flat_map(|(_, s)| s.iter())).collect::<Vec<_>>();
     let mut mem_reading = Vec::new();
     let rsync_cpu = get(Tool::Rsync).map_or(f64::NAN, |v| measure::median(&col(v, |s| s.cpu + s.peer_cpu)) / gb);
     for (t, (name, _)) in TRANSPORTS.iter().enumerate() {
         let Some(v) = get(Tool::Ours(t)) else { continue };
-        let max_rss = |f: &dyn Fn(&Sample) -> u64| v.iter().map(f).max().unwrap_or(0) as f64 / 1024.0;
-        let (d_rss, s_rss) = (max_rss(&|s| s.rss), max_rss(&|s| s.peer_rss));
+        let runs = all(Tool::Ours(t));
+        let d_rss = runs.iter().map(|s| s.rss).max().unwrap_or(0) as f64 / 1024.0;
+        let s_rss = runs.iter().map(|s| s.peer_rss).max().unwrap_or(0) as f64 / 1024.0;
         sec.rows.push(
             Row::cmp(
                 &format!("5 memory {name}: downloader peak RSS (MiB)"),
                 d_rss,
                 "target 100 MiB",
                 100.0,
-                format!("unit MiB, not s; max over runs of VmHWM; game {size}"),
+                format!("unit MiB, not s; max over {} runs of VmHWM; game {size}", runs.len()),
             )
             .target(Target::AtMost(1.0)),
         );
@@ -619,61 +668,70 @@ fn section(
             "rsync client + daemon",
             rsync_cpu,
             format!(
-                "unit CPU s/GB; downloader {dc:.2} + seeder {sc:.2}; cp -a {:.2}",
+                "unit CPU s/GB, {}; downloader {dc:.2} + seeder {sc:.2}; cp -a {:.2}",
+                cache_name(last_cold),
                 get(Tool::Cp).map_or(f64::NAN, |v| measure::median(&col(v, |s| s.cpu)) / gb)
             ),
         ));
         mem_reading.push(format!("{name}: downloader {d_rss:.0} MiB, seeder {s_rss:.0} MiB, {:.2} CPU s/GB", dc + sc));
     }
     if !mem_reading.is_empty() {
-        reading.push(format!(
+        sec.reading.push(format!(
             "Case 5 (during case 1): peak RSS {} (target < 100 MiB each); rsync uses {rsync_cpu:.2} CPU s/GB for both ends.",
             mem_reading.join("; ")
         ));
     }
     if let Some(r) = rescan {
-        reading.push(format!(
+        sec.reading.push(format!(
             "A `lanspread status` on the finished download with the scan index removed takes {r:.2} s: that is the re-hash the downloader pays after every download today (the scan index is not told about the chunks it just verified)."
         ));
     }
-    sec.reading = reading;
 
     // Details.
     let mut d = format!(
         "## Case 1 and 5: one seeder → one downloader over loopback\n\nGame: the mixed game (make-game.py layout, scale {}) = {} bytes in {} files. \
-         Each tool copies it into a fresh empty folder; {}. Counted runs: {} per tool after {} warm-up, tools taking turns within a round. \
-         Ours: `lanspread serve --listen 127.0.0.1:PORT --transport T --no-mdns` (running throughout) and the timed \
+         Each tool copies it into a fresh empty folder. {}. Counted runs: {} per tool after {} warm-up; the tools take turns within a round, \
+         in an order rotated every round. Ours: `lanspread serve --listen 127.0.0.1:PORT --transport T --no-mdns` (running throughout) and the timed \
          `lanspread get ID --no-install --json --peer 127.0.0.1:PORT --no-mdns`. CPU is user+system time from /proc/PID/stat \
          (the timed process and its children; for the serving side the delta over the run); peak RSS is VmHWM.\n\n",
         if opts.quick { 0.25 } else { 1.0 },
         game.bytes,
         game.files,
-        if opts.cold { "the page cache is dropped before every timed run (cold source)" } else { "the page cache is warm" },
+        if both {
+            "Two cache modes: **cold** (page cache dropped before every timed run) and **warm** (source read once before, never dropped)"
+        } else if opts.cold {
+            "The page cache is dropped before every timed run (cold source)"
+        } else {
+            "The page cache is warm (not dropped)"
+        },
         opts.runs,
         opts.warmup
     );
-    d.push_str("| tool | wall median (min–max) | MB/s | download.secs | get secs | CPU s timed process | CPU s serving side | peak RSS timed / serving (MiB) |\n|---|---|---:|---:|---:|---:|---:|---|\n");
-    for (tool, v) in samples {
-        if v.is_empty() {
-            d.push_str(&format!("| {} | not measured | | | | | | |\n", tool.name()));
-            continue;
+    d.push_str("| cache | tool | wall median (min–max) | MB/s | download.secs | get secs | CPU s timed process | CPU s serving side | peak RSS timed / serving (MiB) |\n|---|---|---|---:|---:|---:|---:|---:|---|\n");
+    for (cold, samples) in by_mode {
+        for (tool, v) in samples {
+            if v.is_empty() {
+                d.push_str(&format!("| {} | {} | not measured | | | | | | |\n", cache_name(*cold), tool.name()));
+                continue;
+            }
+            let w = col(v, |s| s.wall);
+            let (lo, hi) = measure::span(&w);
+            let m = measure::median(&w);
+            let ours = matches!(tool, Tool::Ours(_));
+            let peer = matches!(tool, Tool::Ours(_) | Tool::Rsync);
+            d.push_str(&format!(
+                "| {} | {} | {m:.3} ({lo:.3}–{hi:.3}) | {:.0} | {} | {} | {:.2} | {} | {:.0} / {} |\n",
+                cache_name(*cold),
+                tool.name(),
+                game.bytes as f64 / m / 1e6,
+                if ours { f3(Some(measure::median(&col(v, |s| s.dl)))) } else { "-".into() },
+                if ours { f3(Some(measure::median(&col(v, |s| s.secs)))) } else { "-".into() },
+                measure::median(&col(v, |s| s.cpu)),
+                if peer { format!("{:.2}", measure::median(&col(v, |s| s.peer_cpu))) } else { "-".into() },
+                v.iter().map(|s| s.rss).max().unwrap_or(0) as f64 / 1024.0,
+                if ours { format!("{:.0}", v.iter().map(|s| s.peer_rss).max().unwrap_or(0) as f64 / 1024.0) } else { "-".into() },
+            ));
         }
-        let w = col(v, |s| s.wall);
-        let (lo, hi) = measure::span(&w);
-        let m = measure::median(&w);
-        let ours = matches!(tool, Tool::Ours(_));
-        let peer = matches!(tool, Tool::Ours(_) | Tool::Rsync);
-        d.push_str(&format!(
-            "| {} | {m:.3} ({lo:.3}–{hi:.3}) | {:.0} | {} | {} | {:.2} | {} | {:.0} / {} |\n",
-            tool.name(),
-            game.bytes as f64 / m / 1e6,
-            if ours { f3(Some(measure::median(&col(v, |s| s.dl)))) } else { "-".into() },
-            if ours { f3(Some(measure::median(&col(v, |s| s.secs)))) } else { "-".into() },
-            measure::median(&col(v, |s| s.cpu)),
-            if peer { format!("{:.2}", measure::median(&col(v, |s| s.peer_cpu))) } else { "-".into() },
-            v.iter().map(|s| s.rss).max().unwrap_or(0) as f64 / 1024.0,
-            if ours { format!("{:.0}", v.iter().map(|s| s.peer_rss).max().unwrap_or(0) as f64 / 1024.0) } else { "-".into() },
-        ));
     }
     for (t, s) in seeders.iter().enumerate() {
         if let Some(s) = s {
