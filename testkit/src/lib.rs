@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod contract;
 pub mod fakes;
 pub mod game;
 pub mod net;

@@ -83,7 +83,7 @@ fn ci() -> Result<(), String> {
         lan::run(&root(), &["test".into()])?;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        fuzz::run(&root(), &["--secs".into(), "60".into(), "--ci".into()])?;
+        fuzz::run(&root(), &["--secs".into(), "30".into(), "--ci".into()])?;
     }
     Ok(())
 }

@@ -1,0 +1,103 @@
+//! The `Fs` contract, written once and run against every filesystem adapter
+//! (`MemFs` and `CapFs` in `tests/fs_contract.rs`).
+
+use bytes::Bytes;
+use lanspread_ports::fs::{FileKind, Fs, FsErrorKind};
+use lanspread_ports::RelPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn p(s: &str) -> RelPath {
+    RelPath::new(s).expect("test path")
+}
+
+/// Runs every check. `symlink(path, target)` plants a symbolic link in the
+/// filesystem under test (adapters have no port operation for that: peer
+/// data never creates links).
+pub async fn fs_contract(fs: Arc<dyn Fs>, symlink: &dyn Fn(&str, &str)) {
+    // Positional writes, no truncation on open_write.
+    fs.create_dir(&p("g")).await.unwrap();
+    let f = fs.open_write(&p("g/a.bin")).await.unwrap();
+    f.write_at(0, Bytes::from_static(b"hello world")).await.unwrap();
+    f.write_at(6, Bytes::from_static(b"WORLD")).await.unwrap();
+    f.sync().await.unwrap();
+    drop(f);
+    let f = fs.open_write(&p("g/a.bin")).await.unwrap();
+    assert_eq!(f.len().await.unwrap(), 11, "open_write must not truncate");
+    f.write_at(20, Bytes::from_static(b"!")).await.unwrap();
+    assert_eq!(f.len().await.unwrap(), 21, "a write past the end extends");
+    f.set_len(5).await.unwrap();
+    drop(f);
+    let r = fs.open_read(&p("g/a.bin")).await.unwrap();
+    assert_eq!(&r.read_at(0, 100).await.unwrap()[..], b"hello", "short read only at the end");
+    assert_eq!(&r.read_at(1, 3).await.unwrap()[..], b"ell");
+    assert!(r.read_at(10, 4).await.unwrap().is_empty());
+    assert_eq!(fs.read_file(&p("g/a.bin"), 100).await.unwrap(), b"hello");
+    assert!(fs.read_file(&p("g/a.bin"), 2).await.is_err(), "read_file honours its limit");
+
+    // Errors carry their kind.
+    assert_eq!(fs.open_read(&p("g/missing")).await.err().unwrap().kind, FsErrorKind::NotFound);
+    assert_eq!(fs.open_write(&p("nodir/x")).await.err().unwrap().kind, FsErrorKind::NotFound);
+    assert_eq!(fs.create_dir(&p("g")).await.err().unwrap().kind, FsErrorKind::AlreadyExists);
+    assert!(fs.open_read(&p("g")).await.is_err(), "a directory is not a file");
+
+    // Directories, listing, metadata.
+    fs.create_dir_all(&p("g/d1/d2")).await.unwrap();
+    fs.create_dir_all(&p("g/d1/d2")).await.unwrap();
+    let mut names: Vec<(String, FileKind, u64)> = fs
+        .read_dir(&p("g"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.kind, if e.kind == FileKind::File { e.len } else { 0 }))
+        .collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(names, vec![("a.bin".into(), FileKind::File, 5), ("d1".into(), FileKind::Dir, 0)]);
+    assert_eq!(fs.metadata(&p("g/a.bin")).await.unwrap().kind, FileKind::File);
+    assert_eq!(fs.metadata(&p("g/d1")).await.unwrap().kind, FileKind::Dir);
+
+    // Rename: atomic over a file, refused over a non-empty directory.
+    fs.write_atomic(&p("g/b.txt"), &p("g/b.tmp"), b"new").await.unwrap();
+    fs.write_atomic(&p("g/b.txt"), &p("g/b.tmp"), b"newer").await.unwrap();
+    assert_eq!(fs.read_file(&p("g/b.txt"), 100).await.unwrap(), b"newer");
+    assert_eq!(fs.metadata(&p("g/b.tmp")).await.err().unwrap().kind, FsErrorKind::NotFound);
+    fs.create_dir(&p("g/full")).await.unwrap();
+    fs.write_atomic(&p("g/full/x"), &p("g/full/x.tmp"), b"x").await.unwrap();
+    assert!(fs.rename(&p("g/d1"), &p("g/full")).await.is_err(), "rename over a non-empty directory");
+    fs.rename(&p("g/d1"), &p("g/moved")).await.unwrap();
+    assert_eq!(fs.metadata(&p("g/moved/d2")).await.unwrap().kind, FileKind::Dir);
+
+    // Removal.
+    assert_eq!(fs.remove_dir(&p("g/full")).await.err().unwrap().kind, FsErrorKind::NotEmpty);
+    fs.remove_dir_all(&p("g/full")).await.unwrap();
+    fs.remove_file(&p("g/b.txt")).await.unwrap();
+    assert_eq!(fs.metadata(&p("g/full")).await.err().unwrap().kind, FsErrorKind::NotFound);
+
+    // Symlinks are reported, never followed, removed as links.
+    fs.create_dir(&p("inside")).await.unwrap();
+    fs.write_atomic(&p("inside/t"), &p("inside/t.tmp"), b"target").await.unwrap();
+    symlink("g/link-out", "/etc");
+    symlink("g/link-in", "../inside");
+    symlink("g/file-link", "../inside/t");
+    for l in ["g/link-out", "g/link-in", "g/file-link"] {
+        assert_eq!(fs.metadata(&p(l)).await.unwrap().kind, FileKind::Symlink, "{l}");
+    }
+    assert!(fs.read_dir(&p("g/link-out")).await.is_err(), "no listing through a link");
+    assert!(fs.read_dir(&p("g/link-in")).await.is_err(), "no listing through a link, even inside");
+    assert!(fs.open_read(&p("g/file-link")).await.is_err(), "no reading through a link");
+    assert!(fs.open_write(&p("g/file-link")).await.is_err(), "no writing through a link");
+    assert!(fs.open_write(&p("g/link-in/new")).await.is_err(), "no creating beneath a link");
+    assert!(fs.remove_dir_all(&p("g/link-in")).await.is_err(), "remove_dir_all refuses a link");
+    fs.remove_file(&p("g/link-in")).await.unwrap();
+    assert_eq!(fs.read_file(&p("inside/t"), 100).await.unwrap(), b"target", "removing a link keeps its target");
+    // remove_dir_all removes links inside as links.
+    fs.remove_dir_all(&p("g")).await.unwrap();
+    assert_eq!(fs.read_file(&p("inside/t"), 100).await.unwrap(), b"target");
+
+    // A non-recursive watch sees a new entry.
+    let mut w = fs.watch(&p("inside")).await.unwrap();
+    fs.write_atomic(&p("inside/new"), &p("inside/new.tmp"), b"n").await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("a watch event").expect("watch alive");
+    assert_eq!(ev.dir, p("inside"));
+    assert!(fs.free_space().await.is_ok());
+}
