@@ -358,3 +358,44 @@ fn hostile_requests_get_errors_and_touch_nothing() {
         sim
     });
 }
+
+#[test]
+fn a_stream_flood_does_not_starve_honest_peers() {
+    Sim::run("a_stream_flood_does_not_starve_honest_peers", 27, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", 4 * MIB);
+        let cat = catalog_of(&[&game]);
+        let ha = sim.host("a", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        sim.spawn("a", ha, fs, Sim::config(cat.clone()));
+        sim.sleep(ms(300)).await;
+        // Mallory says Hello, then opens every stream it can and sends only
+        // a stream header on each, forever.
+        let hm = sim.host("mallory", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let me = sim.rng.fork("mallory").peer_id();
+        let t = sim.net.transport(hm, 47800, me);
+        let conn: Arc<dyn Connection> = Arc::from(t.connect(sim.addr("a"), None).await.unwrap());
+        let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, party_proof: None };
+        assert!(matches!(wire::request(conn.as_ref(), &Request::Hello(hello)).await, Ok(Response::Hello(_))));
+        let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c2, o2) = (conn.clone(), opened.clone());
+        tokio::spawn(async move {
+            let mut held = vec![];
+            for _ in 0..500 {
+                let Ok((mut s, r)) = c2.open_bi().await else { break };
+                let _ = s.write(Bytes::copy_from_slice(&protocol::header())).await;
+                o2.fetch_add(1, Ordering::SeqCst);
+                held.push((s, r));
+            }
+            std::future::pending::<()>().await;
+        });
+        // An honest peer still downloads.
+        let hd = sim.host("d", HostConfig::symmetric(20.0 * MB, ms(1)));
+        sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat));
+        sim.wait_until("d sees a", Duration::from_secs(30), |s| holders(s, "d", "arena") == 1).await;
+        sim.send("d", PeerCommand::DownloadGameFiles(gid("arena")));
+        wait_installed(&sim, "d", "arena").await;
+        assert!(opened.load(Ordering::SeqCst) >= 64, "the flood opened its streams");
+        sim
+    });
+}

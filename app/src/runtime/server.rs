@@ -15,8 +15,12 @@ use std::sync::Arc;
 /// Bytes read from disk per write to the stream.
 const SEND_PIECE: usize = 1 << 20;
 
+/// Most connections served at once; further ones are closed at once.
+const MAX_CONNECTIONS: usize = 256;
+
 pub(crate) async fn run(sh: Arc<Shared>) {
     let mut stop = sh.shutdown_signal();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let conn = tokio::select! {
             biased;
@@ -26,7 +30,15 @@ pub(crate) async fn run(sh: Arc<Shared>) {
                 None => break,
             },
         };
-        sh.spawn(serve_connection(sh.clone(), conn));
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            conn.close(3, "too many connections");
+            continue;
+        };
+        let sh2 = sh.clone();
+        sh.spawn(async move {
+            serve_connection(sh2, conn).await;
+            drop(slot);
+        });
     }
 }
 
@@ -70,7 +82,16 @@ async fn serve_stream(
     mut send: Box<dyn SendStream>,
     mut recv: Box<dyn RecvStream>,
 ) -> Result<(), WireError> {
-    let req: Request = match wire::read_message::<Request>(recv.as_mut(), MAX_REQUEST_FRAME).await {
+    // A peer that opens a stream and sends nothing (or trickles) loses it.
+    let read = tokio::select! {
+        biased;
+        r = wire::read_message::<Request>(recv.as_mut(), MAX_REQUEST_FRAME) => r,
+        _ = sh.ports.clock.sleep(sh.cfg.request_timeout) => {
+            send.reset(4);
+            return Ok(());
+        }
+    };
+    let req: Request = match read {
         Ok((req, _)) => req,
         Err(WireError::Protocol(e)) => {
             // Answer in our version so the other side sees a clear reason.
