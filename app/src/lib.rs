@@ -4,4 +4,4 @@
 pub mod cli;
 pub mod runtime;
 
-pub use runtime::{start_peer, OperationKind, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+pub use runtime::{start_peer, NoDiscovery, OperationKind, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};

@@ -5,8 +5,32 @@ use std::fmt;
 
 /// A peer's identity: the SHA-256 fingerprint of its TLS certificate
 /// (or, in simulation, 32 seeded random bytes).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Serialised as 64 hex digits in human-readable formats (JSON), as 32 raw
+/// bytes otherwise (postcard).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PeerId(pub [u8; 32]);
+
+impl Serialize for PeerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            PeerId::from_hex(&s).ok_or_else(|| serde::de::Error::custom("a peer id is 64 hex digits"))
+        } else {
+            <[u8; 32]>::deserialize(d).map(PeerId)
+        }
+    }
+}
 
 impl PeerId {
     /// Lower-case hex of all 32 bytes.

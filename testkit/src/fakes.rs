@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use lanspread_memfs::MemFs;
 use lanspread_ports::fs::{DirEntry, FileHandle, Fs, FsResult, Metadata, Watcher};
-use lanspread_ports::{Discovery, DiscoveryError, DiscoveryEvent, PeerAdvert, RelPath};
+use lanspread_ports::RelPath;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -100,15 +100,4 @@ impl Fs for LyingFs {
 }
 
 /// Discovery that finds nobody (peers known only through static addresses).
-pub struct NoDiscovery;
-
-#[async_trait]
-impl Discovery for NoDiscovery {
-    async fn advertise(&self, _me: PeerAdvert) -> Result<(), DiscoveryError> {
-        Ok(())
-    }
-    async fn next_event(&self) -> Option<DiscoveryEvent> {
-        std::future::pending().await
-    }
-    async fn shutdown(&self) {}
-}
+pub use lanspread_app::runtime::NoDiscovery;

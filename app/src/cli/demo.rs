@@ -1,9 +1,10 @@
 //! `lanspread demo`: a throwaway LAN of several peers in this process, on
 //! loopback with real QUIC, sharing a generated game.
 
-use super::setup::{self, NoDiscovery, Running};
+use super::output::say;
+use super::setup::{self, Running};
 use super::{output, TransportKind};
-use crate::runtime::{start_peer, PeerConfig, PeerEvent, Ports};
+use crate::runtime::{start_peer, NoDiscovery, PeerConfig, PeerEvent, Ports};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
 use lanspread_ports::Fs;
@@ -135,7 +136,7 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
     let tmp = tempfile::Builder::new().prefix("lanspread-demo-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let base = tmp.path().to_path_buf();
     let catalog = Catalog::from_toml(CATALOG).map_err(|e| e.to_string())?;
-    println!("lanspread demo: {seeders} seeders + 1 downloader on 127.0.0.1 ({kind:?} QUIC), in {}", base.display());
+    say!("lanspread demo: {seeders} seeders + 1 downloader on 127.0.0.1 ({kind:?} QUIC), in {}", base.display());
     let t = Instant::now();
     let first = base.join("seeder-1");
     generate_game(&first.join(GAME), "1.0", size_mib, 0x5eed).map_err(|e| format!("generating the demo game: {e}"))?;
@@ -143,7 +144,7 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
     for i in 2..=seeders {
         link_tree(&first.join(GAME), &base.join(format!("seeder-{i}")).join(GAME)).map_err(|e| e.to_string())?;
     }
-    println!("generated {GAME} ({}) in {:.1} s", output::size(size_mib << 20), t.elapsed().as_secs_f64());
+    say!("generated {GAME} ({}) in {:.1} s", output::size(size_mib << 20), t.elapsed().as_secs_f64());
 
     let mut peers = Vec::new();
     for i in 1..=seeders {
@@ -156,14 +157,14 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
                 None => return Err("a demo seeder stopped".into()),
             }
         }
-        println!("seeder {i}: {} at {}", p.handle.id, p.handle.addr);
+        say!("seeder {i}: {} at {}", p.handle.id, p.handle.addr);
         peers.push(p);
     }
     let down_dir = base.join("downloader");
     std::fs::create_dir_all(&down_dir).map_err(|e| e.to_string())?;
     let addrs = peers.iter().map(|p| p.handle.addr).collect();
     let mut downloader = start_demo_peer(&down_dir, kind, addrs, &catalog).await?;
-    println!("downloader: {} fetching {GAME} from every seeder at once", downloader.handle.id);
+    say!("downloader: {} fetching {GAME} from every seeder at once", downloader.handle.id);
     let id = GameId::new(GAME).map_err(|e| e.to_string())?;
     let t = Instant::now();
     let result = setup::get_inner(&mut downloader, &id, true, 15.0, false).await;
@@ -187,14 +188,14 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
         p.handle.shutdown().await;
     }
     let (files, packs) = verify?;
-    println!(
+    say!(
         "verified: {files} files byte-identical to the seeders', {packs} data packs installed in {GAME}/local ({:.2} s end to end, {}/s)",
         elapsed,
         output::size(((size_mib << 20) as f64 / elapsed) as u64)
     );
     if keep {
         let kept = tmp.keep();
-        println!("kept {}", kept.display());
+        say!("kept {}", kept.display());
     }
     Ok(())
 }
@@ -224,6 +225,6 @@ pub fn gen_game(games: &Path, id: &str, size_mib: u64, version: &str, seed: u64)
         catalog = Catalog::from_entries(entries);
         std::fs::write(&cat_path, catalog.to_toml()).map_err(|e| format!("{}: {e}", cat_path.display()))?;
     }
-    println!("generated {gid} {version} ({size_mib} MiB) in {}", games.join(gid.as_str()).display());
+    say!("generated {gid} {version} ({size_mib} MiB) in {}", games.join(gid.as_str()).display());
     Ok(())
 }

@@ -4,6 +4,21 @@ use crate::runtime::{PeerShare, TransferStats};
 use lanspread_core::db::{Availability, GameView};
 use lanspread_core::game::GameId;
 
+/// Prints a line; a closed stdout (`lanspread status | head`) ends the
+/// program quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+pub(crate) use say;
+
 /// `1.5 GiB`-style sizes.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -22,14 +37,14 @@ pub fn size(bytes: u64) -> String {
 
 pub fn print_games(games: &[GameView], json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(games).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(games).unwrap_or_default());
         return;
     }
     if games.is_empty() {
-        println!("no games (empty catalog and no peers)");
+        say!("no games (empty catalog and no peers)");
         return;
     }
-    println!("{:<20} {:<28} {:<12} {:<12} {:>10} {:>5}  STATE", "ID", "NAME", "LOCAL", "LATEST", "SIZE", "PEERS");
+    say!("{:<20} {:<28} {:<12} {:<12} {:>10} {:>5}  STATE", "ID", "NAME", "LOCAL", "LATEST", "SIZE", "PEERS");
     for g in games {
         let state = match g.availability {
             Availability::Installed => "installed",
@@ -38,7 +53,7 @@ pub fn print_games(games: &[GameView], json: bool) {
             Availability::Downloadable => "downloadable",
             Availability::Unavailable => "unavailable",
         };
-        println!(
+        say!(
             "{:<20} {:<28} {:<12} {:<12} {:>10} {:>5}  {state}",
             g.id.as_str(),
             g.name.chars().take(28).collect::<String>(),
@@ -61,9 +76,9 @@ pub fn shares(peers: &[PeerShare], done: u64) -> String {
 
 pub fn print_transfer(id: &GameId, stats: &TransferStats) {
     let rate = if stats.secs > 0.0 { stats.bytes as f64 / stats.secs } else { 0.0 };
-    println!("downloaded {id}: {} in {:.2} s ({}/s)", size(stats.bytes), stats.secs, size(rate as u64));
+    say!("downloaded {id}: {} in {:.2} s ({}/s)", size(stats.bytes), stats.secs, size(rate as u64));
     for p in &stats.peers {
         let share = if stats.bytes == 0 { 0.0 } else { p.bytes as f64 * 100.0 / stats.bytes as f64 };
-        println!("  peer {}: {:>10} ({share:5.1}%)", p.peer, size(p.bytes));
+        say!("  peer {}: {:>10} ({share:5.1}%)", p.peer, size(p.bytes));
     }
 }

@@ -1,15 +1,16 @@
 //! Assembling a peer from real adapters: config, identity, lock, ports.
 
 use super::output;
+use super::output::say;
 use super::{NetArgs, TransportKind};
+use crate::runtime::NoDiscovery;
 use crate::runtime::{start_peer, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
-use async_trait::async_trait;
 use indicatif::{ProgressBar, ProgressStyle};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
 use lanspread_core::scan::Scanner;
 use lanspread_core::txn;
-use lanspread_ports::{Discovery, DiscoveryError, DiscoveryEvent, Fs, PeerAdvert, Transport};
+use lanspread_ports::{Discovery, Fs, Transport};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,20 +108,6 @@ pub fn lock_games_dir(games: &Path, what: &str) -> Result<DirLock, String> {
             Err(format!("game directory {} is in use by another lanspread: {holder}", games.display()))
         }
     }
-}
-
-/// Discovery that finds nobody (when mDNS is off: only `--peer` addresses).
-pub struct NoDiscovery;
-
-#[async_trait]
-impl Discovery for NoDiscovery {
-    async fn advertise(&self, _me: PeerAdvert) -> Result<(), DiscoveryError> {
-        Ok(())
-    }
-    async fn next_event(&self) -> Option<DiscoveryEvent> {
-        std::future::pending().await
-    }
-    async fn shutdown(&self) {}
 }
 
 /// Builds a listening transport of `kind`.
@@ -224,24 +211,24 @@ pub async fn serve(net: NetArgs) -> Result<(), String> {
             None => return Err("the peer stopped unexpectedly".into()),
         }
     };
-    println!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.handle.addr, r.handle.id.to_hex());
+    say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.handle.addr, r.handle.id.to_hex());
     let mut events = r.events;
     let printer = tokio::spawn(async move {
         while let Some(e) = events.recv().await {
             match e {
-                PeerEvent::PeerJoined { peer, addr } => println!("peer {peer} joined from {addr}"),
-                PeerEvent::PeerLeft(peer) => println!("peer {peer} left"),
+                PeerEvent::PeerJoined { peer, addr } => say!("peer {peer} joined from {addr}"),
+                PeerEvent::PeerLeft(peer) => say!("peer {peer} left"),
                 PeerEvent::RuntimeFailure(e) => eprintln!("lanspread: {e}"),
-                PeerEvent::PeerBanned { peer, reason } => println!("peer {peer} banned: {reason}"),
+                PeerEvent::PeerBanned { peer, reason } => say!("peer {peer} banned: {reason}"),
                 PeerEvent::LocalLibraryChanged(ids) => {
-                    println!("library changed: {}", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "))
+                    say!("library changed: {}", ids.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(", "))
                 }
                 _ => {}
             }
         }
     });
     wait_for_signal().await;
-    println!("stopping...");
+    say!("stopping...");
     r.handle.shutdown().await;
     printer.abort();
     Ok(())
@@ -353,10 +340,10 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
             PeerEvent::PeerBanned { peer, reason } => {
                 bar.println(format!("peer {peer} banned: {reason}"));
             }
-            PeerEvent::InstallBegin { update, .. } if !json => println!("{} {id}...", if update { "updating" } else { "installing" }),
+            PeerEvent::InstallBegin { update, .. } if !json => say!("{} {id}...", if update { "updating" } else { "installing" }),
             PeerEvent::InstallFinished { .. } => {
                 if !json {
-                    println!("installed {id}");
+                    say!("installed {id}");
                 }
                 summary["installed"] = serde_json::json!(true);
                 break;
@@ -367,7 +354,7 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
     }
     summary["secs"] = serde_json::json!(started.elapsed().as_secs_f64());
     if json {
-        println!("{summary}");
+        say!("{summary}");
     }
     Ok(())
 }
@@ -394,15 +381,15 @@ pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Pa
         LocalOp::Install => {
             let unpacker = lanspread_unpack::MultiUnpacker::standard();
             let kind = txn::install(fs.clone(), &unpacker, &root, &|_| {}).await.map_err(|e| e.to_string())?;
-            println!("{id}: {kind:?} done");
+            say!("{id}: {kind:?} done");
         }
         LocalOp::Uninstall => {
             txn::uninstall(fs.as_ref(), &root).await.map_err(|e| e.to_string())?;
-            println!("{id}: uninstalled");
+            say!("{id}: uninstalled");
         }
         LocalOp::Remove => {
             txn::remove_downloaded(fs.as_ref(), &catalog, &id).await.map_err(|e| e.to_string())?;
-            println!("{id}: downloaded files removed");
+            say!("{id}: downloaded files removed");
         }
     }
     Ok(())

@@ -23,6 +23,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Discovery that finds nobody: peers come only from static addresses
+/// (`--peer`), e.g. where multicast is blocked.
+pub struct NoDiscovery;
+
+#[async_trait::async_trait]
+impl Discovery for NoDiscovery {
+    async fn advertise(&self, _me: lanspread_ports::PeerAdvert) -> Result<(), lanspread_ports::DiscoveryError> {
+        Ok(())
+    }
+    async fn next_event(&self) -> Option<lanspread_ports::DiscoveryEvent> {
+        std::future::pending().await
+    }
+    async fn shutdown(&self) {}
+}
+
 /// Runtime settings.
 #[derive(Clone)]
 pub struct PeerConfig {
