@@ -140,7 +140,7 @@ pub struct Running {
 }
 
 /// Starts a peer on real adapters.
-pub async fn start(net: &NetArgs, default_port: u16, what: &str) -> Result<Running, String> {
+pub async fn start(net: &NetArgs, default_port: u16, what: &str, auto_install: bool) -> Result<Running, String> {
     let file = load_file_config()?;
     let games = check_games_dir(&net.games)?;
     let catalog = load_catalog(&games, net.catalog.as_deref())?;
@@ -165,8 +165,13 @@ pub async fn start(net: &NetArgs, default_port: u16, what: &str) -> Result<Runni
     };
     let mut static_peers = net.peers.clone();
     static_peers.extend(file.peers.iter().copied());
-    let config =
-        PeerConfig { catalog: catalog.clone(), static_peers, party_key: net.party_key.clone().or(file.party_key), ..PeerConfig::default() };
+    let config = PeerConfig {
+        catalog: catalog.clone(),
+        static_peers,
+        party_key: net.party_key.clone().or(file.party_key),
+        auto_install,
+        ..PeerConfig::default()
+    };
     let ports = Ports {
         fs,
         fs_provider: Some(Arc::new(lanspread_capfs::CapFsProvider)),
@@ -202,7 +207,7 @@ async fn wait_for_signal() {
 }
 
 pub async fn serve(net: NetArgs) -> Result<(), String> {
-    let mut r = start(&net, DEFAULT_PORT, "serve").await?;
+    let mut r = start(&net, DEFAULT_PORT, "serve", false).await?;
     let served = loop {
         match r.events.recv().await {
             Some(PeerEvent::LibrarySnapshot { games, .. }) => break games.iter().filter(|g| g.local_version.is_some()).count(),
@@ -235,7 +240,7 @@ pub async fn serve(net: NetArgs) -> Result<(), String> {
 }
 
 pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
-    let mut r = start(&net, 0, "games").await?;
+    let mut r = start(&net, 0, "games", false).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.0));
     let mut last = None;
     loop {
@@ -264,7 +269,7 @@ pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
 
 pub async fn get(game: String, net: NetArgs, install: bool, wait: f64, json: bool) -> Result<(), String> {
     let id = GameId::new(game.clone()).map_err(|e| format!("{game:?}: {e}"))?;
-    let mut r = start(&net, 0, "get").await?;
+    let mut r = start(&net, 0, "get", install).await?;
     if !r.catalog.contains(&id) {
         r.handle.shutdown().await;
         return Err(format!(
@@ -294,10 +299,7 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
             }
         }
     }
-    // Give the other holders a moment to answer too (late joiners are still
-    // added to a running download).
-    let settle = tokio::time::Instant::now() + Duration::from_millis(500);
-    while tokio::time::timeout_at(settle, r.events.recv()).await.is_ok_and(|e| e.is_some()) {}
+    // Holders found later join the running download.
     r.handle.send(PeerCommand::GetGame(id.clone()));
     let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(

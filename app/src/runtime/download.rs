@@ -65,6 +65,9 @@ pub(crate) async fn resolve(sh: &Arc<Shared>, id: &GameId) -> Result<(Manifest, 
     Ok((manifest, peers))
 }
 
+/// How often a running download looks for peers that joined or left.
+const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+
 struct PlanChunk {
     file: usize,
     offset: u64,
@@ -134,6 +137,7 @@ async fn run_download(
     match result {
         Ok((sentinel, stats)) => {
             txn::commit_download(fs.as_ref(), &root, &manifest, &sentinel).await.map_err(|e| e.to_string())?;
+            remember_verified(sh, id, &manifest).await;
             Ok((manifest, stats))
         }
         Err(e) => {
@@ -188,6 +192,14 @@ async fn transfer(
     let mut tasks: JoinSet<(PeerId, usize, Result<Option<Bytes>, FetchError>)> = JoinSet::new();
     let mut running: BTreeMap<(PeerId, usize), tokio::task::AbortHandle> = BTreeMap::new();
     let mut next_progress = clock.now() + sh.cfg.progress_interval;
+    let mut next_membership = clock.now() + MEMBERSHIP_CHECK;
+    // Chunks still missing per file: a complete file is synced at once, in
+    // the background, so the commit finds little left to flush.
+    let mut missing: BTreeMap<usize, usize> = BTreeMap::new();
+    for c in &plan {
+        *missing.entry(c.file).or_default() += 1;
+    }
+    let mut syncs = JoinSet::new();
     let mut stop = sh.shutdown_signal();
     let outcome: Result<(), String> = loop {
         let now = clock.now();
@@ -234,7 +246,7 @@ async fn transfer(
         if let Some(e) = end {
             break e;
         }
-        let wake = [sched.poll_timeout(), Some(next_progress)].into_iter().flatten().min().unwrap_or(next_progress);
+        let wake = [sched.poll_timeout(), Some(next_progress), Some(next_membership)].into_iter().flatten().min().unwrap_or(next_progress);
         let sleep_for = wake.saturating_since(clock.now());
         tokio::select! {
             biased;
@@ -251,6 +263,17 @@ async fn transfer(
                             sentinel[off..off + d.len()].copy_from_slice(&d);
                         }
                         sched.handle_chunk_done(&peer, chunk, now);
+                        let file = plan[chunk].file;
+                        if let Some(n) = missing.get_mut(&file) {
+                            *n -= 1;
+                            if *n == 0 {
+                                if let Some(h) = handles.get(&file).cloned() {
+                                    syncs.spawn(async move {
+                                        let _ = h.sync().await;
+                                    });
+                                }
+                            }
+                        }
                     }
                     Err(FetchError::Peer(f)) => {
                         if matches!(f, ChunkFailure::Transport(_)) && sh.st().db.peer(&peer).is_none() {
@@ -262,39 +285,47 @@ async fn transfer(
                     Err(FetchError::Local(e)) => break Err(e),
                 }
             }
-            _ = clock.sleep(sleep_for) => {
-                let now = clock.now();
-                sched.handle_timeout(now);
-                // Peers pruned by liveness leave the download; peers that
-                // joined the LAN with the same manifest join it.
-                let (gone, joined) = {
-                    let st = sh.st();
-                    let gone: Vec<PeerId> = usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect();
-                    let joined: Vec<PeerId> = st
-                        .db
-                        .download_sources(id)
-                        .filter(|s| s.digest == digest)
-                        .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p) && !st.banned.contains(p)).collect())
-                        .unwrap_or_default();
-                    (gone, joined)
-                };
-                for p in gone {
-                    sched.handle_peer_removed(&p, now);
-                    usable.retain(|u| *u != p);
-                }
-                for p in joined {
-                    sched.handle_peer_added(p, now);
-                    usable.push(p);
-                }
-                if now >= next_progress {
-                    next_progress = now + sh.cfg.progress_interval;
-                    sh.emit(PeerEvent::DownloadProgress { id: id.clone(), done: sched.done_bytes(), total: sched.total_bytes(), rate: sched.total_rate(), peers: shares(&sched) });
-                }
+            _ = clock.sleep(sleep_for) => sched.handle_timeout(clock.now()),
+        }
+        let now = clock.now();
+        if now >= next_membership {
+            // Peers pruned by liveness leave the download; peers that joined
+            // the LAN with the same manifest join it.
+            next_membership = now + MEMBERSHIP_CHECK;
+            let (gone, joined) = {
+                let st = sh.st();
+                let gone: Vec<PeerId> = usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect();
+                let joined: Vec<PeerId> = st
+                    .db
+                    .download_sources(id)
+                    .filter(|s| s.digest == digest)
+                    .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p) && !st.banned.contains(p)).collect())
+                    .unwrap_or_default();
+                (gone, joined)
+            };
+            for p in gone {
+                sched.handle_peer_removed(&p, now);
+                usable.retain(|u| *u != p);
             }
+            for p in joined {
+                sched.handle_peer_added(p, now);
+                usable.push(p);
+            }
+        }
+        if now >= next_progress {
+            next_progress = now + sh.cfg.progress_interval;
+            sh.emit(PeerEvent::DownloadProgress {
+                id: id.clone(),
+                done: sched.done_bytes(),
+                total: sched.total_bytes(),
+                rate: sched.total_rate(),
+                peers: shares(&sched),
+            });
         }
     };
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    while syncs.join_next().await.is_some() {}
     outcome?;
     sh.emit(PeerEvent::DownloadProgress {
         id: id.clone(),
@@ -342,4 +373,18 @@ async fn fetch(
             Ok(None)
         }
     }
+}
+
+/// Every chunk was verified against the manifest: tell the scan index, so
+/// the settle-rescan (and later serving) does not hash the game again.
+async fn remember_verified(sh: &Arc<Shared>, id: &GameId, manifest: &Manifest) {
+    let fs = sh.fs();
+    let mut observed = Vec::with_capacity(manifest.files.len());
+    for f in manifest.files.iter().filter(|f| f.kind == EntryKind::File) {
+        let Ok(path) = id.root().join(f.path.as_str()) else { continue };
+        if let Ok(m) = fs.metadata(&path).await {
+            observed.push((f.path.clone(), m.len, m.modified_ns));
+        }
+    }
+    sh.scanner.lock().await.index.remember_verified(id, manifest, &observed);
 }

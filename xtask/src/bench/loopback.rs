@@ -63,6 +63,10 @@ struct Sample {
     peer_rss: u64,
     /// CPU of the serving side during the run (seeder, or rsync daemon and its children).
     peer_cpu: f64,
+    /// Where the wall time of `get` went (ours only).
+    phases: Option<measure::Phases>,
+    /// UDP datagrams dropped on full receive buffers during the run (host namespace).
+    udp_drops: u64,
 }
 
 struct Seeder {
@@ -318,8 +322,15 @@ fn run_one(
         measure::reset_peak_rss(p);
     }
     let cpu0 = peer.map(measure::cpu_total).unwrap_or(0.0);
+    let drops0 = measure::udp_rcvbuf_errors();
     let f: Finished = measure::run_measured(&tool.slug(), &mut cmd, logs, Duration::from_secs(900))?;
-    let mut s = Sample { wall: f.wall, rss: f.peak_rss_kib, cpu: f.cpu, ..Sample::default() };
+    let mut s = Sample {
+        wall: f.wall,
+        rss: f.peak_rss_kib,
+        cpu: f.cpu,
+        udp_drops: measure::udp_rcvbuf_errors().saturating_sub(drops0),
+        ..Sample::default()
+    };
     if let Some(p) = peer {
         // The rsync daemon reaps its per-connection child asynchronously.
         std::thread::sleep(Duration::from_millis(200));
@@ -328,6 +339,7 @@ fn run_one(
     }
     if let Tool::Ours(_) = tool {
         (s.dl, s.secs) = parse_get_json(&f.stdout)?;
+        s.phases = f.phases();
     }
     gen::compare(&game.root(), &dst.join(&game.id), verify_bytes)?;
     if !keep {
@@ -730,6 +742,34 @@ fn section(
                 if peer { format!("{:.2}", measure::median(&col(v, |s| s.peer_cpu))) } else { "-".into() },
                 v.iter().map(|s| s.rss).max().unwrap_or(0) as f64 / 1024.0,
                 if ours { format!("{:.0}", v.iter().map(|s| s.peer_rss).max().unwrap_or(0) as f64 / 1024.0) } else { "-".into() },
+            ));
+        }
+    }
+    d.push_str(
+        "\nWhere the `get` wall time goes (medians; from /proc/PID/io of the `get` process sampled every 10 ms: *before* = until the first \
+         data is written: start-up, discovery, the fixed 0.5 s settle, manifest, file creation; *transfer* = first to last data write; \
+         *commit* = last write until the files are read again: fsync of every file; *re-scan* = the re-read and re-hash of the \
+         download; *after* = the rest until exit). UDP drops: datagrams dropped on full socket receive buffers during the run.\n\n\
+         | cache | tool | wall | before | transfer | commit | re-scan | after | UDP drops |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for (cold, samples) in by_mode {
+        for (tool, v) in samples {
+            let ph: Vec<measure::Phases> = v.iter().filter_map(|s| s.phases).collect();
+            if !matches!(tool, Tool::Ours(_)) || ph.is_empty() {
+                continue;
+            }
+            let m = |f: fn(&measure::Phases) -> f64| measure::median(&ph.iter().map(f).collect::<Vec<_>>());
+            d.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |\n",
+                cache_name(*cold),
+                tool.name(),
+                measure::median(&col(v, |s| s.wall)),
+                m(|p| p.before),
+                m(|p| p.transfer),
+                m(|p| p.commit),
+                m(|p| p.rescan),
+                m(|p| p.after),
+                measure::median(&col(v, |s| s.udp_drops as f64))
             ));
         }
     }

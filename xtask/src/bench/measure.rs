@@ -44,6 +44,15 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// UDP datagrams dropped because a socket's receive buffer was full, in
+/// this network namespace so far (RcvbufErrors of /proc/net/snmp).
+pub fn udp_rcvbuf_errors() -> u64 {
+    let s = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut lines = s.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(head), Some(vals)) = (lines.next(), lines.next()) else { return 0 };
+    head.split_whitespace().zip(vals.split_whitespace()).find(|(k, _)| *k == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+}
+
 /// Resets a process's peak RSS to its current RSS (`echo 5 > clear_refs`).
 pub fn reset_peak_rss(pid: u32) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
@@ -74,6 +83,50 @@ pub struct Finished {
     pub cpu: f64,
     /// Its stdout.
     pub stdout: String,
+    /// (seconds since spawn, rchar, wchar) from /proc/PID/io, every ~10 ms.
+    pub io: Vec<(f64, u64, u64)>,
+}
+
+/// (rchar, wchar) of a live process: bytes through read/write-like file syscalls.
+fn proc_io(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
+    Some((field("rchar:")?, field("wchar:")?))
+}
+
+/// Where a download's wall time went, from the I/O samples of `get`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// Spawn → first data written (start-up, discovery, settle, manifest, file creation).
+    pub before: f64,
+    /// First → last data written (the transfer).
+    pub transfer: f64,
+    /// Last data written → re-reading starts (commit: fsync of every file).
+    pub commit: f64,
+    /// The re-read of the downloaded files (post-download scan).
+    pub rescan: f64,
+    /// The rest, until exit.
+    pub after: f64,
+}
+
+impl Finished {
+    /// Splits the wall time by what the process was doing: writing the
+    /// download (wchar growing), then reading it back (rchar growing).
+    pub fn phases(&self) -> Option<Phases> {
+        const STEP: u64 = 256 * 1024;
+        let grew = |i: usize, f: fn(&(f64, u64, u64)) -> u64| i > 0 && f(&self.io[i]).saturating_sub(f(&self.io[i - 1])) >= STEP;
+        let w: Vec<usize> = (0..self.io.len()).filter(|&i| grew(i, |x| x.2)).collect();
+        let (w0, w1) = (*w.first()?, *w.last()?);
+        let r: Vec<usize> = (w1 + 1..self.io.len()).filter(|&i| grew(i, |x| x.1)).collect();
+        let t = |i: usize| self.io[i].0;
+        // A sample marks the end of an interval in which the counter grew.
+        let start = t(w0 - 1);
+        let (r0, r1) = match (r.first(), r.last()) {
+            (Some(&a), Some(&b)) => (t(a - 1), t(b)),
+            _ => (t(w1), t(w1)),
+        };
+        Some(Phases { before: start, transfer: t(w1) - start, commit: r0 - t(w1), rescan: r1 - r0, after: self.wall - r1 })
+    }
 }
 
 /// Runs `cmd` to completion with stdout/stderr in `logs/NAME.*`, measuring
@@ -90,6 +143,8 @@ pub fn run_measured(name: &str, cmd: &mut Command, logs: &Path, timeout: Duratio
     let mut peak = 0;
     let mut cpu = 0.0;
     let mut wall = None;
+    let mut io = Vec::new();
+    let mut next_io = 0.0;
     let status = loop {
         // A zombie still shows its final CPU times; read them before reaping.
         match proc_stat(pid) {
@@ -100,6 +155,13 @@ pub fn run_measured(name: &str, cmd: &mut Command, logs: &Path, timeout: Duratio
             Some(_) => {
                 if let Some(k) = peak_rss_kib(pid) {
                     peak = peak.max(k);
+                }
+                let now = started.elapsed().as_secs_f64();
+                if now >= next_io {
+                    if let Some((r, w)) = proc_io(pid) {
+                        io.push((now, r, w));
+                    }
+                    next_io = now + 0.01;
                 }
             }
             None => {}
@@ -119,7 +181,7 @@ pub fn run_measured(name: &str, cmd: &mut Command, logs: &Path, timeout: Duratio
     if !status.success() {
         return Err(format!("{shown} failed ({status})\n{}", tail(&err, 15)));
     }
-    Ok(Finished { wall, peak_rss_kib: peak, cpu, stdout })
+    Ok(Finished { wall, peak_rss_kib: peak, cpu, stdout, io })
 }
 
 /// A long-running process (a seeder, a daemon), stopped when dropped.
