@@ -200,6 +200,7 @@ async fn transfer(
         *missing.entry(c.file).or_default() += 1;
     }
     let mut syncs = JoinSet::new();
+    let mut arrived = vec![false; plan.len()];
     let mut stop = sh.shutdown_signal();
     let outcome: Result<(), String> = loop {
         let now = clock.now();
@@ -264,7 +265,9 @@ async fn transfer(
                         }
                         sched.handle_chunk_done(&peer, chunk, now);
                         let file = plan[chunk].file;
-                        if let Some(n) = missing.get_mut(&file) {
+                        // Endgame copies of one chunk may both arrive: count it once.
+                        let first = !std::mem::replace(&mut arrived[chunk], true);
+                        if let Some(n) = missing.get_mut(&file).filter(|_| first) {
                             *n -= 1;
                             if *n == 0 {
                                 if let Some(h) = handles.get(&file).cloned() {

@@ -510,6 +510,8 @@ fn profile_run(opts: &Opts, perf: &Path, t: usize, seeder_pid: u32, game: &Game,
     std::fs::create_dir_all(&keep).map_err(|e| format!("{}: {e}", keep.display()))?;
     let seed_data = keep.join(format!("perf-seed-{name}.data"));
     let get_data = keep.join(format!("perf-get-{name}.data"));
+    let _ = std::fs::remove_file(&seed_data);
+    let _ = std::fs::remove_file(&get_data);
     let dst = work.join(format!("dst-profile-{name}"));
     measure::fresh_dir(&dst)?;
     std::fs::copy(game.dir.join("catalog.toml"), dst.join("catalog.toml")).map_err(|e| format!("catalog: {e}"))?;
