@@ -234,7 +234,13 @@ async fn transfer(
                         a.abort();
                     }
                 }
-                Action::PeerBackedOff { peer, until } => tracing::debug!("backing off {peer} for {:?}", until - now),
+                Action::PeerBackedOff { peer, until } => {
+                    // Requests keep failing or timing out: the connection may
+                    // be dead without knowing it (a peer that lost power sends
+                    // no close). Dial afresh after the backoff.
+                    tracing::debug!("backing off {peer} for {:?}", until - now);
+                    peers::drop_connection(sh, &peer);
+                }
                 Action::PeerBanned { peer, reason } => {
                     sh.st().banned.insert(peer);
                     peers::forget_peer(sh, &peer);

@@ -54,7 +54,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             max_in_flight: 4,
             initial_timeout: Duration::from_secs(30),
-            min_timeout: Duration::from_secs(5),
+            min_timeout: Duration::from_secs(2),
             max_chunk_attempts: 8,
             strike_limit: 3,
             failures_before_backoff: 2,
