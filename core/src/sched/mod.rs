@@ -354,7 +354,10 @@ impl Scheduler {
                     self.ban(peer, reason);
                 }
             }
-            if let Some(p) = self.peers.get_mut(peer) {
+            // Corrupt data is dealt with by strikes; backoff is for peers
+            // that fail to deliver (errors, timeouts).
+            let transport = matches!(failure, ChunkFailure::Transport(_));
+            if let Some(p) = self.peers.get_mut(peer).filter(|_| transport) {
                 if p.consecutive_failures >= self.config.failures_before_backoff {
                     let exp = (p.consecutive_failures - self.config.failures_before_backoff).min(16);
                     let d = self.config.backoff_base.saturating_mul(1 << exp).min(self.config.backoff_max);
