@@ -4,11 +4,14 @@
 //!
 //! ```text
 //! cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N]
+//! cargo xtask bench --render [--quick]
 //! ```
 //!
 //! Cases (numbers as in the issue):
 //! 1. one seeder → one downloader over loopback (`lanspread serve` / `get
-//!    --no-install`, quinn and s2n) vs an rsync daemon and `cp -a`;
+//!    --no-install`, quinn and s2n) vs an rsync daemon, `cp -a` and
+//!    `cp -a` + fsync, with the page cache dropped before every run when
+//!    permitted (full mode measures a warm cache too);
 //! 2. three rate-capped seeders on a namespaced LAN vs the ideal and nginx
 //!    mirrors + aria2c (needs root);
 //! 3. the scheduler scenarios of the simulation (`testkit/tests/sim.rs`);
@@ -17,9 +20,15 @@
 //! 5. peak RSS and CPU seconds per GB, measured during case 1;
 //! 6. a `perf` profile of case 1 (when perf works here).
 //!
-//! Writes `BENCHMARKS.md` (table, details, a short reading and the
-//! hand-written findings of `xtask/bench/NOTES.md`) and
-//! `target/bench/latest.json` (one row per figure).
+//! A full run writes `BENCHMARKS.md` (table, a short reading, details and
+//! the hand-written findings of `xtask/bench/NOTES.md`); `--quick` writes
+//! `target/bench/BENCHMARKS-quick.md` instead. Both write
+//! `target/bench/latest.json` (one row per figure) and keep their results
+//! in `target/bench/cases-{full,quick}.json`, so `--only` re-measures some
+//! cases and keeps the others (each case is labelled with its run), and
+//! `--render` rebuilds the document after NOTES.md changed. `--warm` keeps
+//! the page cache, `--bin` benchmarks a given binary instead of building
+//! the workspace's, `--runs` sets the counted runs (default 3).
 //!
 //! The methods follow the reference baseline scripts in `shared/bench/`
 //! (`lib.sh`, `rsync.sh`, `cp-local.sh`, `lan-up.sh`, `lan-shape.sh`,
@@ -39,7 +48,7 @@ use report::Row;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N] | bench --render";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N] | bench --render [--quick]";
 
 /// What one invocation does.
 #[derive(Debug, Clone)]
@@ -87,11 +96,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
     let out = target_dir(root).join("bench");
     if args.first().map(String::as_str) == Some("--render") {
-        // Re-render BENCHMARKS.md from the last run and the current NOTES.md.
-        let body = std::fs::read_to_string(out.join("latest.md"))
-            .map_err(|e| format!("{}: {e} (run the benchmarks first)", out.join("latest.md").display()))?;
-        std::fs::write(root.join("BENCHMARKS.md"), report::with_notes(root, &body)).map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
-        log("bench: BENCHMARKS.md re-rendered from target/bench/latest.md and xtask/bench/NOTES.md");
+        // Re-render BENCHMARKS.md (or, with --quick, target/bench/BENCHMARKS-quick.md)
+        // from the stored results and the current NOTES.md.
+        let quick = args.iter().any(|a| a == "--quick");
+        let (state, doc) = outputs(root, &out, quick);
+        let text = std::fs::read_to_string(&state).map_err(|e| format!("{}: {e} (run the benchmarks first)", state.display()))?;
+        let rep = report::Report::from_state(&text)?;
+        std::fs::write(&doc, report::with_notes(root, &rep.markdown())).map_err(|e| format!("writing {}: {e}", doc.display()))?;
+        std::fs::write(out.join("latest.json"), rep.json()).map_err(|e| format!("writing latest.json: {e}"))?;
+        log(&format!("bench: {} and latest.json re-rendered from {} and xtask/bench/NOTES.md", doc.display(), state.display()));
         return Ok(());
     }
     let mut quick = false;
@@ -179,13 +192,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         step(&mut rep, "4", || scan::run(&opts, &tools));
     }
     rep.elapsed = started.elapsed().as_secs_f64();
+    // Cases not run now (--only) keep their figures from the last run of the same mode.
+    // A quick run never replaces BENCHMARKS.md: it writes target/bench/BENCHMARKS-quick.md.
+    let (state, doc) = outputs(root, &out, opts.quick);
+    rep.merge_previous(&state);
+    std::fs::write(&state, rep.state()).map_err(|e| format!("writing {}: {e}", state.display()))?;
     let md = rep.markdown();
     std::fs::write(out.join("latest.json"), rep.json()).map_err(|e| format!("writing latest.json: {e}"))?;
-    std::fs::write(out.join("latest.md"), &md).map_err(|e| format!("writing latest.md: {e}"))?;
-    std::fs::write(root.join("BENCHMARKS.md"), report::with_notes(root, &md)).map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
+    std::fs::write(&doc, report::with_notes(root, &md)).map_err(|e| format!("writing {}: {e}", doc.display()))?;
     let _ = std::fs::remove_dir_all(opts.work());
     eprintln!("\n{}", rep.summary_table());
-    log(&format!("bench: done in {:.0} s; wrote BENCHMARKS.md and {}", rep.elapsed, out.join("latest.json").display()));
+    log(&format!("bench: done in {:.0} s; wrote {} and {}", rep.elapsed, doc.display(), out.join("latest.json").display()));
     Ok(())
 }
 
@@ -193,10 +210,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
 fn step(rep: &mut report::Report, case: &str, f: impl FnOnce() -> Result<report::Section, String>) {
     let t = Instant::now();
     match f() {
-        Ok(section) => rep.add(section),
+        Ok(section) => rep.add(case, section),
         Err(e) => {
             log(&format!("bench: case {case} failed: {e}"));
-            rep.rows.push(Row::failed(&format!("{case}: case failed"), &e));
+            rep.add(case, report::Section { rows: vec![Row::failed(&format!("{case}: case failed"), &e)], ..Default::default() });
         }
     }
     log(&format!("bench: case {case} took {:.0} s", t.elapsed().as_secs_f64()));
@@ -206,6 +223,15 @@ fn step(rep: &mut report::Report, case: &str, f: impl FnOnce() -> Result<report:
 pub fn log(msg: &str) {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     eprintln!("[{:02}:{:02}:{:02}] {msg}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+}
+
+/// (stored results, rendered document) of a mode.
+fn outputs(root: &Path, out: &Path, quick: bool) -> (PathBuf, PathBuf) {
+    if quick {
+        (out.join("cases-quick.json"), out.join("BENCHMARKS-quick.md"))
+    } else {
+        (out.join("cases-full.json"), root.join("BENCHMARKS.md"))
+    }
 }
 
 /// The target directory (`CARGO_TARGET_DIR` or `ROOT/target`).

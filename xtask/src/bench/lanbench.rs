@@ -190,6 +190,8 @@ struct Sample {
     dl: f64,
     /// (peer id in hex, MB delivered).
     shares_mb: Vec<(String, f64)>,
+    /// Where the wall time of `get` went.
+    phases: Option<measure::Phases>,
 }
 
 /// Runs case 2.
@@ -255,7 +257,7 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
              `tc qdisc replace dev eth0 root tbf rate R burst 256kb latency 50ms`. Game: make-game.py layout at scale {scale} = {} bytes in {} files. \
              Ideal = bytes × 8 / sum of caps. Ours: `lanspread serve` on every seeder (hard-linked copies), timed \
              `lanspread get --no-install --json --peer` ×3 on the downloader. Baseline: nginx (sendfile) on every seeder and \
-             `aria2c -i LIST {}` on the downloader, every file listed with all three mirrors. All hosts share the machine's cores. \
+             `aria2c -i LIST {}` on the downloader, every file listed with all three mirrors. All hosts share the machine's cores. The phases of `get` (before the first byte is written / transfer / after the last write) are measured as in case 1. \
              {} counted run(s) per tool after {} warm-up.\n\n",
             host_ns(1),
             host_ns(SEEDERS),
@@ -266,7 +268,9 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
             opts.runs,
             opts.warmup
         );
-        details.push_str("| case | tool | wall median (min–max) | ×ideal | download.secs | bytes per seeder (MB, last run) |\n|---|---|---|---:|---:|---|\n");
+        details.push_str(
+            "| case | tool | wall median (min–max) | ×ideal | download.secs | before / transfer / commit (s) | bytes per seeder (MB, last run) |\n|---|---|---|---:|---:|---|---|\n",
+        );
         for (case, caps) in [("A", [200u32, 200, 200]), ("B", [200, 200, 20])] {
             for (k, cap) in caps.iter().enumerate() {
                 shape(k + 1, Some(*cap))?;
@@ -316,11 +320,18 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
                 let (lo, hi) = measure::span(&walls);
                 let ours = matches!(tool, Tool::Ours(_));
                 let dl = measure::median(&v.iter().map(|s| s.dl).collect::<Vec<_>>());
+                let ph: Vec<measure::Phases> = v.iter().filter_map(|s| s.phases).collect();
+                let pm = |f: fn(&measure::Phases) -> f64| measure::median(&ph.iter().map(f).collect::<Vec<_>>());
                 details.push_str(&format!(
-                    "| {case} {label} | {} | {m:.3} ({lo:.3}–{hi:.3}) | {:.2} | {} | {} |\n",
+                    "| {case} {label} | {} | {m:.3} ({lo:.3}–{hi:.3}) | {:.2} | {} | {} | {} |\n",
                     tool.name(),
                     m / ideal,
                     if ours { format!("{dl:.3}") } else { "-".into() },
+                    if ph.is_empty() {
+                        "-".into()
+                    } else {
+                        format!("{:.2} / {:.2} / {:.2}", pm(|p| p.before), pm(|p| p.transfer), pm(|p| p.commit + p.rescan + p.after))
+                    },
                     v.last().map(|s| show_shares(&s.shares_mb, &ids)).unwrap_or_default()
                 ));
                 if let Tool::Ours(t) = tool {
@@ -466,6 +477,7 @@ fn run_one(opts: &Opts, tool: Tool, game: &Game, work: &Path, logs: &Path, list:
     if let Tool::Ours(_) = tool {
         (s.dl, _) = parse_get_json(&f.stdout)?;
         s.shares_mb = shares(&f.stdout);
+        s.phases = f.phases();
     }
     gen::compare(&game.root(), &dst.join(&game.id), verify_bytes)?;
     let _ = std::fs::remove_dir_all(&dst);
@@ -480,8 +492,14 @@ fn shares(stdout: &str) -> Vec<(String, f64)> {
     peers
         .iter()
         .map(|p| {
-            let hex: String =
-                p["peer"].as_array().map(|b| b.iter().filter_map(|x| x.as_u64()).map(|x| format!("{x:02x}")).collect()).unwrap_or_default();
+            // A hex string (or, from older builds, an array of bytes).
+            let hex: String = match p["peer"].as_str() {
+                Some(h) => h.to_ascii_lowercase(),
+                None => p["peer"]
+                    .as_array()
+                    .map(|b| b.iter().filter_map(|x| x.as_u64()).map(|x| format!("{x:02x}")).collect())
+                    .unwrap_or_default(),
+            };
             (hex, p["bytes"].as_f64().unwrap_or(0.0) / 1e6)
         })
         .collect()

@@ -97,11 +97,11 @@ fn proc_io(pid: u32) -> Option<(u64, u64)> {
 /// Where a download's wall time went, from the I/O samples of `get`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Phases {
-    /// Spawn → first data written (start-up, discovery, settle, manifest, file creation).
+    /// Spawn → first data written (start-up, discovery, manifest, file creation).
     pub before: f64,
     /// First → last data written (the transfer).
     pub transfer: f64,
-    /// Last data written → re-reading starts (commit: fsync of every file).
+    /// Last data written → re-reading starts, or exit when nothing is read back (commit: the last fsyncs).
     pub commit: f64,
     /// The re-read of the downloaded files (post-download scan).
     pub rescan: f64,
@@ -121,11 +121,14 @@ impl Finished {
         let t = |i: usize| self.io[i].0;
         // A sample marks the end of an interval in which the counter grew.
         let start = t(w0 - 1);
-        let (r0, r1) = match (r.first(), r.last()) {
-            (Some(&a), Some(&b)) => (t(a - 1), t(b)),
-            _ => (t(w1), t(w1)),
-        };
-        Some(Phases { before: start, transfer: t(w1) - start, commit: r0 - t(w1), rescan: r1 - r0, after: self.wall - r1 })
+        Some(match (r.first(), r.last()) {
+            (Some(&a), Some(&b)) => {
+                let (r0, r1) = (t(a - 1), t(b));
+                Phases { before: start, transfer: t(w1) - start, commit: r0 - t(w1), rescan: r1 - r0, after: self.wall - r1 }
+            }
+            // Nothing read back: everything after the last write is the commit and the exit.
+            _ => Phases { before: start, transfer: t(w1) - start, commit: self.wall - t(w1), rescan: 0.0, after: 0.0 },
+        })
     }
 }
 

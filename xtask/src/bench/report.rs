@@ -92,15 +92,48 @@ pub struct Section {
     pub details: String,
 }
 
-/// Everything of one invocation.
-pub struct Report {
-    /// All rows.
+/// The results of one case (1 also holds 5 and 6), with when and on what they were measured.
+#[derive(Debug, Clone, Default)]
+pub struct CaseResult {
+    /// "1", "2", "3" or "4".
+    pub key: String,
+    /// Date, code and mode of the run that measured it.
+    pub when: String,
+    /// Rows.
     pub rows: Vec<Row>,
-    reading: Vec<String>,
-    details: Vec<String>,
+    /// Sentences for the reading.
+    pub reading: Vec<String>,
+    /// Details markdown.
+    pub details: String,
+}
+
+/// Everything of one invocation, plus the cases kept from an earlier run
+/// of the same mode when only some cases ran (`--only`).
+pub struct Report {
+    /// Per case, sorted by key.
+    pub cases: Vec<CaseResult>,
     header: Vec<String>,
+    when: String,
+    mode: String,
     /// Total seconds.
     pub elapsed: f64,
+}
+
+fn row_json(r: &Row) -> serde_json::Value {
+    json!({ "case": r.case, "ours_s": r.ours_s, "baseline": r.baseline, "baseline_s": r.baseline_s, "ratio": r.ratio, "notes": r.notes })
+}
+
+fn row_from(v: &serde_json::Value) -> Row {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    Row {
+        case: s("case"),
+        ours_s: v["ours_s"].as_f64(),
+        baseline: s("baseline"),
+        baseline_s: v["baseline_s"].as_f64(),
+        ratio: v["ratio"].as_f64(),
+        notes: s("notes"),
+        target: v["target_at_most"].as_f64().map(Target::AtMost),
+    }
 }
 
 fn sh_line(prog: &str, args: &[&str]) -> String {
@@ -162,12 +195,21 @@ impl Report {
                 }
             ),
             format!(
-                "- **Run:** `cargo xtask bench{}`; {} counted run(s) per figure after {} warm-up, median reported; page cache {}",
+                "- **Last run:** `cargo xtask bench{}{}`; {} counted run(s) per figure after {} warm-up, median reported; page cache {}",
                 if opts.quick { " --quick" } else { "" },
+                if opts.only == [1, 2, 3, 4, 5, 6] {
+                    String::new()
+                } else {
+                    format!(" --only {}", opts.only.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+                },
                 opts.runs,
                 opts.warmup,
                 if opts.cold {
-                    "dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run: cold source for every tool"
+                    if opts.quick {
+                        "dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run: cold source for every tool"
+                    } else {
+                        "dropped (`sync; echo 3 > /proc/sys/vm/drop_caches`) before every timed run (cold source for every tool); case 1 is also measured warm"
+                    }
                 } else {
                     "**warm** for every tool (not dropped)"
                 }
@@ -177,25 +219,104 @@ impl Report {
         for m in &tools.missing {
             header.push(format!("- **Missing:** {m}"));
         }
-        Report { rows: Vec::new(), reading: Vec::new(), details: Vec::new(), header, elapsed: 0.0 }
+        let when = format!(
+            "{}, commit {commit}{}, {}{}",
+            sh_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            if opts.bin_given {
+                " (binary given with --bin)"
+            } else if dirty {
+                " + uncommitted changes"
+            } else {
+                ""
+            },
+            if opts.quick { "--quick" } else { "full" },
+            if opts.cold { "" } else { ", warm cache" }
+        );
+        let mode = if opts.quick { "quick" } else { "full" }.to_owned();
+        Report { cases: Vec::new(), header, when, mode, elapsed: 0.0 }
     }
 
-    /// Adds a case's results.
-    pub fn add(&mut self, s: Section) {
-        self.rows.extend(s.rows);
-        self.reading.extend(s.reading);
-        if !s.details.is_empty() {
-            self.details.push(s.details);
+    /// Adds (or replaces) the results of case `key`.
+    pub fn add(&mut self, key: &str, s: Section) {
+        self.cases.retain(|c| c.key != key);
+        self.cases.push(CaseResult { key: key.to_owned(), when: self.when.clone(), rows: s.rows, reading: s.reading, details: s.details });
+        self.cases.sort_by(|a, b| a.key.cmp(&b.key));
+    }
+
+    /// Keeps the cases of an earlier run (same mode) that this run did not measure.
+    pub fn merge_previous(&mut self, path: &std::path::Path) {
+        let Some(prev) = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+            return;
+        };
+        if prev["mode"].as_str() != Some(self.mode.as_str()) {
+            return;
         }
+        for c in prev["cases"].as_array().into_iter().flatten() {
+            let key = c["key"].as_str().unwrap_or_default();
+            if key.is_empty() || self.cases.iter().any(|x| x.key == key) {
+                continue;
+            }
+            let strings =
+                |k: &str| c[k].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+            self.cases.push(CaseResult {
+                key: key.to_owned(),
+                when: c["when"].as_str().unwrap_or_default().to_owned(),
+                rows: c["rows"].as_array().map(|a| a.iter().map(row_from).collect()).unwrap_or_default(),
+                reading: strings("reading"),
+                details: c["details"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        self.cases.sort_by(|a, b| a.key.cmp(&b.key));
     }
 
-    /// `latest.json`.
-    pub fn json(&self) -> String {
-        let rows: Vec<serde_json::Value> = self
-            .rows
+    /// Everything needed to re-render or merge later (`target/bench/cases.json`).
+    pub fn state(&self) -> String {
+        let cases: Vec<serde_json::Value> = self
+            .cases
             .iter()
-            .map(|r| json!({ "case": r.case, "ours_s": r.ours_s, "baseline": r.baseline, "baseline_s": r.baseline_s, "ratio": r.ratio, "notes": r.notes }))
+            .map(|c| {
+                let rows: Vec<serde_json::Value> = c
+                    .rows
+                    .iter()
+                    .map(|r| {
+                        let mut v = row_json(r);
+                        v["target_at_most"] = json!(r.target.map(|Target::AtMost(x)| x));
+                        v
+                    })
+                    .collect();
+                json!({ "key": c.key, "when": c.when, "rows": rows, "reading": c.reading, "details": c.details })
+            })
             .collect();
+        let v = json!({ "mode": self.mode, "header": self.header, "elapsed": self.elapsed, "cases": cases });
+        serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+    }
+
+    /// A report read back from [`Report::state`] (for `bench --render`).
+    pub fn from_state(text: &str) -> Result<Report, String> {
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("cases.json: {e}"))?;
+        let header = v["header"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let mut r = Report {
+            cases: Vec::new(),
+            header,
+            when: String::new(),
+            mode: v["mode"].as_str().unwrap_or_default().to_owned(),
+            elapsed: v["elapsed"].as_f64().unwrap_or(0.0),
+        };
+        let tmp = std::env::temp_dir().join(format!("lsb-cases-{}.json", std::process::id()));
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        r.merge_previous(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        Ok(r)
+    }
+
+    /// All rows, in case order.
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.cases.iter().flat_map(|c| c.rows.iter())
+    }
+
+    /// `latest.json`: one row per figure.
+    pub fn json(&self) -> String {
+        let rows: Vec<serde_json::Value> = self.rows().map(row_json).collect();
         serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n"
     }
 
@@ -203,7 +324,7 @@ impl Report {
     fn table(&self) -> String {
         let mut t =
             String::from("| case | ours | baseline | baseline | ratio | target | met | notes |\n|---|---:|---|---:|---:|---|---|---|\n");
-        for r in &self.rows {
+        for r in self.rows() {
             let met = match r.met() {
                 Some(true) => "yes",
                 Some(false) => "**no**",
@@ -233,17 +354,34 @@ impl Report {
              so absolute seconds are noisy. Times are in seconds unless the case names another unit; MB = 10^6 bytes.\n\n",
         );
         md.push_str(&self.header.join("\n"));
-        md.push_str(&format!("\n- **Duration of this run:** {:.0} s\n\n", self.elapsed));
-        md.push_str("## Results\n\n");
+        md.push_str(&format!("\n- **Duration of the last run:** {:.0} s\n", self.elapsed));
+        let mut whens: Vec<&str> = self.cases.iter().map(|c| c.when.as_str()).collect();
+        whens.dedup();
+        if whens.len() > 1 {
+            md.push_str("- **Measured in more than one run** (`--only` re-measured some cases; each case comes from one run):\n");
+            for c in &self.cases {
+                let name = match c.key.as_str() {
+                    "1" => "cases 1, 5, 6",
+                    "2" => "case 2",
+                    "3" => "case 3",
+                    "4" => "case 4",
+                    _ => "case ?",
+                };
+                md.push_str(&format!("  - {name}: {}\n", c.when));
+            }
+        }
+        md.push_str("\n## Results\n\n");
         md.push_str(&self.table());
         md.push_str("\n## Reading\n\n");
-        for s in &self.reading {
+        for s in self.cases.iter().flat_map(|c| c.reading.iter()) {
             md.push_str(&format!("- {s}\n"));
         }
         md.push('\n');
-        for d in &self.details {
-            md.push_str(d);
-            md.push('\n');
+        for c in &self.cases {
+            if !c.details.is_empty() {
+                md.push_str(&c.details);
+                md.push('\n');
+            }
         }
         md
     }
@@ -251,7 +389,7 @@ impl Report {
     /// A plain-text table for the terminal.
     pub fn summary_table(&self) -> String {
         let mut s = format!("{:<58} {:>9} {:<28} {:>9} {:>7}  {}\n", "case", "ours", "baseline", "base", "ratio", "target");
-        for r in &self.rows {
+        for r in self.rows() {
             let tgt = match (r.target, r.met()) {
                 (Some(t), Some(m)) => format!("{} {}", t.show(), if m { "met" } else { "MISSED" }),
                 (Some(t), None) => t.show(),
