@@ -17,13 +17,40 @@ pub fn run_targets(root: &Path, secs: u64) -> Result<(), String> {
     if !have {
         sh(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    for t in targets {
-        sh(Command::new("cargo")
-            .args(["fuzz", "run", &t, "--", &format!("-max_total_time={secs}"), "-rss_limit_mb=2048"])
+    // libFuzzer is chatty: its output goes to a log per target, and only a
+    // summary line (or the log's tail on failure) is printed.
+    let logs = root.join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let mut failed = Vec::new();
+    for t in &targets {
+        let log_path = logs.join(format!("{t}.log"));
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let status = Command::new("cargo")
+            .args(["fuzz", "run", t, "--", &format!("-max_total_time={secs}"), "-rss_limit_mb=2048"])
             .env("RUSTC_BOOTSTRAP", "1")
-            .current_dir(root.join("fuzz")))?;
+            .current_dir(root.join("fuzz"))
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .status()
+            .map_err(|e| format!("cargo fuzz run {t}: {e}"))?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if status.success() {
+            let done = text.lines().rev().find(|l| l.starts_with("Done ")).unwrap_or("done");
+            eprintln!("fuzz {t}: {done}, no crash (log: {})", log_path.display());
+        } else {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("fuzz {t}: FAILED ({status}); last lines of {}:", log_path.display());
+            for l in tail.into_iter().rev() {
+                eprintln!("  {l}");
+            }
+            failed.push(t.clone());
+        }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("fuzz targets failed: {}", failed.join(", ")))
+    }
 }
 
 /// `cargo xtask fuzz [--secs N] [--ci]`.
