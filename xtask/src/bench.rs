@@ -94,7 +94,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         // Internal: run inside a namespace by the LAN case.
         return lanbench::probe_tcp(args.get(1).ok_or("probe-tcp needs ADDR")?);
     }
-    let out = target_dir(root).join("bench");
+    let out = crate::target_dir(root).join("bench");
     if args.first().map(String::as_str) == Some("--render") {
         // Re-render BENCHMARKS.md (or, with --quick, target/bench/BENCHMARKS-quick.md)
         // from the stored results and the current NOTES.md.
@@ -143,16 +143,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     only.sort_unstable();
     let started = Instant::now();
     let bin_given = bin.is_some();
-    let bin = match bin {
-        Some(b) => b.canonicalize().map_err(|e| format!("--bin {}: {e}", b.display()))?,
-        None => {
-            crate::sh(crate::cargo().args(["build", "--release", "-p", "lanspread-app", "--bin", "lanspread"]))?;
-            target_dir(root).join("release").join("lanspread")
-        }
-    };
-    if !bin.is_file() {
-        return Err(format!("lanspread binary {} not found", bin.display()));
-    }
+    let bin = crate::lanspread_bin(root, bin)?;
     let cold = !warm && measure::can_drop_caches();
     let opts = Opts {
         quick,
@@ -231,14 +222,5 @@ fn outputs(root: &Path, out: &Path, quick: bool) -> (PathBuf, PathBuf) {
         (out.join("cases-quick.json"), out.join("BENCHMARKS-quick.md"))
     } else {
         (out.join("cases-full.json"), root.join("BENCHMARKS.md"))
-    }
-}
-
-/// The target directory (`CARGO_TARGET_DIR` or `ROOT/target`).
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
-        Some(d) => root.join(d),
-        None => root.join("target"),
     }
 }

@@ -83,15 +83,6 @@ fn parse_rates(s: &str) -> Result<Vec<u32>, String> {
     s.split(',').map(|r| r.trim().parse::<u32>().map_err(|_| format!("--rate: {r:?} is not a whole number of Mbit/s"))).collect()
 }
 
-/// The target directory (`CARGO_TARGET_DIR` or `ROOT/target`).
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
-        Some(d) => root.join(d),
-        None => root.join("target"),
-    }
-}
-
 fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
@@ -121,17 +112,8 @@ fn test(root: &Path, args: &[String]) -> Result<(), String> {
         eprintln!("{}", skip_banner(&reason));
         return Ok(());
     }
-    let bin = match bin {
-        Some(b) => b.canonicalize().map_err(|e| format!("--bin {}: {e}", b.display()))?,
-        None => {
-            crate::sh(crate::cargo().args(["build", "--release", "-p", "lanspread-app", "--bin", "lanspread"]))?;
-            target_dir(root).join("release").join("lanspread")
-        }
-    };
-    if !bin.is_file() {
-        return Err(format!("lanspread binary {} not found", bin.display()));
-    }
-    let work = target_dir(root).join("lan");
+    let bin = crate::lanspread_bin(root, bin)?;
+    let work = crate::target_dir(root).join("lan");
     scenarios::run_all(&bin, &work, keep, only.as_deref())
 }
 

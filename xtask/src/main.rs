@@ -61,6 +61,44 @@ pub fn sh(cmd: &mut Command) -> Result<(), String> {
     }
 }
 
+/// The target directory (`CARGO_TARGET_DIR` or `ROOT/target`).
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
+}
+
+/// The `lanspread` binary to test: `--bin PATH` if given, else a fresh
+/// release build.
+pub fn lanspread_bin(root: &Path, bin: Option<PathBuf>) -> Result<PathBuf, String> {
+    let bin = match bin {
+        Some(b) => b.canonicalize().map_err(|e| format!("--bin {}: {e}", b.display()))?,
+        None => {
+            sh(cargo().args(["build", "--release", "-p", "lanspread-app", "--bin", "lanspread"]))?;
+            target_dir(root).join("release").join("lanspread")
+        }
+    };
+    if !bin.is_file() {
+        return Err(format!("lanspread binary {} not found", bin.display()));
+    }
+    Ok(bin)
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+pub fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }

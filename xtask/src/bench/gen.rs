@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// splitmix64: fast, seeded, incompressible enough for transfer benchmarks.
@@ -215,8 +215,8 @@ pub fn compare(want: &Path, got: &Path, content: bool) -> Result<(), String> {
             let open = |r: &Path| File::open(r.join(p)).map_err(|e| format!("{}: {e}", r.join(p).display()));
             let (mut fa, mut fb) = (open(want)?, open(got)?);
             loop {
-                let na = read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", p.display()))?;
-                let nb = read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", p.display()))?;
+                let na = crate::read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", p.display()))?;
+                let nb = crate::read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", p.display()))?;
                 if na != nb || ba[..na] != bb[..nb] {
                     return Err(format!("{} differs from the source", got.join(p).display()));
                 }
@@ -229,23 +229,12 @@ pub fn compare(want: &Path, got: &Path, content: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 /// Reads every file under `root` once (puts a warm source in the page cache).
 pub fn read_all(root: &Path) -> Result<(), String> {
     let mut buf = vec![0u8; 1 << 20];
     for p in listing(root)?.keys() {
         let mut f = File::open(root.join(p)).map_err(|e| format!("{}: {e}", p.display()))?;
-        while read_full(&mut f, &mut buf).map_err(|e| format!("{}: {e}", p.display()))? > 0 {}
+        while crate::read_full(&mut f, &mut buf).map_err(|e| format!("{}: {e}", p.display()))? > 0 {}
     }
     Ok(())
 }

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -49,8 +48,8 @@ fn same_bytes(a: &Path, b: &Path) -> Result<Option<u64>, String> {
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut offset = 0u64;
     loop {
-        let na = read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", a.display()))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", b.display()))?;
+        let na = crate::read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", a.display()))?;
+        let nb = crate::read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", b.display()))?;
         if let Some(i) = ba[..na.min(nb)].iter().zip(&bb[..na.min(nb)]).position(|(x, y)| x != y) {
             return Ok(Some(offset + i as u64));
         }
@@ -62,17 +61,6 @@ fn same_bytes(a: &Path, b: &Path) -> Result<Option<u64>, String> {
         }
         offset += na as u64;
     }
-}
-
-fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Checks that `got` holds exactly the files of `want` (local/ and
