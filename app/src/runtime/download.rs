@@ -323,28 +323,26 @@ async fn transfer(
         }
         if now >= next_progress {
             next_progress = now + sh.cfg.progress_interval;
-            sh.emit(PeerEvent::DownloadProgress {
-                id: id.clone(),
-                done: sched.done_bytes(),
-                total: sched.total_bytes(),
-                rate: sched.total_rate(),
-                peers: shares(&sched),
-            });
+            sh.emit(progress(id, &sched));
         }
     };
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     while syncs.join_next().await.is_some() {}
     outcome?;
-    sh.emit(PeerEvent::DownloadProgress {
+    sh.emit(progress(id, &sched));
+    let secs = clock.now().saturating_since(started).as_secs_f64();
+    Ok((sentinel, TransferStats { bytes: sched.total_bytes(), secs, peers: shares(&sched) }))
+}
+
+fn progress(id: &GameId, sched: &Scheduler) -> PeerEvent {
+    PeerEvent::DownloadProgress {
         id: id.clone(),
         done: sched.done_bytes(),
         total: sched.total_bytes(),
         rate: sched.total_rate(),
-        peers: shares(&sched),
-    });
-    let secs = clock.now().saturating_since(started).as_secs_f64();
-    Ok((sentinel, TransferStats { bytes: sched.total_bytes(), secs, peers: shares(&sched) }))
+        peers: shares(sched),
+    }
 }
 
 fn shares(sched: &Scheduler) -> Vec<PeerShare> {
