@@ -7,8 +7,9 @@
 //! reads a clock and performs no IO, so simulations are exact.
 //!
 //! Policy:
-//! - **Pull, rate aware.** A peer gets its next chunk when it has room (fewer
-//!   than `max_in_flight` requests outstanding). Chunks go out in file order.
+//! - **Pull, rate aware.** A peer gets its next chunk when it has room (less
+//!   than `max_in_flight_bytes` and fewer than `max_in_flight` requests
+//!   outstanding). Chunks go out in file order.
 //!   Throughput is measured per peer (EWMA of delivered bytes over the time
 //!   between completions), and a peer is only given a fresh chunk if it is
 //!   expected to finish it before the fastest idle-capable peer would finish
@@ -29,8 +30,13 @@ use std::time::Duration;
 /// Tunables.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// Requests in flight per peer.
+    /// Requests in flight per peer, at most.
     pub max_in_flight: usize,
+    /// Bytes in flight per peer: a peer gets another request while it has
+    /// less than this outstanding (and fewer than `max_in_flight`
+    /// requests), so a run of small files keeps as many bytes in the pipe
+    /// as a run of full chunks.
+    pub max_in_flight_bytes: u64,
     /// Timeout of a request while the peer's rate is unknown.
     pub initial_timeout: Duration,
     /// Lower bound of the adaptive timeout.
@@ -52,7 +58,8 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
-            max_in_flight: 4,
+            max_in_flight: 32,
+            max_in_flight_bytes: 4 << 20,
             initial_timeout: Duration::from_secs(30),
             min_timeout: Duration::from_secs(2),
             max_chunk_attempts: 8,
@@ -493,7 +500,11 @@ impl Scheduler {
         let mut cands: Vec<(PeerId, f64)> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.in_flight.len() < self.config.max_in_flight && self.usable(p, now))
+            .filter(|(_, p)| {
+                p.in_flight.len() < self.config.max_in_flight
+                    && p.in_flight_bytes(&self.chunks) < self.config.max_in_flight_bytes
+                    && self.usable(p, now)
+            })
             .map(|(id, p)| (*id, p.stats.rate))
             .collect();
         if cands.is_empty() {

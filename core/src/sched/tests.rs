@@ -232,12 +232,16 @@ fn empty_download_completes_immediately() {
 proptest! {
     /// Random interleavings of inputs keep the books straight: a chunk is
     /// never done twice, never requested from a banned or removed peer, at
-    /// most `max_in_flight` requests per peer, and the end is reported once.
+    /// most `max_in_flight` requests per peer, a new request only below
+    /// `max_in_flight_bytes`, and the end is reported once.
     #[test]
     fn random_inputs_keep_invariants(ops in proptest::collection::vec((0u8..4, 0u8..6, any::<u16>()), 1..400), n_chunks in 1usize..40) {
-        let cfg = SchedulerConfig::default();
-        let max_in_flight = cfg.max_in_flight;
-        let mut s = Scheduler::new((0..n_chunks).map(|i| (i as u64 % 3 + 1) * 1000), cfg);
+        // Chunks of 1000-3000 bytes against a 4000-byte window and at most
+        // 3 requests: both limits bind in turn.
+        let cfg = SchedulerConfig { max_in_flight: 3, max_in_flight_bytes: 4000, ..SchedulerConfig::default() };
+        let (max_in_flight, max_bytes) = (cfg.max_in_flight, cfg.max_in_flight_bytes);
+        let len_of = |c: ChunkIdx| (c as u64 % 3 + 1) * 1000;
+        let mut s = Scheduler::new((0..n_chunks).map(len_of), cfg);
         let mut outstanding: BTreeSet<(u8, ChunkIdx)> = BTreeSet::new();
         let mut gone: BTreeSet<u8> = BTreeSet::new();
         let mut ends = 0;
@@ -268,6 +272,8 @@ proptest! {
                     Action::Request { peer, chunk } => {
                         prop_assert!(!gone.contains(&peer.0[0]));
                         prop_assert!(!done.contains(&chunk) || s.is_complete());
+                        let before: u64 = outstanding.iter().filter(|(q, _)| *q == peer.0[0]).map(|(_, c)| len_of(*c)).sum();
+                        prop_assert!(before < max_bytes, "a peer with {} bytes outstanding got another request", before);
                         prop_assert!(outstanding.insert((peer.0[0], chunk)));
                         prop_assert!(outstanding.iter().filter(|(q, _)| *q == peer.0[0]).count() <= max_in_flight);
                     }
