@@ -186,6 +186,41 @@ pub trait Fs: Send + Sync + 'static {
         Ok(data.to_vec())
     }
 
+    /// Metadata of each path, in order, as [`Fs::metadata`] would answer.
+    /// Adapters where each call has a fixed cost (a thread hand-off) answer
+    /// the whole list at once.
+    async fn metadata_many(&self, paths: &[RelPath]) -> Vec<FsResult<Metadata>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            out.push(self.metadata(p).await);
+        }
+        out
+    }
+
+    /// Makes a regular file's data durable: opens it for writing (creating
+    /// it if missing, never truncating) and syncs it.
+    async fn sync_file(&self, path: &RelPath) -> FsResult<()> {
+        self.open_write(path).await?.sync().await
+    }
+
+    /// [`Fs::sync_file`] of each path, in order, stopping at the first
+    /// failure.
+    async fn sync_files(&self, paths: &[RelPath]) -> FsResult<()> {
+        for p in paths {
+            self.sync_file(p).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Fs::sync_dir`] of each directory, in order, stopping at the first
+    /// failure.
+    async fn sync_dirs(&self, dirs: &[RelPath]) -> FsResult<()> {
+        for d in dirs {
+            self.sync_dir(d).await?;
+        }
+        Ok(())
+    }
+
     /// Creates `dir` and its missing ancestors (refusing symlinks on the way).
     async fn create_dir_all(&self, dir: &RelPath) -> FsResult<()> {
         let mut cur = RelPath::root();

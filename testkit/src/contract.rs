@@ -55,6 +55,22 @@ pub async fn fs_contract(fs: Arc<dyn Fs>, symlink: &dyn Fn(&str, &str)) {
     assert_eq!(names, vec![("a.bin".into(), FileKind::File, 5), ("d1".into(), FileKind::Dir, 0)]);
     assert_eq!(fs.metadata(&p("g/a.bin")).await.unwrap().kind, FileKind::File);
     assert_eq!(fs.metadata(&p("g/d1")).await.unwrap().kind, FileKind::Dir);
+    // A batch answers like one call per path, in order.
+    let batch = [p("g/a.bin"), p("g/nope"), p("g/d1"), p("g/a.bin/under-a-file")];
+    let many = fs.metadata_many(&batch).await;
+    assert_eq!(many.len(), batch.len());
+    for (path, got) in batch.iter().zip(&many) {
+        let single = fs.metadata(path).await;
+        assert_eq!(got.as_ref().map_err(|e| e.kind), single.as_ref().map_err(|e| e.kind), "{path}");
+    }
+    assert!(fs.metadata_many(&[]).await.is_empty());
+    // sync_file opens without truncating.
+    fs.sync_file(&p("g/a.bin")).await.unwrap();
+    assert_eq!(fs.metadata(&p("g/a.bin")).await.unwrap().len, 5, "sync_file must not truncate");
+    fs.sync_files(&[p("g/a.bin"), p("g/a.bin")]).await.unwrap();
+    fs.sync_dirs(&[p("g"), p("g/d1"), p("g/d1/d2")]).await.unwrap();
+    assert_eq!(fs.sync_dirs(&[p("g"), p("g/nodir")]).await.unwrap_err().kind, FsErrorKind::NotFound, "a batch reports its failure");
+    assert_eq!(fs.metadata(&p("g/a.bin")).await.unwrap().len, 5);
 
     // Rename: atomic over a file, refused over a non-empty directory.
     fs.write_atomic(&p("g/b.txt"), &p("g/b.tmp"), b"new").await.unwrap();
@@ -87,6 +103,9 @@ pub async fn fs_contract(fs: Arc<dyn Fs>, symlink: &dyn Fn(&str, &str)) {
     assert!(fs.open_read(&p("g/file-link")).await.is_err(), "no reading through a link");
     assert!(fs.open_write(&p("g/file-link")).await.is_err(), "no writing through a link");
     assert!(fs.open_write(&p("g/link-in/new")).await.is_err(), "no creating beneath a link");
+    assert!(fs.sync_file(&p("g/file-link")).await.is_err(), "no syncing through a link");
+    let through = fs.metadata_many(&[p("g/link-in/t"), p("g/link-out/passwd")]).await;
+    assert!(through.iter().all(|r| r.is_err()), "no metadata through a link: {through:?}");
     assert!(fs.remove_dir_all(&p("g/link-in")).await.is_err(), "remove_dir_all refuses a link");
     fs.remove_file(&p("g/link-in")).await.unwrap();
     assert_eq!(fs.read_file(&p("inside/t"), 100).await.unwrap(), b"target", "removing a link keeps its target");

@@ -19,3 +19,13 @@ async fn capfs_honours_the_fs_contract() {
     let fs = CapFs::open(&root).unwrap();
     fs_contract(Arc::new(fs), &|path, target| std::os::unix::fs::symlink(target, root.join(path)).unwrap()).await;
 }
+
+/// The same contract with the component-by-component walk that kernels
+/// without `openat2` use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capfs_without_openat2_honours_the_fs_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let fs = CapFs::open_walking(&root).unwrap();
+    fs_contract(Arc::new(fs), &|path, target| std::os::unix::fs::symlink(target, root.join(path)).unwrap()).await;
+}

@@ -8,11 +8,14 @@
 //!    `version.ini` → `.version.ini.discarded`;
 //! 2. intent `download/writing` (its root fsync also makes the parking
 //!    durable, before any data is touched);
-//! 3. create the manifest's directories; open every non-sentinel file
-//!    without truncating it and size it (a file that already has the right
-//!    size is left alone, so its verified data can be reused).
+//! 3. create the manifest's directories and its empty files; resize a
+//!    present file whose size differs from the manifest, without
+//!    truncating it first (a file that already has the right size is left
+//!    alone, so its verified data can be reused).
 //!
-//! The runtime then writes chunks itself (`open_write` + `write_at`).
+//! The runtime then writes chunks itself (`open_write` + `write_at`); a
+//! missing file is created by the write of its first chunk, so creating
+//! thousands of small files overlaps the transfer instead of preceding it.
 //!
 //! **commit** (after every chunk was written and verified)
 //! 1. check every file has its manifest size;
@@ -143,7 +146,12 @@ impl Planner for BeginPlanner<'_> {
                 (EntryKind::Dir, Stat::Present(m)) if m.kind == FileKind::Dir => {}
                 (EntryKind::File, Stat::Missing) => {
                     growth = growth.saturating_add(entry.size);
-                    steps.push(Step::Op(FsOp::Preallocate { path, len: entry.size }));
+                    // A file with data is created by its first chunk's
+                    // write, overlapping the network; an empty one has no
+                    // chunk, so it is created here.
+                    if entry.size == 0 {
+                        steps.push(Step::Op(FsOp::Preallocate { path, len: 0 }));
+                    }
                 }
                 (EntryKind::File, Stat::Present(m)) if m.kind == FileKind::File => {
                     if m.len != entry.size {
@@ -225,11 +233,11 @@ impl Planner for CommitPlanner<'_> {
         for ((path, entry), stat) in entries.into_iter().zip(stats) {
             let found = match (entry.kind, stat) {
                 (EntryKind::File, Stat::Present(m)) if m.kind == FileKind::File && m.len == entry.size => {
-                    sync_files.push(Step::Op(FsOp::SyncFile(path)));
+                    sync_files.push(path);
                     continue;
                 }
                 (EntryKind::Dir, Stat::Present(m)) if m.kind == FileKind::Dir => {
-                    sync_dirs.push(Step::Op(FsOp::SyncDir(path)));
+                    sync_dirs.push(path);
                     continue;
                 }
                 (_, Stat::Present(m)) if m.kind == FileKind::File => format!("{} bytes", m.len),
@@ -240,8 +248,13 @@ impl Planner for CommitPlanner<'_> {
             return Err(TxnError::Incomplete { root: root.clone(), path: entry.path.to_string(), expected: entry.size, found });
         }
         let tmp = child(root, layout::VERSION_TMP);
-        let mut steps = sync_files;
-        steps.extend(sync_dirs);
+        let mut steps = Vec::new();
+        if !sync_files.is_empty() {
+            steps.push(Step::Op(FsOp::SyncFiles(sync_files)));
+        }
+        if !sync_dirs.is_empty() {
+            steps.push(Step::Op(FsOp::SyncDirs(sync_dirs)));
+        }
         steps.push(Step::Op(FsOp::SyncDir(root.clone())));
         steps.push(Step::Op(FsOp::WriteFile { path: tmp.clone(), data: self.sentinel.to_vec() }));
         steps.push(Step::Op(FsOp::SyncFile(tmp.clone())));

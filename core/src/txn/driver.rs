@@ -41,6 +41,7 @@ impl<'a> Driver<'a> {
         let fs = self.fs;
         match op {
             FsOp::Metadata(p) => Ok(OpValue::Metadata(fs.metadata(p).await?)),
+            FsOp::MetadataMany(ps) => Ok(OpValue::MetadataMany(fs.metadata_many(ps).await)),
             FsOp::ReadDir(p) => Ok(OpValue::Entries(fs.read_dir(p).await?)),
             FsOp::ReadFile { path, max_len } => Ok(OpValue::Data(fs.read_file(path, *max_len).await?)),
             FsOp::FreeSpace => Ok(OpValue::FreeSpace(fs.free_space().await?)),
@@ -58,11 +59,10 @@ impl<'a> Driver<'a> {
                 }
                 Ok(OpValue::Unit)
             }
-            FsOp::SyncFile(p) => {
-                let h = fs.open_write(p).await?;
-                unit(h.sync().await)
-            }
+            FsOp::SyncFile(p) => unit(fs.sync_file(p).await),
+            FsOp::SyncFiles(ps) => unit(fs.sync_files(ps).await),
             FsOp::SyncDir(p) => unit(fs.sync_dir(p).await),
+            FsOp::SyncDirs(ps) => unit(fs.sync_dirs(ps).await),
             FsOp::Rename { from, to } => unit(fs.rename(from, to).await),
             FsOp::RemoveFile(p) => unit(fs.remove_file(p).await),
             FsOp::RemoveDir(p) => unit(fs.remove_dir(p).await),

@@ -326,10 +326,12 @@ impl StatMany {
         if self.in_flight || self.error.is_some() {
             return None;
         }
-        let op = match self.paths.get(self.stats.paths.len()) {
-            Some(p) => FsOp::Metadata(p.clone()),
-            None if self.want_space => FsOp::FreeSpace,
-            None => return None,
+        let op = if self.stats.paths.len() < self.paths.len() {
+            FsOp::MetadataMany(self.paths[self.stats.paths.len()..].to_vec())
+        } else if self.want_space {
+            FsOp::FreeSpace
+        } else {
+            return None;
         };
         self.in_flight = true;
         Some(op)
@@ -354,22 +356,30 @@ impl StatMany {
             }
             return;
         }
-        let stat = match result {
-            Ok(OpValue::Metadata(m)) => Stat::Present(m),
-            Err(OpError::Fs(e)) if e.kind == FsErrorKind::NotFound => Stat::Missing,
-            Err(OpError::Fs(e)) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => Stat::Blocked(e.kind),
+        let first = self.stats.paths.len();
+        let answers = match result {
+            Ok(OpValue::MetadataMany(list)) if list.len() == self.paths.len() - first => list,
             Err(e) => {
-                let op = FsOp::Metadata(self.paths[self.stats.paths.len()].clone());
-                self.error = Some(op_error(&self.root, &op, e));
+                self.error = Some(op_error(&self.root, &FsOp::MetadataMany(self.paths[first..].to_vec()), e));
                 return;
             }
             Ok(_) => {
-                let op = FsOp::Metadata(self.paths[self.stats.paths.len()].clone());
-                self.error = Some(op_error(&self.root, &op, unexpected_value()));
+                self.error = Some(op_error(&self.root, &FsOp::MetadataMany(self.paths[first..].to_vec()), unexpected_value()));
                 return;
             }
         };
-        self.stats.paths.push(stat);
+        for (i, answer) in answers.into_iter().enumerate() {
+            let stat = match answer {
+                Ok(m) => Stat::Present(m),
+                Err(e) if e.kind == FsErrorKind::NotFound => Stat::Missing,
+                Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => Stat::Blocked(e.kind),
+                Err(e) => {
+                    self.error = Some(op_error(&self.root, &FsOp::Metadata(self.paths[first + i].clone()), OpError::Fs(e)));
+                    return;
+                }
+            };
+            self.stats.paths.push(stat);
+        }
     }
 }
 
@@ -457,7 +467,8 @@ impl Exec {
             (_, Err(e)) => self.error = Some(op_error(&self.root, &op, e)),
             (Some(dir), Ok(OpValue::Entries(mut list))) => {
                 list.sort_by(|a, b| a.name.cmp(&b.name));
-                let mut steps = Vec::with_capacity(list.len() + 1);
+                let mut files = Vec::new();
+                let mut steps = Vec::new();
                 for e in list {
                     let path = match dir.join_local(&e.name) {
                         Ok(p) => p,
@@ -467,10 +478,13 @@ impl Exec {
                         }
                     };
                     match e.kind {
-                        FileKind::File => steps.push(Step::Op(FsOp::SyncFile(path))),
+                        FileKind::File => files.push(path),
                         FileKind::Dir => steps.push(Step::SyncTree(path)),
                         FileKind::Symlink | FileKind::Other => {}
                     }
+                }
+                if !files.is_empty() {
+                    steps.insert(0, Step::Op(FsOp::SyncFiles(files)));
                 }
                 steps.push(Step::Op(FsOp::SyncDir(dir)));
                 for s in steps.into_iter().rev() {

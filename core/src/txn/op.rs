@@ -14,6 +14,10 @@ use std::fmt;
 pub enum FsOp {
     /// Metadata without following symlinks. Answer: [`OpValue::Metadata`].
     Metadata(RelPath),
+    /// [`FsOp::Metadata`] of many paths in one request (an adapter may
+    /// answer them in one go). Answer: [`OpValue::MetadataMany`], one
+    /// result per path, in order.
+    MetadataMany(Vec<RelPath>),
     /// Lists a directory. Answer: [`OpValue::Entries`].
     ReadDir(RelPath),
     /// Reads a whole regular file of at most `max_len` bytes. Answer: [`OpValue::Data`].
@@ -47,8 +51,14 @@ pub enum FsOp {
     },
     /// Makes a file's data durable (opened for writing, never truncated).
     SyncFile(RelPath),
+    /// [`FsOp::SyncFile`] of each file, in order, in one request (an
+    /// adapter may perform them in one go). Stops at the first failure.
+    SyncFiles(Vec<RelPath>),
     /// Makes a directory's entries durable.
     SyncDir(RelPath),
+    /// [`FsOp::SyncDir`] of each directory, in order, in one request.
+    /// Stops at the first failure.
+    SyncDirs(Vec<RelPath>),
     /// Atomic rename.
     Rename {
         /// Old name.
@@ -75,7 +85,7 @@ pub enum FsOp {
 impl FsOp {
     /// Whether the operation changes the filesystem.
     pub fn is_mutating(&self) -> bool {
-        !matches!(self, FsOp::Metadata(_) | FsOp::ReadDir(_) | FsOp::ReadFile { .. } | FsOp::FreeSpace)
+        !matches!(self, FsOp::Metadata(_) | FsOp::MetadataMany(_) | FsOp::ReadDir(_) | FsOp::ReadFile { .. } | FsOp::FreeSpace)
     }
 }
 
@@ -83,6 +93,7 @@ impl fmt::Display for FsOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FsOp::Metadata(p) => write!(f, "metadata {p}"),
+            FsOp::MetadataMany(ps) => write!(f, "metadata of {} paths", ps.len()),
             FsOp::ReadDir(p) => write!(f, "read_dir {p}"),
             FsOp::ReadFile { path, .. } => write!(f, "read {path}"),
             FsOp::FreeSpace => f.write_str("free_space"),
@@ -91,7 +102,9 @@ impl fmt::Display for FsOp {
             FsOp::Preallocate { path, len } => write!(f, "preallocate {path} ({len} bytes)"),
             FsOp::WriteFile { path, data } => write!(f, "write {path} ({} bytes)", data.len()),
             FsOp::SyncFile(p) => write!(f, "sync {p}"),
+            FsOp::SyncFiles(ps) => write!(f, "sync {}", join(ps)),
             FsOp::SyncDir(p) => write!(f, "sync_dir {p}"),
+            FsOp::SyncDirs(ps) => write!(f, "sync_dir {}", join(ps)),
             FsOp::Rename { from, to } => write!(f, "rename {from} -> {to}"),
             FsOp::RemoveFile(p) => write!(f, "remove_file {p}"),
             FsOp::RemoveDir(p) => write!(f, "remove_dir {p}"),
@@ -101,6 +114,11 @@ impl fmt::Display for FsOp {
     }
 }
 
+/// `a, b, c` for a batch.
+fn join(paths: &[RelPath]) -> String {
+    paths.iter().map(RelPath::as_str).collect::<Vec<_>>().join(", ")
+}
+
 /// The value of a successful [`FsOp`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpValue {
@@ -108,6 +126,8 @@ pub enum OpValue {
     Unit,
     /// Answer to [`FsOp::Metadata`].
     Metadata(Metadata),
+    /// Answer to [`FsOp::MetadataMany`].
+    MetadataMany(Vec<Result<Metadata, FsError>>),
     /// Answer to [`FsOp::ReadDir`].
     Entries(Vec<DirEntry>),
     /// Answer to [`FsOp::ReadFile`].

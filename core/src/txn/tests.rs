@@ -27,8 +27,27 @@ fn drive<M: Machine>(m: &mut M, mut answer: impl FnMut(&FsOp) -> OpResult) -> (V
     let mut ops = Vec::new();
     while let Some(op) = m.poll_op() {
         assert_eq!(m.poll_op(), None, "one operation in flight at a time");
-        ops.push(op.to_string());
-        let r = answer(&op);
+        let r = match &op {
+            // A batch is answered (and listed) path by path.
+            FsOp::MetadataMany(paths) => Ok(OpValue::MetadataMany(
+                paths
+                    .iter()
+                    .map(|p| {
+                        let single = FsOp::Metadata(p.clone());
+                        ops.push(single.to_string());
+                        match answer(&single) {
+                            Ok(OpValue::Metadata(m)) => Ok(m),
+                            Err(OpError::Fs(e)) => Err(e),
+                            other => panic!("a metadata answer must be metadata or an Fs error, not {other:?}"),
+                        }
+                    })
+                    .collect(),
+            )),
+            _ => {
+                ops.push(op.to_string());
+                answer(&op)
+            }
+        };
         m.handle_result(r);
     }
     let outcome = m.take_outcome().expect("finished");
