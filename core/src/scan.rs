@@ -136,6 +136,14 @@ impl ScanIndex {
         self.roots.remove(id);
     }
 
+    /// The chunk hashes recorded for `path` of game `id`, if the file
+    /// still has the recorded size and mtime (the same trust a rescan puts
+    /// in the index).
+    pub fn known_chunks(&self, id: &GameId, path: &RelPath, size: u64, modified_ns: Option<u128>) -> Option<&[Hash]> {
+        let sig = self.roots.get(id)?.files.get(path)?;
+        (sig.size == size && sig.modified_ns == modified_ns && modified_ns.is_some()).then_some(sig.chunks.as_slice())
+    }
+
     /// Records hashes already known to be right (e.g. a just-verified
     /// download), so the next scan does not hash those files again.
     pub fn remember_verified(&mut self, id: &GameId, manifest: &Manifest, observed: &[(RelPath, u64, Option<u128>)]) {
@@ -355,6 +363,65 @@ pub async fn hash_file(fs: &dyn Fs, path: &RelPath, size: u64) -> Result<(Vec<Ha
         offset += want as u64;
     }
     Ok((chunks, *whole.finalize().as_bytes()))
+}
+
+/// Chunk hashes already known for a file with a given (path, size, mtime),
+/// e.g. from [`ScanIndex::known_chunks`].
+pub type KnownChunks<'a> = dyn Fn(&RelPath, u64, Option<u128>) -> Option<Vec<Hash>> + Sync + 'a;
+
+/// Which chunks of a download are already in place under `root`: for each
+/// file of `manifest` (in order; empty for directories and the sentinel),
+/// one flag per chunk, true iff the bytes at that place hash to the
+/// manifest's chunk hash. This is what makes an interrupted download resume
+/// and an update fetch only what changed: data that reads back right is
+/// right, whether it came from an earlier attempt or from the old version
+/// at the same path and offset (a lost unsynced write reads back wrong).
+///
+/// `known` answers from the scan index for a file with a given (path, size,
+/// mtime) without reading it. Missing or unreadable files count as absent;
+/// nothing is written.
+pub async fn reusable_chunks(fs: &dyn Fs, root: &RelPath, manifest: &Manifest, known: &KnownChunks<'_>) -> Vec<Vec<bool>> {
+    let data: Vec<(usize, RelPath)> = manifest
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.kind == EntryKind::File && !f.is_sentinel() && !f.chunks.is_empty())
+        .filter_map(|(i, f)| Some((i, join_under(root, &f.path)?)))
+        .collect();
+    let paths: Vec<RelPath> = data.iter().map(|(_, p)| p.clone()).collect();
+    let stats = fs.metadata_many(&paths).await;
+    let mut out: Vec<Vec<bool>> = manifest.files.iter().map(|_| Vec::new()).collect();
+    for ((i, path), stat) in data.into_iter().zip(stats) {
+        let f = &manifest.files[i];
+        let Ok(m) = stat else { continue };
+        if m.kind != FileKind::File || m.len == 0 {
+            continue;
+        }
+        let mut flags = vec![false; f.chunks.len()];
+        if let Some(hashes) = known(&f.path, m.len, m.modified_ns) {
+            for (k, flag) in flags.iter_mut().enumerate() {
+                let in_file = f.chunk_range(k as u64).is_some_and(|(off, len)| off + len <= m.len);
+                *flag = in_file && hashes.get(k) == Some(&f.chunks[k]);
+            }
+        } else if let Ok(h) = fs.open_read(&path).await {
+            for (k, flag) in flags.iter_mut().enumerate() {
+                let Some((off, len)) = f.chunk_range(k as u64) else { break };
+                if off + len > m.len {
+                    break;
+                }
+                match h.read_at(off, len as usize).await {
+                    Ok(bytes) if bytes.len() as u64 == len => *flag = chunk_hash(&bytes) == f.chunks[k],
+                    _ => break,
+                }
+            }
+        }
+        out[i] = flags;
+    }
+    out
+}
+
+fn join_under(root: &RelPath, rel: &RelPath) -> Option<RelPath> {
+    rel.components().try_fold(root.clone(), |p, c| p.join_local(c).ok())
 }
 
 /// Hash of one chunk's bytes (what a downloader compares with the manifest).

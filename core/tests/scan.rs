@@ -115,3 +115,49 @@ fn corrupt_index_is_ignored() {
     let mut scanner = Scanner::new(block_on(ScanIndex::load(&fs)));
     assert!(block_on(scanner.scan_all(&fs, &catalog())).is_ok());
 }
+
+#[test]
+fn reusable_chunks_finds_exactly_the_data_that_reads_back_right() {
+    use lanspread_core::scan::reusable_chunks;
+    // The manifest of a complete game...
+    let fs = library();
+    let mut scanner = Scanner::new(ScanIndex::default());
+    let id = GameId::new("dl").unwrap();
+    let game = block_on(scanner.scan_game(&fs, &id)).unwrap().unwrap();
+    let manifest = game.manifest.unwrap();
+    let zip = manifest.files.iter().position(|f| f.path.as_str() == "game.zip").unwrap();
+    let level = manifest.files.iter().position(|f| f.path.as_str() == "data/levels/l1.pak").unwrap();
+    assert_eq!(manifest.files[zip].chunks.len(), 3);
+    // ...against a partial copy: game.zip's middle chunk is wrong and its
+    // last one is missing (the file is short); the level is missing.
+    let part = MemFs::new();
+    let mut zip_data = vec![1u8; (2 << 20) + 5];
+    zip_data[(1 << 20) + 7] = 9;
+    part.write_file("dl/game.zip", zip_data);
+    part.write_file("dl/version.ini", "1.2\n");
+    let none = |_: &RelPath, _: u64, _: Option<u128>| None;
+    let found = block_on(reusable_chunks(&part, &RelPath::new("dl").unwrap(), &manifest, &none));
+    assert_eq!(found.len(), manifest.files.len());
+    assert_eq!(found[zip], [true, false, false]);
+    assert!(found[level].is_empty(), "a missing file has nothing to reuse");
+    let sentinel = manifest.files.iter().position(|f| f.is_sentinel()).unwrap();
+    assert!(found[sentinel].is_empty(), "the sentinel is always fetched");
+    // The index answers without reading, but only for the recorded size and
+    // mtime, and its hashes still have to match the manifest's.
+    let zip_path = manifest.files[zip].path.clone();
+    let wrong = manifest.files[zip].chunks.iter().map(|_| [7u8; 32]).collect::<Vec<_>>();
+    let lying = |p: &RelPath, _: u64, _: Option<u128>| (*p == zip_path).then(|| wrong.clone());
+    let found = block_on(reusable_chunks(&part, &RelPath::new("dl").unwrap(), &manifest, &lying));
+    assert_eq!(found[zip], [false, false, false], "recorded hashes that differ from the manifest are not trusted");
+    // The scan index knows a file only at its recorded size and mtime.
+    use lanspread_ports::Fs;
+    let m = block_on(fs.metadata(&RelPath::new("dl/game.zip").unwrap())).unwrap();
+    let known = scanner.index.known_chunks(&id, &zip_path, m.len, m.modified_ns).expect("indexed by the scan");
+    assert_eq!(known, &manifest.files[zip].chunks[..]);
+    assert!(scanner.index.known_chunks(&id, &zip_path, m.len + 1, m.modified_ns).is_none());
+    assert!(scanner.index.known_chunks(&id, &zip_path, m.len, m.modified_ns.map(|t| t + 1)).is_none());
+    // The complete original: everything but the sentinel is reusable.
+    let all = block_on(reusable_chunks(&fs, &RelPath::new("dl").unwrap(), &manifest, &none));
+    assert_eq!(all[zip], [true, true, true]);
+    assert_eq!(all[level], [true]);
+}

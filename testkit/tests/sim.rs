@@ -260,6 +260,92 @@ fn update_keeps_the_old_version_playable_until_commit() {
     });
 }
 
+/// The stats of the last `DownloadFinished` of `id` on `peer`.
+fn last_transfer(sim: &Sim, peer: &str, id: &GameId) -> lanspread_app::runtime::TransferStats {
+    sim.events(peer)
+        .into_iter()
+        .rev()
+        .find_map(|(_, e)| match e {
+            PeerEvent::DownloadFinished { id: i, stats, .. } if i == *id => Some(stats),
+            _ => None,
+        })
+        .expect("a finished download")
+}
+
+#[test]
+fn an_interrupted_download_resumes_with_the_data_already_there() {
+    Sim::run("an_interrupted_download_resumes_with_the_data_already_there", 21, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", 24 * MIB);
+        let cat = catalog_of(&[&game]);
+        let hs = sim.host("s", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let sfs = MemFs::unrecorded();
+        game.write(&sfs, &sim.rng);
+        sim.spawn("s", hs, sfs, Sim::config(cat.clone()));
+        let hd = sim.host("d", HostConfig::symmetric(20.0 * MB, ms(1)));
+        sim.spawn("d", hd, MemFs::new(), Sim::config(cat));
+        wait_holders(&sim, "d", "arena", 1).await;
+        let id = gid("arena");
+        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        let half = |e: &PeerEvent| matches!(e, PeerEvent::DownloadProgress { done, total, .. } if *done * 2 >= *total);
+        sim.wait_for("d", Duration::from_secs(60), half).await;
+        // The process dies; what it wrote is still there (no power loss).
+        sim.crash("d", CrashModel::AllUpToK);
+        sim.sleep(ms(100)).await;
+        let before = sim.events("d").len();
+        sim.restart("d");
+        sim.wait_until("the seeder seen again", Duration::from_secs(30), |s| {
+            s.events("d")[before..].iter().any(|(_, e)| {
+                matches!(e, PeerEvent::LibrarySnapshot { games, .. } if games.iter().any(|g| g.id == id && !g.peers_with_latest.is_empty()))
+            })
+        })
+        .await;
+        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.wait_until("the resumed download", Duration::from_secs(60), |s| {
+            s.events("d")[before..].iter().any(|(_, e)| finished(e, &id) || failed(e, &id))
+        })
+        .await;
+        let stats = last_transfer(&sim, "d", &id);
+        let size = game.archive_bytes;
+        assert!(stats.reused >= size / 3, "at least a third was kept and verified: {stats:?}");
+        assert!(stats.bytes + stats.reused > size, "everything is accounted for: {stats:?}");
+        let fetched: u64 = stats.peers.iter().map(|p| p.bytes).sum();
+        assert!(fetched <= stats.bytes + 2 * MIB, "only the missing part was fetched: {fetched} vs {stats:?}");
+        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena");
+        sim
+    });
+}
+
+#[test]
+fn an_update_fetches_only_the_chunks_that_changed() {
+    Sim::run("an_update_fetches_only_the_chunks_that_changed", 22, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", 8 * MIB);
+        let cat = catalog_of(&[&game]);
+        // The downloader has 1.0; the seeder has 2.0, which changes one file.
+        let dfs = MemFs::unrecorded();
+        game.write(&dfs, &sim.rng);
+        let sfs = MemFs::unrecorded();
+        game.write(&sfs, &sim.rng);
+        sfs.write_file("arena/data/maps/arena.map", sim.rng.fork("new map").bytes(70_000));
+        sfs.write_file("arena/version.ini", b"2.0\n");
+        let hs = sim.host("s", HostConfig::symmetric(20.0 * MB, ms(1)));
+        sim.spawn("s", hs, sfs, Sim::config(cat.clone()));
+        let hd = sim.host("d", HostConfig::symmetric(20.0 * MB, ms(1)));
+        sim.spawn("d", hd, dfs, Sim::config(cat));
+        wait_holders(&sim, "d", "arena", 1).await;
+        let id = gid("arena");
+        sim.send("d", PeerCommand::FetchLatestFromPeers(id.clone()));
+        sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::GotGameFiles { .. })).await;
+        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.wait_for("d", Duration::from_secs(60), |e| finished(e, &id)).await;
+        let stats = last_transfer(&sim, "d", &id);
+        assert_eq!(stats.bytes, 70_000 + 4, "the new map and version.ini: {stats:?}");
+        assert!(stats.reused >= 8 * MIB, "the unchanged archive was reused: {stats:?}");
+        assert_eq!(sim.peer("d").fs.read("arena/version.ini").as_deref(), Some(&b"2.0\n"[..]));
+        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena");
+        sim
+    });
+}
+
 /// No snapshot may show an operation as finished while the local state is
 /// stale: the snapshot right before each lifecycle "finished" event has the
 /// operation cleared *and* the new local state.

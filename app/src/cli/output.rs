@@ -77,6 +77,9 @@ pub fn shares(peers: &[PeerShare], done: u64) -> String {
 pub fn print_transfer(id: &GameId, stats: &TransferStats) {
     let rate = if stats.secs > 0.0 { stats.bytes as f64 / stats.secs } else { 0.0 };
     say!("downloaded {id}: {} in {:.2} s ({}/s)", size(stats.bytes), stats.secs, size(rate as u64));
+    if stats.reused > 0 {
+        say!("  {} were already in place and verified", size(stats.reused));
+    }
     for p in &stats.peers {
         let share = if stats.bytes == 0 { 0.0 } else { p.bytes as f64 * 100.0 / stats.bytes as f64 };
         say!("  peer {}: {:>10} ({share:5.1}%)", p.peer, size(p.bytes));

@@ -6,9 +6,9 @@ use super::events::{OperationKind, PeerEvent, PeerShare, TransferStats};
 use super::peers;
 use super::state::Shared;
 use bytes::Bytes;
-use lanspread_core::game::{EntryKind, GameId, Manifest};
+use lanspread_core::game::{EntryKind, GameId, Manifest, CHUNK_SIZE};
 use lanspread_core::protocol::{Request, Response};
-use lanspread_core::scan::chunk_hash;
+use lanspread_core::scan::{self, chunk_hash};
 use lanspread_core::sched::{Action, ChunkFailure, Scheduler};
 use lanspread_core::txn;
 use lanspread_core::wire::{self, WireError};
@@ -140,8 +140,17 @@ async fn run_download(
             return Err(e.to_string());
         }
     }
+    // Data already in place (an interrupted attempt, or the old version's
+    // unchanged chunks at the same offsets) is verified and not fetched.
+    let reusable = if fresh {
+        Vec::new()
+    } else {
+        let index = sh.scanner.lock().await.index.clone();
+        let known = |path: &RelPath, size: u64, mtime: Option<u128>| index.known_chunks(id, path, size, mtime).map(<[_]>::to_vec);
+        scan::reusable_chunks(fs.as_ref(), &root, &manifest, &known).await
+    };
     let t2 = clock.now();
-    let result = transfer(sh, id, &manifest, &sources, &mut cancel).await;
+    let result = transfer(sh, id, &manifest, &sources, &reusable, &mut cancel).await;
     match result {
         Ok((sentinel, stats)) => {
             let t3 = clock.now();
@@ -150,7 +159,7 @@ async fn run_download(
             remember_verified(sh, id, &manifest).await;
             let t5 = clock.now();
             tracing::debug!(
-                "{id}: begin {:?}, prune {:?}, transfer {:?}, commit {:?}, index {:?}",
+                "{id}: begin {:?}, prune and reuse check {:?}, transfer {:?}, commit {:?}, index {:?}",
                 t1.saturating_since(t0),
                 t2.saturating_since(t1),
                 t3.saturating_since(t2),
@@ -173,6 +182,7 @@ async fn transfer(
     id: &GameId,
     manifest: &Manifest,
     sources: &[PeerId],
+    reusable: &[Vec<bool>],
     cancel: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Vec<u8>, TransferStats), String> {
     let clock = sh.ports.clock.clone();
@@ -190,6 +200,21 @@ async fn transfer(
     let sentinel_file = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
     let mut sentinel = vec![0u8; manifest.files[sentinel_file].size as usize];
     let mut sched = Scheduler::new(plan.iter().map(|c| c.len), sh.cfg.sched.clone());
+    let in_place: Vec<usize> = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| reusable.get(c.file).and_then(|f| f.get((c.offset / CHUNK_SIZE) as usize)).copied().unwrap_or(false))
+        .map(|(i, _)| i)
+        .collect();
+    if !in_place.is_empty() {
+        let bytes: u64 = in_place.iter().map(|&i| plan[i].len).sum();
+        tracing::info!(
+            "{id}: {} of {} chunks ({bytes} bytes) are already in place and verified; fetching the rest",
+            in_place.len(),
+            plan.len()
+        );
+    }
+    sched.mark_done_many(in_place.iter().copied());
     let banned = sh.st().banned.clone();
     let digest = manifest.digest();
     let mut usable: Vec<PeerId> = sources.iter().filter(|p| !banned.contains(p)).copied().collect();
@@ -219,6 +244,12 @@ async fn transfer(
     }
     let mut syncs = JoinSet::new();
     let mut arrived = vec![false; plan.len()];
+    for &i in &in_place {
+        arrived[i] = true;
+        if let Some(n) = missing.get_mut(&plan[i].file) {
+            *n -= 1;
+        }
+    }
     let mut stop = sh.shutdown_signal();
     let outcome: Result<(), String> = loop {
         let now = clock.now();
@@ -352,7 +383,8 @@ async fn transfer(
     outcome?;
     sh.emit(progress(id, &sched));
     let secs = clock.now().saturating_since(started).as_secs_f64();
-    Ok((sentinel, TransferStats { bytes: sched.total_bytes(), secs, peers: shares(&sched) }))
+    let reused: u64 = in_place.iter().map(|&i| plan[i].len).sum();
+    Ok((sentinel, TransferStats { bytes: sched.total_bytes() - reused, reused, secs, peers: shares(&sched) }))
 }
 
 /// A file of the download, opened (and created) by the first chunk that

@@ -65,8 +65,12 @@ pub struct PeerShare {
 /// Totals of a finished download.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TransferStats {
-    /// Bytes transferred.
+    /// Bytes fetched from peers (the game's size minus `reused`).
     pub bytes: u64,
+    /// Bytes already in place and verified (an interrupted attempt, or
+    /// chunks the old version shares with the new), not fetched.
+    #[serde(default)]
+    pub reused: u64,
     /// Duration in seconds.
     pub secs: f64,
     /// Per-peer shares.

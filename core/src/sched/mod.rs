@@ -232,17 +232,25 @@ impl Scheduler {
         s
     }
 
-    /// Marks chunks as already done (e.g. verified data kept from an
-    /// interrupted download).
+    /// Marks a chunk as already done (e.g. verified data kept from an
+    /// interrupted download). Call before the first request.
     pub fn mark_done(&mut self, chunk: ChunkIdx) {
-        if let Some(c) = self.chunks.get_mut(chunk) {
-            if c.state != ChunkState::Done {
-                c.state = ChunkState::Done;
-                self.done += 1;
-                self.done_bytes += c.len;
-                self.queue.retain(|q| *q != chunk);
+        self.mark_done_many([chunk]);
+    }
+
+    /// [`Scheduler::mark_done`] for many chunks, in one pass over the queue.
+    pub fn mark_done_many(&mut self, chunks: impl IntoIterator<Item = ChunkIdx>) {
+        for chunk in chunks {
+            if let Some(c) = self.chunks.get_mut(chunk) {
+                if c.state != ChunkState::Done {
+                    c.state = ChunkState::Done;
+                    self.done += 1;
+                    self.done_bytes += c.len;
+                }
             }
         }
+        let chunks = &self.chunks;
+        self.queue.retain(|q| chunks[*q].state != ChunkState::Done);
         self.check_end();
     }
 
