@@ -299,3 +299,39 @@ async fn watch_overflow_reports_a_rescan() {
     let ev = tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("no watch event").unwrap();
     assert_eq!(ev, lanspread_ports::WatchEvent { dir: RelPath::root(), name: None });
 }
+
+/// Large aligned writes bypass the page cache where the filesystem allows
+/// it (and fall back where it does not, as on tmpfs); either way every byte
+/// reads back, mixed with unaligned and small writes, and a sync covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aligned_chunk_writes_read_back_on_every_filesystem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut roots = vec![tmp.path().to_path_buf()];
+    let shm = std::path::Path::new("/dev/shm");
+    let shm_tmp = shm.is_dir().then(|| tempfile::tempdir_in(shm).ok()).flatten();
+    if let Some(t) = &shm_tmp {
+        roots.push(t.path().to_path_buf());
+    }
+    for root in roots {
+        let fs = CapFs::open(&root).unwrap();
+        fs.create_dir(&p("g")).await.unwrap();
+        const MIB: usize = 1 << 20;
+        let size = 3 * MIB + 12_345;
+        let want: Vec<u8> = (0..size).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let f = fs.open_write(&p("g/big.bin")).await.unwrap();
+        // Out of order, as a download writes: whole chunks, then the tail,
+        // then a small unaligned rewrite of bytes already written.
+        for chunk in [2usize, 0, 1] {
+            let range = chunk * MIB..(chunk + 1) * MIB;
+            f.write_at(range.start as u64, Bytes::copy_from_slice(&want[range])).await.unwrap();
+        }
+        f.write_at((3 * MIB) as u64, Bytes::copy_from_slice(&want[3 * MIB..])).await.unwrap();
+        f.write_at(100, Bytes::copy_from_slice(&want[100..5000])).await.unwrap();
+        f.sync().await.unwrap();
+        assert_eq!(f.len().await.unwrap(), size as u64, "{}", root.display());
+        drop(f);
+        let got = fs.read_file(&p("g/big.bin"), size as u64).await.unwrap();
+        assert!(got == want, "content differs on {}", root.display());
+        assert_eq!(std::fs::read(root.join("g/big.bin")).unwrap(), want, "seen from outside on {}", root.display());
+    }
+}
