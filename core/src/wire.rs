@@ -7,7 +7,7 @@ use crate::protocol::{
     encode_stream_start, Decoded, ErrorResponse, ProtocolError, Request, Response, StreamStartDecoder, MAX_REQUEST_FRAME,
     MAX_RESPONSE_FRAME,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use lanspread_ports::transport::{Connection, RecvStream, SendStream, TransportError};
 use serde::de::DeserializeOwned;
 
@@ -74,7 +74,7 @@ pub async fn read_exact(recv: &mut dyn RecvStream, leftover: Bytes, len: u64) ->
         expect_end(recv, len).await?;
         return Ok(leftover);
     }
-    let mut out = BytesMut::with_capacity(cap);
+    let mut out = payload_buffer(cap);
     out.extend_from_slice(&leftover);
     while out.len() < cap {
         let want = (cap - out.len()).min(READ_PIECE);
@@ -85,6 +85,27 @@ pub async fn read_exact(recv: &mut dyn RecvStream, leftover: Bytes, len: u64) ->
     }
     expect_end(recv, len).await?;
     Ok(out.freeze())
+}
+
+/// Payloads of at least this size are received into page-aligned memory.
+const ALIGNED_PAYLOAD: usize = 64 * 1024;
+/// The alignment: what `O_DIRECT` asks of a buffer.
+const PAYLOAD_ALIGN: usize = 4096;
+
+/// An empty buffer with room for `cap` bytes. A large one starts at a page
+/// boundary, so a filesystem adapter can write the chunk to disk straight
+/// from it (direct IO needs aligned memory) instead of copying it first.
+fn payload_buffer(cap: usize) -> BytesMut {
+    if cap < ALIGNED_PAYLOAD {
+        return BytesMut::with_capacity(cap);
+    }
+    let mut b = BytesMut::with_capacity(cap + PAYLOAD_ALIGN);
+    let pad = b.as_ptr().align_offset(PAYLOAD_ALIGN);
+    if pad < PAYLOAD_ALIGN {
+        b.resize(pad, 0);
+        b.advance(pad);
+    }
+    b
 }
 
 async fn expect_end(recv: &mut dyn RecvStream, len: u64) -> Result<(), WireError> {
@@ -127,5 +148,25 @@ pub async fn request_data(conn: &dyn Connection, req: &Request, expected_len: u6
         }
         Response::Error(e) => Err(WireError::Remote(e)),
         other => Err(WireError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_payload_buffers_start_on_a_page_and_hold_the_payload() {
+        for cap in [ALIGNED_PAYLOAD, 1 << 20, (1 << 20) + 17] {
+            let mut b = payload_buffer(cap);
+            assert!(b.is_empty());
+            assert!(b.as_ptr().addr().is_multiple_of(PAYLOAD_ALIGN), "{cap}");
+            assert!(b.capacity() >= cap, "{cap}");
+            let start = b.as_ptr();
+            b.extend_from_slice(&vec![7u8; cap]);
+            assert_eq!(b.as_ptr(), start, "filling it must not reallocate ({cap})");
+        }
+        let small = payload_buffer(100);
+        assert!(small.capacity() >= 100);
     }
 }

@@ -454,9 +454,9 @@ struct CapFile {
 /// inode opened with `O_DIRECT`. A download writes every byte once and
 /// fsyncs it before the commit, so the page cache only costs it: filling
 /// fresh page-cache pages was half of the downloader's CPU in the loopback
-/// profile. Unaligned writes (file tails) and filesystems that refuse
-/// `O_DIRECT` (tmpfs) use the ordinary descriptor; `fsync` of either
-/// descriptor covers the inode.
+/// profile. Unaligned writes (file tails, buffers not on a page boundary)
+/// and filesystems that refuse `O_DIRECT` (tmpfs) use the ordinary
+/// descriptor; `fsync` of either descriptor covers the inode.
 struct Direct {
     inner: Arc<Inner>,
     /// Opened on the first eligible write; `None` inside: unavailable.
@@ -472,8 +472,14 @@ const DIRECT_MIN: usize = 64 * 1024;
 const DIRECT_MAX: usize = 4 << 20;
 
 impl Direct {
-    fn eligible(&self, offset: u64, len: usize) -> bool {
+    /// Whether a write can go direct: a whole number of aligned blocks at
+    /// an aligned offset, from aligned memory (the wire layer receives
+    /// chunks into page-aligned buffers for this; anything else is simply
+    /// written through the page cache, never copied to align it).
+    fn eligible(&self, offset: u64, data: &[u8]) -> bool {
+        let len = data.len();
         (DIRECT_MIN..=DIRECT_MAX).contains(&len)
+            && data.as_ptr().addr().is_multiple_of(DIRECT_ALIGN)
             && len.is_multiple_of(DIRECT_ALIGN)
             && offset.is_multiple_of(DIRECT_ALIGN as u64)
             && !self.refused.load(Ordering::Relaxed)
@@ -485,8 +491,8 @@ impl Direct {
         let fd =
             self.fd.get_or_init(|| if self.inner.beneath { beneath::open_direct(&self.inner.root, path.as_str(), file) } else { None });
         let Some(fd) = fd else { return Ok(false) };
-        match write_aligned(fd, offset, data) {
-            Ok(done) => Ok(done),
+        match fd.write_all_at(data, offset) {
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                 self.refused.store(true, Ordering::Relaxed);
                 Ok(false)
@@ -494,31 +500,6 @@ impl Direct {
             Err(e) => Err(e),
         }
     }
-}
-
-thread_local! {
-    /// A reusable buffer per blocking thread, for the aligned copy of a
-    /// direct write.
-    static ALIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Copies `data` into an aligned buffer and writes it at `offset`.
-/// `Ok(false)` if no aligned window could be found (never expected).
-fn write_aligned(fd: &File, offset: u64, data: &[u8]) -> io::Result<bool> {
-    ALIGNED.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < data.len() + DIRECT_ALIGN {
-            buf.resize(data.len() + DIRECT_ALIGN, 0);
-        }
-        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
-        if start >= DIRECT_ALIGN {
-            return Ok(false);
-        }
-        let window = &mut buf[start..start + data.len()];
-        window.copy_from_slice(data);
-        fd.write_all_at(window, offset)?;
-        Ok(true)
-    })
 }
 
 impl CapFile {
@@ -561,7 +542,7 @@ impl FileHandle for CapFile {
     }
 
     async fn write_at(&self, offset: u64, data: Bytes) -> FsResult<()> {
-        let direct = self.direct.clone().filter(|d| d.eligible(offset, data.len()));
+        let direct = self.direct.clone().filter(|d| d.eligible(offset, &data));
         let path = self.path.clone();
         self.run(move |f| {
             if let Some(d) = direct {
