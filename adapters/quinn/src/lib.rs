@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use lanspread_ports::{BiStream, Connection, PeerId, RecvStream, SendStream, Transport, TransportError};
-use lanspread_tls::{ClientTls, Identity, TransportLimits, EXPORTER_LEN, STREAM_DROPPED_CODE};
+use lanspread_tls::{AcceptQueue, ClientTls, Identity, TransportLimits, EXPORTER_LEN, STREAM_DROPPED_CODE};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{ConnectionError, EndpointConfig, IdleTimeout, MtuDiscoveryConfig, ReadError, TransportConfig, WriteError};
 use rustls::pki_types::CertificateDer;
@@ -38,8 +38,7 @@ pub struct QuinnTransport {
     local_addr: SocketAddr,
     client_tls: ClientTls,
     limits: Arc<TransportLimits>,
-    incoming: tokio::sync::Mutex<mpsc::Receiver<QuinnConnection>>,
-    shutdown: watch::Sender<bool>,
+    queue: AcceptQueue<QuinnConnection>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -121,9 +120,8 @@ impl QuinnTransport {
         let local_addr = endpoint.local_addr().map_err(|e| other("local addr", e))?;
 
         let limits = Arc::new(limits);
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), tx, Arc::clone(&limits), shutdown_rx));
+        let (queue, tx) = AcceptQueue::new(ACCEPT_QUEUE);
+        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), tx, Arc::clone(&limits), queue.shutdown_signal()));
 
         Ok(Arc::new(QuinnTransport {
             endpoint,
@@ -131,14 +129,13 @@ impl QuinnTransport {
             local_addr,
             client_tls,
             limits,
-            incoming: tokio::sync::Mutex::new(rx),
-            shutdown,
+            queue,
             accept_task: Mutex::new(Some(accept_task)),
         }))
     }
 
     fn is_shut_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.queue.is_shut_down()
     }
 }
 
@@ -190,18 +187,7 @@ impl Transport for QuinnTransport {
     }
 
     async fn accept(&self) -> Option<Box<dyn Connection>> {
-        let mut shutdown = self.shutdown.subscribe();
-        if *shutdown.borrow() {
-            return None;
-        }
-        let mut incoming = tokio::select! {
-            guard = self.incoming.lock() => guard,
-            _ = shutdown.wait_for(|s| *s) => return None,
-        };
-        tokio::select! {
-            conn = incoming.recv() => conn.map(|c| Box::new(c) as Box<dyn Connection>),
-            _ = shutdown.wait_for(|s| *s) => None,
-        }
+        self.queue.accept().await.map(|c| Box::new(c) as Box<dyn Connection>)
     }
 
     async fn connect(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<Box<dyn Connection>, TransportError> {
@@ -231,17 +217,14 @@ impl Transport for QuinnTransport {
     }
 
     async fn shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.queue.shut_down();
         self.endpoint.close(0u32.into(), b"shutdown");
         let task = self.accept_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             task.abort();
         }
         // Drop connections that were accepted but never handed out.
-        let mut incoming = self.incoming.lock().await;
-        incoming.close();
-        while incoming.try_recv().is_ok() {}
-        drop(incoming);
+        drop(self.queue.drain().await);
         // Give the close frames a moment to leave (they go out at once on a
         // LAN); do not wait out the whole draining period, which made every
         // short-lived `lanspread get` half a second slower.

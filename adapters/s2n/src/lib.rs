@@ -16,7 +16,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use lanspread_ports::{BiStream, Connection, PeerId, RecvStream, SendStream, Transport, TransportError};
-use lanspread_tls::{ClientTls, Identity, TransportLimits, EXPORTER_LEN, STREAM_DROPPED_CODE};
+use lanspread_tls::{AcceptQueue, ClientTls, Identity, TransportLimits, EXPORTER_LEN, STREAM_DROPPED_CODE};
 use s2n_quic::client::Connect;
 use s2n_quic::provider::event::{events, ConnectionInfo, ConnectionMeta, Subscriber};
 use s2n_quic::provider::limits::Limits;
@@ -128,8 +128,7 @@ pub struct S2nTransport {
     client: Mutex<Option<s2n_quic::Client>>,
     client_tls: ClientTls,
     limits: Arc<TransportLimits>,
-    incoming: tokio::sync::Mutex<mpsc::Receiver<S2nConnection>>,
-    shutdown: watch::Sender<bool>,
+    queue: AcceptQueue<S2nConnection>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
     live: LiveSet,
 }
@@ -177,9 +176,8 @@ impl S2nTransport {
 
         let limits = Arc::new(limits);
         let live = LiveSet::default();
-        let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(accept_loop(server, tx, Arc::clone(&limits), Arc::clone(&live), shutdown_rx));
+        let (queue, tx) = AcceptQueue::new(ACCEPT_QUEUE);
+        let accept_task = tokio::spawn(accept_loop(server, tx, Arc::clone(&limits), Arc::clone(&live), queue.shutdown_signal()));
 
         Ok(Arc::new(S2nTransport {
             local_id: identity.peer_id(),
@@ -187,15 +185,14 @@ impl S2nTransport {
             client: Mutex::new(Some(client)),
             client_tls,
             limits,
-            incoming: tokio::sync::Mutex::new(rx),
-            shutdown,
+            queue,
             accept_task: Mutex::new(Some(accept_task)),
             live,
         }))
     }
 
     fn is_shut_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.queue.is_shut_down()
     }
 }
 
@@ -238,18 +235,7 @@ impl Transport for S2nTransport {
     }
 
     async fn accept(&self) -> Option<Box<dyn Connection>> {
-        let mut shutdown = self.shutdown.subscribe();
-        if *shutdown.borrow() {
-            return None;
-        }
-        let mut incoming = tokio::select! {
-            guard = self.incoming.lock() => guard,
-            _ = shutdown.wait_for(|s| *s) => return None,
-        };
-        tokio::select! {
-            conn = incoming.recv() => conn.map(|c| Box::new(c) as Box<dyn Connection>),
-            _ = shutdown.wait_for(|s| *s) => None,
-        }
+        self.queue.accept().await.map(|c| Box::new(c) as Box<dyn Connection>)
     }
 
     async fn connect(&self, addr: SocketAddr, expected: Option<PeerId>) -> Result<Box<dyn Connection>, TransportError> {
@@ -282,7 +268,7 @@ impl Transport for S2nTransport {
     }
 
     async fn shutdown(&self) {
-        self.shutdown.send_replace(true);
+        self.queue.shut_down();
         let task = self.accept_task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             task.abort();
@@ -294,9 +280,7 @@ impl Transport for S2nTransport {
         for conn in live.iter().filter_map(Weak::upgrade) {
             conn.close(0);
         }
-        let mut incoming = self.incoming.lock().await;
-        incoming.close();
-        while let Ok(conn) = incoming.try_recv() {
+        for conn in self.queue.drain().await {
             conn.0.close(0);
         }
     }

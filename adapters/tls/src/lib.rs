@@ -10,8 +10,13 @@
 //!   may pin the expected `PeerId`; the verifier then rejects any other
 //!   certificate during the handshake.
 //! - [`TransportLimits`]: the knobs both adapters apply.
+//! - [`AcceptQueue`]: the queue of handshaken incoming connections and the
+//!   shutdown flag, the same in both adapters.
 
 #![forbid(unsafe_code)]
+
+mod accept;
+pub use accept::AcceptQueue;
 
 use lanspread_ports::PeerId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
