@@ -386,7 +386,7 @@ pub async fn reusable_chunks(fs: &dyn Fs, root: &RelPath, manifest: &Manifest, k
         .iter()
         .enumerate()
         .filter(|(_, f)| f.kind == EntryKind::File && !f.is_sentinel() && !f.chunks.is_empty())
-        .filter_map(|(i, f)| Some((i, join_under(root, &f.path)?)))
+        .filter_map(|(i, f)| Some((i, root.join(f.path.as_str()).ok()?)))
         .collect();
     let paths: Vec<RelPath> = data.iter().map(|(_, p)| p.clone()).collect();
     let stats = fs.metadata_many(&paths).await;
@@ -418,10 +418,6 @@ pub async fn reusable_chunks(fs: &dyn Fs, root: &RelPath, manifest: &Manifest, k
         out[i] = flags;
     }
     out
-}
-
-fn join_under(root: &RelPath, rel: &RelPath) -> Option<RelPath> {
-    rel.components().try_fold(root.clone(), |p, c| p.join_local(c).ok())
 }
 
 /// Hash of one chunk's bytes (what a downloader compares with the manifest).

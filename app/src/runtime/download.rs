@@ -6,7 +6,7 @@ use super::events::{OperationKind, PeerEvent, PeerShare, TransferStats};
 use super::peers;
 use super::state::Shared;
 use bytes::Bytes;
-use lanspread_core::game::{EntryKind, GameId, Manifest, CHUNK_SIZE};
+use lanspread_core::game::{EntryKind, GameId, Manifest};
 use lanspread_core::protocol::{Request, Response};
 use lanspread_core::scan::{self, chunk_hash};
 use lanspread_core::sched::{Action, ChunkFailure, Scheduler};
@@ -188,28 +188,28 @@ async fn transfer(
     let clock = sh.ports.clock.clone();
     let started = clock.now();
     let mut plan = Vec::new();
+    // Plan indices of the chunks already in place, and their bytes.
+    let mut in_place = Vec::new();
+    let mut reused = 0u64;
     for (i, f) in manifest.files.iter().enumerate() {
         if f.kind != EntryKind::File {
             continue;
         }
-        for c in 0..f.chunks.len() as u64 {
-            let (offset, len) = f.chunk_range(c).ok_or("inconsistent manifest")?;
-            plan.push(PlanChunk { file: i, offset, len, hash: f.chunks[c as usize] });
+        for c in 0..f.chunks.len() {
+            let (offset, len) = f.chunk_range(c as u64).ok_or("inconsistent manifest")?;
+            if reusable.get(i).and_then(|r| r.get(c)) == Some(&true) {
+                in_place.push(plan.len());
+                reused += len;
+            }
+            plan.push(PlanChunk { file: i, offset, len, hash: f.chunks[c] });
         }
     }
     let sentinel_file = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
     let mut sentinel = vec![0u8; manifest.files[sentinel_file].size as usize];
     let mut sched = Scheduler::new(plan.iter().map(|c| c.len), sh.cfg.sched.clone());
-    let in_place: Vec<usize> = plan
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| reusable.get(c.file).and_then(|f| f.get((c.offset / CHUNK_SIZE) as usize)).copied().unwrap_or(false))
-        .map(|(i, _)| i)
-        .collect();
     if !in_place.is_empty() {
-        let bytes: u64 = in_place.iter().map(|&i| plan[i].len).sum();
         tracing::info!(
-            "{id}: {} of {} chunks ({bytes} bytes) are already in place and verified; fetching the rest",
+            "{id}: {} of {} chunks ({reused} bytes) are already in place and verified; fetching the rest",
             in_place.len(),
             plan.len()
         );
@@ -383,7 +383,6 @@ async fn transfer(
     outcome?;
     sh.emit(progress(id, &sched));
     let secs = clock.now().saturating_since(started).as_secs_f64();
-    let reused: u64 = in_place.iter().map(|&i| plan[i].len).sum();
     Ok((sentinel, TransferStats { bytes: sched.total_bytes() - reused, reused, secs, peers: shares(&sched) }))
 }
 
