@@ -18,6 +18,7 @@ pub mod scan;
 pub mod sched;
 pub mod serve;
 pub mod txn;
+pub mod units;
 pub mod wire;
 
 pub use catalog::{Catalog, CatalogEntry, CatalogError};

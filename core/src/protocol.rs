@@ -14,15 +14,21 @@
 //! that many bytes of postcard. Lengths are checked against a hard maximum
 //! *before* anything is allocated. File content (`Response::Data`) follows
 //! its frame unframed, exactly `len` bytes.
+//!
+//! Version 2 added [`Request::GetUnit`]: downloads ask for numbered units
+//! that may span many small files ([`crate::units`]). The header makes a
+//! peer of version 1 fail with a clear [`ProtocolError::VersionMismatch`] on
+//! both sides; nothing of one version is ever decoded as the other.
 
-use crate::game::{GameId, GameSummary, Manifest};
+use crate::game::{GameId, GameSummary, Hash, Manifest};
+use crate::units::UnitIdx;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use lanspread_ports::path::RelPath;
 use lanspread_ports::PeerId;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// The protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Stream header magic.
 pub const MAGIC: [u8; 4] = *b"LNSP";
 /// Length of the stream header.
@@ -118,6 +124,18 @@ pub enum Request {
         offset: u64,
         /// Length (at most [`MAX_CHUNK_REQUEST`]).
         len: u64,
+    },
+    /// One unit of the game's unit layout ([`crate::units::UnitLayout`] of
+    /// the manifest with `digest`): answered with `Response::Data` and the
+    /// unit's pieces back to back. A server whose manifest has another
+    /// digest answers `UnknownGame`, so the numbering cannot be misread.
+    GetUnit {
+        /// The game.
+        id: GameId,
+        /// [`Manifest::digest`] of the manifest the unit belongs to.
+        digest: Hash,
+        /// The unit.
+        unit: UnitIdx,
     },
     /// Liveness probe.
     Ping {
@@ -350,7 +368,8 @@ mod tests {
             Request::ListGames,
             Request::GetGame { id: id.clone() },
             Request::GetGameFileData { id: id.clone(), path: path.clone() },
-            Request::GetGameFileChunk { id, path, offset: 1 << 40, len: 1 << 20 },
+            Request::GetGameFileChunk { id: id.clone(), path, offset: 1 << 40, len: 1 << 20 },
+            Request::GetUnit { id, digest: [4; 32], unit: UnitIdx(u32::MAX) },
             Request::Ping { nonce: u64::MAX },
         ]
     }

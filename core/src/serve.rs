@@ -8,6 +8,8 @@
 use crate::catalog::Catalog;
 use crate::game::{EntryKind, GameId, GameSummary, Manifest};
 use crate::protocol::{ErrorCode, GameDetails, Request, Response, MAX_CHUNK_REQUEST};
+use crate::units::{UnitIdx, UnitLayout};
+use lanspread_ports::fs::ReadPiece;
 use lanspread_ports::path::RelPath;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,9 +20,29 @@ pub struct ServeView {
     /// The catalog.
     pub catalog: Catalog,
     /// Servable games.
-    pub games: BTreeMap<GameId, (GameSummary, Arc<Manifest>)>,
+    pub games: BTreeMap<GameId, Arc<ServedGame>>,
     /// Bumped whenever the served library changes (peers re-list on change).
     pub revision: u64,
+}
+
+/// One servable game: its summary, its manifest and the manifest's unit
+/// layout, computed once per manifest rather than once per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedGame {
+    /// Summary.
+    pub summary: GameSummary,
+    /// Manifest.
+    pub manifest: Arc<Manifest>,
+    /// The manifest's units.
+    pub layout: Arc<UnitLayout>,
+}
+
+impl ServedGame {
+    /// Serves `manifest` under `summary`.
+    pub fn new(summary: GameSummary, manifest: Manifest) -> Self {
+        let layout = Arc::new(UnitLayout::of(&manifest));
+        ServedGame { summary, manifest: Arc::new(manifest), layout }
+    }
 }
 
 /// What to answer.
@@ -38,6 +60,14 @@ pub enum Reply {
         /// Length.
         len: u64,
     },
+    /// `Response::Data { len }` followed by each piece's bytes, in order
+    /// (paths relative to the game directory); `len` is their sum.
+    Pieces {
+        /// What to read.
+        pieces: Vec<ReadPiece>,
+        /// Total bytes.
+        len: u64,
+    },
 }
 
 fn refuse(code: ErrorCode, msg: impl Into<String>) -> Reply {
@@ -48,13 +78,15 @@ impl ServeView {
     /// Handles one request (not `Hello`/`Ping`, which are connection-level).
     pub fn handle(&self, req: &Request) -> Reply {
         match req {
-            Request::ListGames => Reply::Message(Response::Games(self.games.values().map(|(s, _)| s.clone()).collect())),
+            Request::ListGames => Reply::Message(Response::Games(self.games.values().map(|g| g.summary.clone()).collect())),
             Request::GetGame { id } => match self.games.get(id) {
-                Some((summary, manifest)) => {
-                    Reply::Message(Response::Game(Box::new(GameDetails { summary: summary.clone(), manifest: (**manifest).clone() })))
-                }
+                Some(g) => Reply::Message(Response::Game(Box::new(GameDetails {
+                    summary: g.summary.clone(),
+                    manifest: (*g.manifest).clone(),
+                }))),
                 None => refuse(ErrorCode::UnknownGame, format!("game {id} is not served here")),
             },
+            Request::GetUnit { id, digest, unit } => self.unit(id, digest, *unit),
             Request::GetGameFileData { id, path } => self.data(id, path, 0, None),
             Request::GetGameFileChunk { id, path, offset, len } => self.data(id, path, *offset, Some(*len)),
             Request::Hello(_) | Request::Ping { .. } => refuse(ErrorCode::BadRequest, "connection-level request on a data stream"),
@@ -62,10 +94,10 @@ impl ServeView {
     }
 
     fn data(&self, id: &GameId, path: &RelPath, offset: u64, len: Option<u64>) -> Reply {
-        let Some((_, manifest)) = self.games.get(id) else {
+        let Some(game) = self.games.get(id) else {
             return refuse(ErrorCode::UnknownGame, format!("game {id} is not served here"));
         };
-        let Some(file) = manifest.file(path).filter(|f| f.kind == EntryKind::File) else {
+        let Some(file) = game.manifest.file(path).filter(|f| f.kind == EntryKind::File) else {
             return refuse(ErrorCode::NotInManifest, format!("{path} is not a file of {id}"));
         };
         let len = len.unwrap_or(file.size);
@@ -80,6 +112,27 @@ impl ServeView {
             Ok(full) => Reply::Data { path: full, offset, len },
             Err(e) => refuse(ErrorCode::BadRequest, e.to_string()),
         }
+    }
+}
+
+impl ServeView {
+    fn unit(&self, id: &GameId, digest: &crate::game::Hash, unit: UnitIdx) -> Reply {
+        let Some(game) = self.games.get(id).filter(|g| g.summary.manifest_digest == *digest) else {
+            return refuse(ErrorCode::UnknownGame, format!("{id} with this manifest is not served here"));
+        };
+        let pieces = game.layout.pieces(unit);
+        if pieces.is_empty() {
+            return refuse(ErrorCode::BadRange, format!("{id} has no {unit}"));
+        }
+        let mut out = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let file = &game.manifest.files[p.file.index()];
+            match id.root().join(file.path.as_str()) {
+                Ok(path) => out.push(ReadPiece { path, offset: p.offset, len: p.len as usize }),
+                Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
+            }
+        }
+        Reply::Pieces { pieces: out, len: game.layout.len(unit) }
     }
 }
 
@@ -119,7 +172,7 @@ mod tests {
             manifest_digest: manifest.digest(),
         };
         let mut games = BTreeMap::new();
-        games.insert(id, (summary, Arc::new(manifest)));
+        games.insert(id, Arc::new(ServedGame::new(summary, manifest)));
         ServeView { catalog: Catalog::default(), games, revision: 1 }
     }
 
@@ -156,5 +209,25 @@ mod tests {
         assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p(".lanspread.json") })), ErrorCode::NotInManifest);
         assert_eq!(code(v.handle(&Request::GetGame { id: GameId::new("other").unwrap() })), ErrorCode::UnknownGame);
         assert!(matches!(v.handle(&Request::ListGames), Reply::Message(Response::Games(g)) if g.len() == 1));
+    }
+
+    #[test]
+    fn units_are_served_only_for_the_same_manifest() {
+        let v = view();
+        let g = GameId::new("g").unwrap();
+        let digest = v.games[&g].summary.manifest_digest;
+        let p = |s: &str| RelPath::new(s).unwrap();
+        assert_eq!(
+            v.handle(&Request::GetUnit { id: g.clone(), digest, unit: UnitIdx(0) }),
+            Reply::Pieces {
+                pieces: vec![
+                    ReadPiece { path: p("g/data/a.bin"), offset: 0, len: 100 },
+                    ReadPiece { path: p("g/version.ini"), offset: 0, len: 1 }
+                ],
+                len: 101
+            }
+        );
+        assert_eq!(code(v.handle(&Request::GetUnit { id: g.clone(), digest, unit: UnitIdx(1) })), ErrorCode::BadRange);
+        assert_eq!(code(v.handle(&Request::GetUnit { id: g, digest: [9; 32], unit: UnitIdx(0) })), ErrorCode::UnknownGame);
     }
 }

@@ -5,7 +5,7 @@
 use lanspread_core::catalog::Catalog;
 use lanspread_core::protocol::{Request, Response};
 use lanspread_core::scan::Scanner;
-use lanspread_core::serve::{Reply, ServeView};
+use lanspread_core::serve::{Reply, ServeView, ServedGame};
 use lanspread_memfs::MemFs;
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ fn view() -> &'static ServeView {
         let mut games = BTreeMap::new();
         for (id, g) in &lib.games {
             if let (Some(s), Some(m)) = (g.summary(&catalog), g.manifest.clone()) {
-                games.insert(id.clone(), (s, Arc::new(m)));
+                games.insert(id.clone(), Arc::new(ServedGame::new(s, m)));
             }
         }
         ServeView { catalog, games, revision: 1 }
@@ -43,10 +43,20 @@ fuzz_target!(|data: &[u8]| {
                 Request::GetGameFileChunk { id, path, .. } | Request::GetGameFileData { id, path } => (id, path),
                 _ => panic!("data for a non-data request"),
             };
-            let (_, m) = &v.games[id];
+            let m = &v.games[id].manifest;
             let f = m.file(rel).expect("served a file outside the manifest");
             assert!(offset.checked_add(len).is_some_and(|e| e <= f.size));
             assert!(path.starts_with(&id.root()));
+        }
+        Reply::Pieces { pieces, len } => {
+            let Request::GetUnit { id, .. } = &req else { panic!("pieces for a non-unit request") };
+            let game = &v.games[id];
+            assert_eq!(pieces.iter().map(|p| p.len as u64).sum::<u64>(), len);
+            for p in pieces {
+                let rel = p.path.strip_prefix(&id.root()).expect("a piece outside the game root");
+                let f = game.manifest.file(&rel).expect("served a file outside the manifest");
+                assert!((p.offset + p.len as u64) <= f.size);
+            }
         }
         other => panic!("unexpected reply {other:?}"),
     }

@@ -6,16 +6,18 @@ use super::events::{OperationKind, PeerEvent, PeerShare, TransferStats};
 use super::peers;
 use super::state::Shared;
 use bytes::Bytes;
-use lanspread_core::game::{EntryKind, GameId, Manifest};
+use super::budget::WRITER_DESCRIPTORS;
+use lanspread_core::game::{EntryKind, GameId, Hash, Manifest};
 use lanspread_core::protocol::{Request, Response};
-use lanspread_core::scan::{self, chunk_hash};
-use lanspread_core::sched::{Action, ChunkFailure, Scheduler};
+use lanspread_core::scan;
+use lanspread_core::sched::{ChunkFailure, Transfer, TransferAction};
 use lanspread_core::txn;
+use lanspread_core::units::{FileIdx, UnitIdx, UnitLayout};
 use lanspread_core::wire::{self, WireError};
-use lanspread_ports::{FileHandle, FsErrorKind, PeerId, RelPath};
+use lanspread_ports::{FsError, FsErrorKind, PeerId, RelPath, Timestamp, WritePiece};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 /// Asks the holders of the latest version for its manifest (pinned to the
@@ -68,13 +70,6 @@ pub(crate) async fn resolve(sh: &Arc<Shared>, id: &GameId) -> Result<(Manifest, 
 
 /// How often a running download looks for peers that joined or left.
 const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
-
-struct PlanChunk {
-    file: usize,
-    offset: u64,
-    len: u64,
-    hash: [u8; 32],
-}
 
 enum FetchError {
     Peer(ChunkFailure),
@@ -187,270 +182,245 @@ async fn transfer(
 ) -> Result<(Vec<u8>, TransferStats), String> {
     let clock = sh.ports.clock.clone();
     let started = clock.now();
-    let mut plan = Vec::new();
-    // Plan indices of the chunks already in place, and their bytes.
-    let mut in_place = Vec::new();
-    let mut reused = 0u64;
-    for (i, f) in manifest.files.iter().enumerate() {
-        if f.kind != EntryKind::File {
-            continue;
-        }
-        for c in 0..f.chunks.len() {
-            let (offset, len) = f.chunk_range(c as u64).ok_or("inconsistent manifest")?;
-            if reusable.get(i).and_then(|r| r.get(c)) == Some(&true) {
-                in_place.push(plan.len());
-                reused += len;
-            }
-            plan.push(PlanChunk { file: i, offset, len, hash: f.chunks[c] });
-        }
+    let mut plan = Transfer::new(manifest, reusable, sh.cfg.sched.clone());
+    let job = Arc::new(Job::new(sh.clone(), id, manifest, plan.layout().clone())?);
+    let mut sentinel = vec![0u8; manifest.files[job.sentinel.index()].size as usize];
+    if plan.reused_bytes() > 0 {
+        tracing::info!("{id}: {} bytes are already in place and verified; fetching the rest", plan.reused_bytes());
     }
-    let sentinel_file = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
-    let mut sentinel = vec![0u8; manifest.files[sentinel_file].size as usize];
-    let mut sched = Scheduler::new(plan.iter().map(|c| c.len), sh.cfg.sched.clone());
-    if !in_place.is_empty() {
-        tracing::info!(
-            "{id}: {} of {} chunks ({reused} bytes) are already in place and verified; fetching the rest",
-            in_place.len(),
-            plan.len()
-        );
-    }
-    sched.mark_done_many(in_place.iter().copied());
     let banned = sh.st().banned.clone();
-    let digest = manifest.digest();
     let mut usable: Vec<PeerId> = sources.iter().filter(|p| !banned.contains(p)).copied().collect();
     for p in &usable {
-        sched.handle_peer_added(*p, clock.now());
+        plan.handle_peer_added(*p, clock.now());
     }
     if usable.is_empty() {
         return Err(format!("no usable peer holds {id}"));
     }
-    sh.emit(PeerEvent::DownloadBegin {
-        id: id.clone(),
-        version: manifest.version.clone(),
-        total: sched.total_bytes(),
-        peers: usable.clone(),
-    });
+    sh.emit(PeerEvent::DownloadBegin { id: id.clone(), version: manifest.version.clone(), total: plan.total_bytes(), peers: usable.clone() });
 
-    let mut handles: BTreeMap<usize, Writer> = BTreeMap::new();
-    let mut tasks: JoinSet<(PeerId, usize, Result<Option<Bytes>, FetchError>)> = JoinSet::new();
-    let mut running: BTreeMap<(PeerId, usize), tokio::task::AbortHandle> = BTreeMap::new();
+    let mut tasks: JoinSet<(PeerId, UnitIdx, Result<Option<Sentinel>, FetchError>)> = JoinSet::new();
+    let mut running: BTreeMap<(PeerId, UnitIdx), tokio::task::AbortHandle> = BTreeMap::new();
+    let mut turns = Turns::default();
     let mut next_progress = clock.now() + sh.cfg.progress_interval;
     let mut next_membership = clock.now() + MEMBERSHIP_CHECK;
-    // Chunks still missing per file: a complete file is synced at once, in
-    // the background, so the commit finds little left to flush.
-    let mut missing: BTreeMap<usize, usize> = BTreeMap::new();
-    for c in &plan {
-        *missing.entry(c.file).or_default() += 1;
-    }
-    let mut syncs = JoinSet::new();
-    let mut arrived = vec![false; plan.len()];
-    for &i in &in_place {
-        arrived[i] = true;
-        if let Some(n) = missing.get_mut(&plan[i].file) {
-            *n -= 1;
-        }
-    }
     let mut stop = sh.shutdown_signal();
     let outcome: Result<(), String> = loop {
         let now = clock.now();
         let mut end = None;
-        while let Some(action) = sched.poll_action(now) {
+        while let Some(action) = plan.poll_action(now) {
             match action {
-                Action::Request { peer, chunk } => {
-                    let c = &plan[chunk];
-                    let f = &manifest.files[c.file];
-                    let handle = if c.file == sentinel_file {
-                        None
-                    } else if let Some(h) = handles.get(&c.file) {
-                        Some(h.clone())
-                    } else {
-                        let path = id.root().join(f.path.as_str()).map_err(|e| e.to_string())?;
-                        let h: Writer = Arc::new(OpenFile { path, handle: OnceCell::new() });
-                        handles.insert(c.file, h.clone());
-                        Some(h)
-                    };
-                    let req = Request::GetGameFileChunk { id: id.clone(), path: f.path.clone(), offset: c.offset, len: c.len };
-                    let (offset, len, hash) = (c.offset, c.len, c.hash);
-                    let sh2 = sh.clone();
-                    let abort = tasks.spawn(async move {
-                        let r = fetch(&sh2, peer, req, offset, len, hash, handle).await;
-                        (peer, chunk, r)
-                    });
-                    running.insert((peer, chunk), abort);
+                TransferAction::Request { peer, unit } => {
+                    let turn = turns.of(&job, unit);
+                    let job = job.clone();
+                    let abort = tasks.spawn(async move { (peer, unit, fetch_unit(&job, peer, unit, turn).await) });
+                    running.insert((peer, unit), abort);
                 }
-                Action::Cancel { peer, chunk } => {
-                    if let Some(a) = running.remove(&(peer, chunk)) {
+                TransferAction::Cancel { peer, unit } => {
+                    if let Some(a) = running.remove(&(peer, unit)) {
                         a.abort();
                     }
                 }
-                Action::PeerBackedOff { peer, until } => {
+                TransferAction::FileComplete(file) => turns.finished(file),
+                TransferAction::PeerBackedOff { peer, until } => {
                     // Requests keep failing or timing out: the connection may
                     // be dead without knowing it (a peer that lost power sends
                     // no close). Dial afresh after the backoff.
                     tracing::debug!("backing off {peer} for {:?}", until - now);
                     peers::drop_connection(sh, &peer);
                 }
-                Action::PeerBanned { peer, reason } => {
+                TransferAction::PeerBanned { peer, reason } => {
                     sh.st().banned.insert(peer);
                     peers::forget_peer(sh, &peer);
                     sh.emit(PeerEvent::PeerBanned { peer, reason });
                 }
-                Action::Complete => end = Some(Ok(())),
-                Action::Failed(why) => end = Some(Err(format!("download of {id} failed: {why}"))),
+                TransferAction::Complete => end = Some(Ok(())),
+                TransferAction::Failed(why) => end = Some(Err(format!("download of {id} failed: {why}"))),
             }
         }
         if let Some(e) = end {
             break e;
         }
-        let wake = [sched.poll_timeout(), Some(next_progress), Some(next_membership)].into_iter().flatten().min().unwrap_or(next_progress);
+        let wake = [plan.poll_timeout(), Some(next_progress), Some(next_membership)].into_iter().flatten().min().unwrap_or(next_progress);
         let sleep_for = wake.saturating_since(clock.now());
         tokio::select! {
             biased;
             _ = stop.changed() => break Err("the peer is shutting down".into()),
             _ = cancel.changed() => break Err("cancelled".into()),
             joined = tasks.join_next(), if !tasks.is_empty() => {
-                let Some(Ok((peer, chunk, result))) = joined else { continue };
-                running.remove(&(peer, chunk));
+                let Some(Ok((peer, unit, result))) = joined else { continue };
+                running.remove(&(peer, unit));
                 let now = clock.now();
                 match result {
-                    Ok(data) => {
-                        if let Some(d) = data {
-                            let off = plan[chunk].offset as usize;
-                            sentinel[off..off + d.len()].copy_from_slice(&d);
+                    Ok(got) => {
+                        if let Some((offset, data)) = got {
+                            sentinel[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
                         }
-                        sched.handle_chunk_done(&peer, chunk, now);
-                        let file = plan[chunk].file;
-                        // Endgame copies of one chunk may both arrive: count it once.
-                        let first = !std::mem::replace(&mut arrived[chunk], true);
-                        if let Some(n) = missing.get_mut(&file).filter(|_| first) {
-                            *n -= 1;
-                            if *n == 0 {
-                                if let Some(h) = handles.get(&file).cloned() {
-                                    syncs.spawn(async move {
-                                        if let Some(h) = h.handle.get() {
-                                            let _ = h.lock().await.sync().await;
-                                        }
-                                    });
-                                }
-                            }
-                        }
+                        plan.handle_unit_done(&peer, unit, now);
                     }
                     Err(FetchError::Peer(f)) => {
                         if matches!(f, ChunkFailure::Transport(_)) && sh.st().db.peer(&peer).is_none() {
-                            sched.handle_peer_removed(&peer, now);
+                            plan.handle_peer_removed(&peer, now);
                         } else {
-                            sched.handle_chunk_failed(&peer, chunk, f, now);
+                            plan.handle_unit_failed(&peer, unit, f, now);
                         }
                     }
                     Err(FetchError::Local(e)) => break Err(e),
                 }
             }
-            _ = clock.sleep(sleep_for) => sched.handle_timeout(clock.now()),
+            _ = clock.sleep(sleep_for) => plan.handle_timeout(clock.now()),
         }
         let now = clock.now();
         if now >= next_membership {
-            // Peers pruned by liveness leave the download; peers that joined
-            // the LAN with the same manifest join it.
             next_membership = now + MEMBERSHIP_CHECK;
-            let (gone, joined) = {
-                let st = sh.st();
-                let gone: Vec<PeerId> = usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect();
-                let joined: Vec<PeerId> = st
-                    .db
-                    .download_sources(id)
-                    .filter(|s| s.digest == digest)
-                    .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p) && !st.banned.contains(p)).collect())
-                    .unwrap_or_default();
-                (gone, joined)
-            };
-            for p in gone {
-                sched.handle_peer_removed(&p, now);
-                usable.retain(|u| *u != p);
-            }
-            for p in joined {
-                sched.handle_peer_added(p, now);
-                usable.push(p);
-            }
+            update_membership(sh, id, &job.digest, &mut plan, &mut usable, now);
         }
         if now >= next_progress {
             next_progress = now + sh.cfg.progress_interval;
-            sh.emit(progress(id, &sched));
+            sh.emit(progress(id, &plan));
         }
     };
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
-    while syncs.join_next().await.is_some() {}
     outcome?;
-    sh.emit(progress(id, &sched));
+    sh.emit(progress(id, &plan));
     let secs = clock.now().saturating_since(started).as_secs_f64();
-    Ok((sentinel, TransferStats { bytes: sched.total_bytes() - reused, reused, secs, peers: shares(&sched) }))
+    let reused = plan.reused_bytes();
+    Ok((sentinel, TransferStats { bytes: plan.total_bytes() - reused, reused, secs, peers: shares(&plan) }))
 }
 
-/// A file of the download, opened (and created) by the first chunk that
-/// arrives for it, off the scheduling loop. Its writes take turns:
-/// concurrent `pwrite`s to one inode only spin on the kernel's inode lock
-/// (7 % of the downloader's CPU in the loopback profile), while chunks of
-/// different files still write in parallel.
-struct OpenFile {
-    path: RelPath,
-    handle: OnceCell<Mutex<Box<dyn FileHandle>>>,
-}
-
-type Writer = Arc<OpenFile>;
-
-fn progress(id: &GameId, sched: &Scheduler) -> PeerEvent {
-    PeerEvent::DownloadProgress {
-        id: id.clone(),
-        done: sched.done_bytes(),
-        total: sched.total_bytes(),
-        rate: sched.total_rate(),
-        peers: shares(sched),
+/// Peers pruned by liveness leave the download; peers that joined the LAN
+/// with the same manifest join it.
+fn update_membership(sh: &Shared, id: &GameId, digest: &Hash, plan: &mut Transfer, usable: &mut Vec<PeerId>, now: Timestamp) {
+    let (gone, joined) = {
+        let st = sh.st();
+        let gone: Vec<PeerId> = usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect();
+        let joined: Vec<PeerId> = st
+            .db
+            .download_sources(id)
+            .filter(|s| s.digest == *digest)
+            .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p) && !st.banned.contains(p)).collect())
+            .unwrap_or_default();
+        (gone, joined)
+    };
+    for p in gone {
+        plan.handle_peer_removed(&p, now);
+        usable.retain(|u| *u != p);
+    }
+    for p in joined {
+        plan.handle_peer_added(p, now);
+        usable.push(p);
     }
 }
 
-fn shares(sched: &Scheduler) -> Vec<PeerShare> {
-    sched.peer_stats().into_iter().map(|(peer, s)| PeerShare { peer, bytes: s.bytes, rate: s.rate }).collect()
+/// What the fetch tasks of one download share.
+struct Job {
+    sh: Arc<Shared>,
+    id: GameId,
+    digest: Hash,
+    manifest: Manifest,
+    layout: Arc<UnitLayout>,
+    /// Each manifest entry's path beneath the game directory.
+    paths: Vec<RelPath>,
+    /// The `version.ini` entry: kept in memory, written by the commit.
+    sentinel: FileIdx,
 }
 
-async fn fetch(
-    sh: &Arc<Shared>,
-    peer: PeerId,
-    req: Request,
-    offset: u64,
-    len: u64,
-    hash: [u8; 32],
-    handle: Option<Writer>,
-) -> Result<Option<Bytes>, FetchError> {
+impl Job {
+    fn new(sh: Arc<Shared>, id: &GameId, manifest: &Manifest, layout: Arc<UnitLayout>) -> Result<Self, String> {
+        let root = id.root();
+        let paths = manifest.files.iter().map(|f| root.join(f.path.as_str()).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        let sentinel = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
+        Ok(Job { sh, id: id.clone(), digest: manifest.digest(), manifest: manifest.clone(), layout, paths, sentinel: FileIdx(sentinel as u32) })
+    }
+}
+
+/// Bytes of `version.ini` that arrived in a unit, at their offset.
+type Sentinel = (u64, Bytes);
+
+/// Writes to one file take turns: concurrent `pwrite`s to one inode only
+/// spin on the kernel's inode lock (7 % of the downloader's CPU in the
+/// loopback profile), while different files still write in parallel. Only
+/// files of several pieces need a turn; the lock goes when the file is
+/// complete.
+#[derive(Default)]
+struct Turns(BTreeMap<FileIdx, Arc<Mutex<()>>>);
+
+impl Turns {
+    fn of(&mut self, job: &Job, unit: UnitIdx) -> Option<Arc<Mutex<()>>> {
+        match job.layout.pieces(unit) {
+            [p] if job.manifest.files[p.file.index()].chunks.len() > 1 => Some(self.0.entry(p.file).or_default().clone()),
+            _ => None,
+        }
+    }
+
+    fn finished(&mut self, file: FileIdx) {
+        self.0.remove(&file);
+    }
+}
+
+fn progress(id: &GameId, plan: &Transfer) -> PeerEvent {
+    PeerEvent::DownloadProgress { id: id.clone(), done: plan.done_bytes(), total: plan.total_bytes(), rate: plan.total_rate(), peers: shares(plan) }
+}
+
+fn shares(plan: &Transfer) -> Vec<PeerShare> {
+    plan.peer_stats().into_iter().map(|(peer, s)| PeerShare { peer, bytes: s.bytes, rate: s.rate }).collect()
+}
+
+/// Fetches one unit from `peer`, verifies every piece against its own
+/// chunk hash, and writes it. Returns the bytes of `version.ini` if the
+/// unit holds them (they are written by the commit, last).
+async fn fetch_unit(job: &Job, peer: PeerId, unit: UnitIdx, turn: Option<Arc<Mutex<()>>>) -> Result<Option<Sentinel>, FetchError> {
+    let req = Request::GetUnit { id: job.id.clone(), digest: job.digest, unit };
+    let data = request_unit(&job.sh, peer, &req, job.layout.len(unit)).await?;
+    let pieces = job.layout.verify(&job.manifest, unit, &data).map_err(|e| FetchError::Peer(ChunkFailure::Corrupt(e.to_string())))?;
+    let mut sentinel = None;
+    let mut writes = Vec::with_capacity(pieces.len());
+    for (p, bytes) in pieces {
+        if p.file == job.sentinel {
+            sentinel = Some((p.offset, bytes));
+        } else {
+            writes.push(WritePiece { path: job.paths[p.file.index()].clone(), offset: p.offset, data: bytes });
+        }
+    }
+    write(&job.sh, writes, turn).await.map_err(|e| FetchError::Local(format!("writing the download to disk failed: {e}")))?;
+    Ok(sentinel)
+}
+
+async fn request_unit(sh: &Arc<Shared>, peer: PeerId, req: &Request, len: u64) -> Result<Bytes, FetchError> {
     let conn = peers::connection(sh, peer).await.map_err(|e| FetchError::Peer(ChunkFailure::Transport(e)))?;
-    let data = match wire::request_data(conn.as_ref(), &req, len).await {
-        Ok(d) => d,
+    match wire::request_data(conn.as_ref(), req, len).await {
+        Ok(d) => Ok(d),
         Err(WireError::Length { expected, got }) => {
-            return Err(FetchError::Peer(ChunkFailure::Corrupt(format!("announced {got} bytes instead of {expected}"))))
+            Err(FetchError::Peer(ChunkFailure::Corrupt(format!("announced {got} bytes instead of {expected}"))))
         }
         Err(e @ WireError::Transport(_)) => {
             peers::drop_connection(sh, &peer);
-            return Err(FetchError::Peer(ChunkFailure::Transport(e.to_string())));
+            Err(FetchError::Peer(ChunkFailure::Transport(e.to_string())))
         }
-        Err(e) => return Err(FetchError::Peer(ChunkFailure::Transport(e.to_string()))),
-    };
-    if chunk_hash(&data) != hash {
-        return Err(FetchError::Peer(ChunkFailure::Corrupt(format!("hash mismatch at offset {offset}"))));
+        Err(e) => Err(FetchError::Peer(ChunkFailure::Transport(e.to_string()))),
     }
-    match handle {
-        None => Ok(Some(data)),
-        Some(h) => {
-            let fs = sh.fs();
-            let file = h
-                .handle
-                .get_or_try_init(|| async { fs.open_write(&h.path).await.map(Mutex::new) })
-                .await
-                .map_err(|e| FetchError::Local(format!("opening {}: {e}", h.path)))?;
-            file.lock()
-                .await
-                .write_at(offset, data)
-                .await
-                .map_err(|e| FetchError::Local(format!("writing the download to disk failed: {e}")))?;
-            Ok(None)
+}
+
+/// Writes verified pieces under the download's share of the open-file
+/// budget; no file stays open afterwards. A chunk of a large file goes
+/// through a file handle (which may write it with direct IO), a batch of
+/// small files through one call of the `Fs` port.
+async fn write(sh: &Shared, mut writes: Vec<WritePiece>, turn: Option<Arc<Mutex<()>>>) -> Result<(), FsError> {
+    let fs = sh.fs();
+    match writes.len() {
+        0 => Ok(()),
+        1 => {
+            let p = writes.remove(0);
+            let _turn = match &turn {
+                Some(t) => Some(t.lock().await),
+                None => None,
+            };
+            let _permit = sh.files.download(WRITER_DESCRIPTORS).await;
+            fs.open_write(&p.path).await?.write_at(p.offset, p.data).await
+        }
+        _ => {
+            let _permit = sh.files.download(1).await;
+            fs.write_pieces(writes).await
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`PeerRuntimeHandle`]. The UI drives it with [`PeerCommand`]s and
 //! observes [`PeerEvent`]s.
 
+mod budget;
 mod download;
 mod events;
 mod ops;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use lanspread_core::protocol::{ErrorCode, Request, Response, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION};
 use lanspread_core::serve::Reply;
 use lanspread_core::wire::{self, WireError};
-use lanspread_ports::{Connection, RecvStream, SendStream};
+use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -146,6 +146,7 @@ async fn serve_stream(
             match view.handle(&req) {
                 Reply::Message(m) => respond(send.as_mut(), &m).await,
                 Reply::Data { path, offset, len } => send_data(sh, send.as_mut(), &path, offset, len).await,
+                Reply::Pieces { pieces, len } => send_pieces(sh, send.as_mut(), pieces, len).await,
             }
         }
     }
@@ -159,6 +160,8 @@ async fn send_data(
     len: u64,
 ) -> Result<(), WireError> {
     let fs = sh.fs();
+    // The descriptor is held for the whole send, under the server's budget.
+    let _permit = sh.files.serve().await;
     let file = match fs.open_read(path).await {
         Ok(f) => f,
         Err(e) => return respond(send, &Response::error(ErrorCode::Internal, format!("cannot read {path}: {e}"))).await,
@@ -180,6 +183,34 @@ async fn send_data(
         send.write(data).await?;
         pos += want as u64;
     }
+    send.finish().await?;
+    Ok(())
+}
+
+/// Sends a unit. One piece (a chunk of a large file) streams from an open
+/// file; many pieces (small files) are read in one batch of the `Fs` port,
+/// one blocking call that holds one file open at a time, and sent together.
+async fn send_pieces(sh: &Shared, send: &mut dyn SendStream, mut pieces: Vec<ReadPiece>, len: u64) -> Result<(), WireError> {
+    if pieces.len() == 1 {
+        let p = pieces.remove(0);
+        return send_data(sh, send, &p.path, p.offset, p.len as u64).await;
+    }
+    let read = {
+        let _permit = sh.files.serve().await;
+        sh.fs().read_pieces(&pieces).await
+    };
+    let data = match read {
+        Ok(d) => d,
+        Err(e) => return respond(send, &Response::error(ErrorCode::Internal, format!("cannot read a unit: {e}"))).await,
+    };
+    wire::write_message(send, &Response::Data { len }, MAX_REQUEST_FRAME).await?;
+    // One write of at most a unit (1 MiB): a copy is cheaper than hundreds
+    // of small writes through the transport.
+    let mut body = bytes::BytesMut::with_capacity(len as usize);
+    for piece in &data {
+        body.extend_from_slice(piece);
+    }
+    send.write(body.freeze()).await?;
     send.finish().await?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use super::{PeerConfig, Ports};
 use lanspread_core::db::GameDb;
 use lanspread_core::game::{GameId, Manifest};
 use lanspread_core::scan::{LocalGame, Scanner};
-use lanspread_core::serve::ServeView;
+use lanspread_core::serve::{ServeView, ServedGame};
 use lanspread_ports::{Connection, Fs, PeerId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,6 +44,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// Every detached task, so a hard stop (`kill`) can abort them all.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Open-file budget of transfers (server and downloads).
+    pub files: super::budget::FileBudget,
 }
 
 impl Shared {
@@ -69,6 +71,7 @@ impl Shared {
             events,
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
+            files: Default::default(),
         })
     }
 
@@ -138,11 +141,16 @@ impl Shared {
                 continue;
             }
             if let (Some(summary), Some(m)) = (g.summary(&catalog), g.manifest.as_ref()) {
-                games.insert(id.clone(), (summary, Arc::new(m.clone())));
+                // An unchanged game keeps its entry (and its unit layout).
+                let entry = match st.serve.games.get(id) {
+                    Some(old) if old.summary == summary => old.clone(),
+                    _ => Arc::new(ServedGame::new(summary, m.clone())),
+                };
+                games.insert(id.clone(), entry);
             }
         }
         let changed = st.serve.games.len() != games.len()
-            || st.serve.games.iter().zip(games.iter()).any(|((a, (sa, _)), (b, (sb, _)))| a != b || sa != sb);
+            || st.serve.games.iter().zip(games.iter()).any(|((a, sa), (b, sb))| a != b || sa.summary != sb.summary);
         let revision = st.serve.revision + u64::from(changed);
         st.serve = Arc::new(ServeView { catalog, games, revision });
     }

@@ -24,6 +24,7 @@
 //!   with no usable peer left, fails the download.
 
 use lanspread_ports::{PeerId, Timestamp};
+pub use transfer::{Transfer, TransferAction};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
@@ -72,7 +73,9 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Index of a chunk in the plan given to [`Scheduler::new`].
+/// Index of a request unit in the plan given to [`Scheduler::new`] (the
+/// scheduler is generic over what a unit is; [`Transfer`] maps them to
+/// [`crate::units::UnitIdx`]).
 pub type ChunkIdx = usize;
 
 /// Why a chunk failed.
@@ -590,6 +593,8 @@ impl Scheduler {
         Action::Request { peer, chunk }
     }
 }
+
+mod transfer;
 
 #[cfg(test)]
 mod tests;

@@ -19,7 +19,9 @@
 //!
 //! **commit** (after every chunk was written and verified)
 //! 1. check every file has its manifest size;
-//! 2. fsync every data file, then every directory and the root;
+//! 2. make the whole root durable in one `sync_tree` (on Linux one
+//!    `syncfs`, which also reports write-back errors of files the download
+//!    already closed);
 //! 3. write `.version.ini.tmp`, fsync it, rename it to `version.ini`
 //!    (**the commit point**), fsync the root;
 //! 4. remove `.version.ini.discarded` and the intent, fsync the root.
@@ -227,19 +229,10 @@ impl Planner for CommitPlanner<'_> {
     fn stated(&mut self, f: &RootFacts, stats: &Stats) -> Result<Decision, TxnError> {
         let root = &f.root;
         let entries = data_entries(root, self.manifest)?;
-        let stats = &stats.paths;
-        let mut sync_files = Vec::new();
-        let mut sync_dirs = Vec::new();
-        for ((path, entry), stat) in entries.into_iter().zip(stats) {
+        for ((_, entry), stat) in entries.into_iter().zip(&stats.paths) {
             let found = match (entry.kind, stat) {
-                (EntryKind::File, Stat::Present(m)) if m.kind == FileKind::File && m.len == entry.size => {
-                    sync_files.push(path);
-                    continue;
-                }
-                (EntryKind::Dir, Stat::Present(m)) if m.kind == FileKind::Dir => {
-                    sync_dirs.push(path);
-                    continue;
-                }
+                (EntryKind::File, Stat::Present(m)) if m.kind == FileKind::File && m.len == entry.size => continue,
+                (EntryKind::Dir, Stat::Present(m)) if m.kind == FileKind::Dir => continue,
                 (_, Stat::Present(m)) if m.kind == FileKind::File => format!("{} bytes", m.len),
                 (_, Stat::Present(m)) => format!("a {}", kind_name(&m.kind)),
                 (_, Stat::Missing) => "missing".into(),
@@ -248,14 +241,9 @@ impl Planner for CommitPlanner<'_> {
             return Err(TxnError::Incomplete { root: root.clone(), path: entry.path.to_string(), expected: entry.size, found });
         }
         let tmp = child(root, layout::VERSION_TMP);
-        let mut steps = Vec::new();
-        if !sync_files.is_empty() {
-            steps.push(Step::Op(FsOp::SyncFiles(sync_files)));
-        }
-        if !sync_dirs.is_empty() {
-            steps.push(Step::Op(FsOp::SyncDirs(sync_dirs)));
-        }
-        steps.push(Step::Op(FsOp::SyncDir(root.clone())));
+        // One sync of the whole root: the download closed its files without
+        // syncing them, and this also reports their write-back errors.
+        let mut steps = vec![Step::Op(FsOp::SyncTree(root.clone()))];
         steps.push(Step::Op(FsOp::WriteFile { path: tmp.clone(), data: self.sentinel.to_vec() }));
         steps.push(Step::Op(FsOp::SyncFile(tmp.clone())));
         steps.push(Step::Op(FsOp::Rename { from: tmp, to: child(root, layout::VERSION_INI) }));

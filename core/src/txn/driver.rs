@@ -63,6 +63,7 @@ impl<'a> Driver<'a> {
             FsOp::SyncFiles(ps) => unit(fs.sync_files(ps).await),
             FsOp::SyncDir(p) => unit(fs.sync_dir(p).await),
             FsOp::SyncDirs(ps) => unit(fs.sync_dirs(ps).await),
+            FsOp::SyncTree(p) => unit(fs.sync_tree(p).await),
             FsOp::Rename { from, to } => unit(fs.rename(from, to).await),
             FsOp::RemoveFile(p) => unit(fs.remove_file(p).await),
             FsOp::RemoveDir(p) => unit(fs.remove_dir(p).await),

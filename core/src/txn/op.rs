@@ -59,6 +59,10 @@ pub enum FsOp {
     /// [`FsOp::SyncDir`] of each directory, in order, in one request.
     /// Stops at the first failure.
     SyncDirs(Vec<RelPath>),
+    /// Makes everything beneath a directory durable ([`lanspread_ports::Fs::sync_tree`]):
+    /// one call instead of one sync per file, and it reports write-back
+    /// errors of files that are no longer open.
+    SyncTree(RelPath),
     /// Atomic rename.
     Rename {
         /// Old name.
@@ -105,6 +109,7 @@ impl fmt::Display for FsOp {
             FsOp::SyncFiles(ps) => write!(f, "sync {}", join(ps)),
             FsOp::SyncDir(p) => write!(f, "sync_dir {p}"),
             FsOp::SyncDirs(ps) => write!(f, "sync_dir {}", join(ps)),
+            FsOp::SyncTree(p) => write!(f, "sync_tree {p}"),
             FsOp::Rename { from, to } => write!(f, "rename {from} -> {to}"),
             FsOp::RemoveFile(p) => write!(f, "remove_file {p}"),
             FsOp::RemoveDir(p) => write!(f, "remove_dir {p}"),
