@@ -252,7 +252,8 @@ impl Manifest {
     }
 
     /// Validates a manifest received from a peer: every path portable and
-    /// unique, no control names at the root, a sentinel present, sizes and
+    /// unique, no control names at the root and no two paths that are one
+    /// on a case-insensitive or normalizing disk ([`crate::names`]), a sentinel present, sizes and
     /// chunk lists consistent, parents listed before children, total within
     /// `max_total`.
     pub fn validate(&self, max_total: u64) -> Result<(), String> {
@@ -270,10 +271,6 @@ impl Manifest {
                 }
             }
             prev = Some(&f.path);
-            let top = f.path.components().next().unwrap_or_default();
-            if crate::layout::is_control_name(top) {
-                return Err(format!("manifest lists a control path {:?}", f.path));
-            }
             if !f.is_consistent() {
                 return Err(format!("inconsistent entry {:?}", f.path));
             }
@@ -296,6 +293,7 @@ impl Manifest {
         if !has_sentinel {
             return Err("manifest has no version.ini".into());
         }
+        crate::names::check_paths(self.files.iter().map(|f| f.path.as_str())).map_err(|e| e.to_string())?;
         if total > max_total {
             return Err(format!("manifest totals {total} bytes, over the limit of {max_total}"));
         }
@@ -343,6 +341,23 @@ mod tests {
         assert_eq!(Version::from_ini(b"[game]\nversion = 42\n").unwrap().as_str(), "42");
         assert!(Version::from_ini(b"").is_none());
         assert!(Version::from_ini(&[0xff, 0xfe]).is_none());
+    }
+
+    #[test]
+    fn manifests_ambiguous_on_some_disk_are_invalid() {
+        let entry =
+            |p: &str| FileEntry { path: RelPath::new(p).unwrap(), kind: EntryKind::File, size: 1, chunks: vec![[0; 32]], hash: [0; 32] };
+        let manifest = |paths: &[&str]| {
+            let mut files: Vec<FileEntry> = paths.iter().map(|p| entry(p)).collect();
+            files.push(entry("version.ini"));
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            Manifest { version: Version::new("1").unwrap(), files }
+        };
+        assert!(manifest(&["a.pak"]).validate(u64::MAX).is_ok());
+        for bad in [&[".LANSPREAD.JSON"][..], &["A.pak", "a.pak"], &["Version.INI"], &["caf\u{e9}", "cafe\u{301}"]] {
+            let err = manifest(bad).validate(u64::MAX).unwrap_err();
+            assert!(err.contains("case-insensitive"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

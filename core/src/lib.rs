@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod db;
 pub mod game;
 pub mod layout;
+pub mod names;
 pub mod protocol;
 pub mod scan;
 pub mod sched;

@@ -291,7 +291,12 @@ impl Scanner {
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let manifest = version.clone().map(|v| Manifest { version: v, files });
+        // A tree that is ambiguous on a case-insensitive disk is never advertised.
+        let mut manifest = version.clone().map(|v| Manifest { version: v, files });
+        if let Err(e) = crate::names::check_paths(manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.as_str()))) {
+            problems.push(format!("not shared: {e}"));
+            manifest = None;
+        }
         let game = LocalGame { id: id.clone(), version, installed, intent_pending, manifest, problems };
         self.index.roots.insert(id.clone(), IndexedRoot { listing, game: game.clone(), files: new_files });
         Ok(game)

@@ -161,3 +161,24 @@ fn reusable_chunks_finds_exactly_the_data_that_reads_back_right() {
     assert_eq!(all[zip], [true, true, true]);
     assert_eq!(all[level], [true]);
 }
+
+/// A tree whose names are one on a case-insensitive or normalizing disk
+/// (here `Maps/A.pak` beside `maps/a.pak`, and a root-level `LOCAL/`) is
+/// never advertised: peers on Windows or macOS could not hold it.
+#[test]
+fn ambiguous_names_are_not_advertised() {
+    let catalog = Catalog::from_toml("[[games]]\nid = \"clash\"\nname = \"c\"\n[[games]]\nid = \"ctl\"\nname = \"c\"\n").unwrap();
+    let fs = MemFs::new();
+    fs.write_file("clash/version.ini", "1\n");
+    fs.write_file("clash/Maps/A.pak", b"one");
+    fs.write_file("clash/maps/a.pak", b"two");
+    fs.write_file("ctl/version.ini", "1\n");
+    fs.write_file("ctl/LOCAL/x.dll", b"planted");
+    let lib = block_on(Scanner::default().scan_all(&fs, &catalog)).unwrap();
+    for id in ["clash", "ctl"] {
+        let g = &lib.games[&GameId::new(id).unwrap()];
+        assert!(g.manifest.is_none(), "{id} must not be served");
+        assert!(g.summary(&catalog).is_none());
+        assert!(g.problems.iter().any(|p| p.contains("case-insensitive")), "{id}: {:?}", g.problems);
+    }
+}

@@ -7,8 +7,20 @@ use std::path::Path;
 use std::process::Command;
 
 /// Crates `core` may depend on besides `lanspread-ports`: pure, no IO, no runtime.
-const CORE_ALLOWED: &[&str] =
-    &["lanspread-ports", "async-trait", "bytes", "serde", "serde_json", "postcard", "thiserror", "toml", "blake3", "hex"];
+const CORE_ALLOWED: &[&str] = &[
+    "lanspread-ports",
+    "async-trait",
+    "bytes",
+    "serde",
+    "serde_json",
+    "postcard",
+    "thiserror",
+    "toml",
+    "blake3",
+    "hex",
+    "caseless",
+    "unicode-normalization",
+];
 /// Crates `ports` may depend on.
 const PORTS_ALLOWED: &[&str] = &["async-trait", "bytes", "serde", "thiserror", "hex"];
 /// Support crates adapters may share (not adapters of a port themselves).
