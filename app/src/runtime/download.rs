@@ -146,10 +146,16 @@ async fn run_download(
     };
     let t2 = clock.now();
     let result = transfer(sh, id, &manifest, &sources, &reusable, &mut cancel).await;
-    match result {
+    let t3 = clock.now();
+    let committed = match result {
         Ok((sentinel, stats)) => {
-            let t3 = clock.now();
-            txn::commit_download(fs.as_ref(), &root, &manifest, &sentinel).await.map_err(|e| e.to_string())?;
+            let commit = txn::commit_download(fs.as_ref(), &root, &manifest, &sentinel).await;
+            commit.map(|()| stats).map_err(|e| format!("committing the download of {id} failed: {e}"))
+        }
+        Err(e) => Err(e),
+    };
+    match committed {
+        Ok(stats) => {
             let t4 = clock.now();
             remember_verified(sh, id, &manifest).await;
             let t5 = clock.now();
@@ -163,6 +169,8 @@ async fn run_download(
             );
             Ok((manifest, stats))
         }
+        // A failed transfer or commit resolves its intent (the data stays for
+        // a resume), so the next attempt is not refused as pending.
         Err(e) => {
             if let Err(e2) = txn::abort_download(fs.as_ref(), &root).await {
                 sh.emit(PeerEvent::RuntimeFailure(format!("cleaning up the download of {id}: {e2}")));
