@@ -353,3 +353,38 @@ fn io_error_at_every_step_of_an_update_keeps_old_or_new() {
     }
     assert!(n > 10 && outcomes.len() == 2, "{n} {outcomes:?}");
 }
+
+/// A commit that fails at any of its steps (the tree sync, the sentinel's
+/// write, sync or rename, the final syncs and the intent's removal) leaves
+/// nothing stuck: the driver aborts it, the intent is resolved, the data
+/// stays, and the next attempt begins and commits normally.
+#[test]
+fn a_commit_that_fails_at_any_step_is_aborted_and_the_next_attempt_commits() {
+    let v2 = Game::new("2.0", &[("a.fake", Some("bin/x=2\n")), ("data", None), ("data/new.pak", Some("new data"))]);
+    let m = v2.manifest();
+    let mut failures = 0;
+    for n in 0.. {
+        let fs = setup();
+        run(txn::begin_download(&fs, &p(ROOT), &m)).unwrap();
+        run(v2.write_data(&fs, &p(ROOT), 3));
+        fs.fail_nth_op(n, FsErrorKind::Io);
+        let committed = run(txn::commit_download(&fs, &p(ROOT), &m, &v2.sentinel()));
+        if fs.clear_fault() {
+            committed.unwrap();
+            break; // the commit needed fewer than n operations
+        }
+        let Err(e) = committed else { continue };
+        failures += 1;
+        assert!(e.to_string().contains("injected Io failure"), "fault at op {n}: {e}");
+        run(txn::abort_download(&fs, &p(ROOT))).unwrap();
+        for name in [".lanspread.json", ".version.ini.tmp", ".version.ini.discarded", "version.ini"] {
+            assert!(!fs.exists(&format!("{ROOT}/{name}")), "fault at op {n}: {name} left after the abort");
+        }
+        assert_eq!(fs.read(&format!("{ROOT}/data/new.pak")).as_deref(), Some(&b"new data"[..]), "fault at op {n}: data kept");
+        run(txn::begin_download(&fs, &p(ROOT), &m)).unwrap_or_else(|e| panic!("fault at op {n}: the next attempt is refused: {e}"));
+        run(txn::commit_download(&fs, &p(ROOT), &m, &v2.sentinel())).unwrap();
+        v2.complete_in(&fs.tree_at(ROOT)).unwrap();
+        assert_eq!(fs.read(&format!("{ROOT}/version.ini")), Some(v2.sentinel()));
+    }
+    assert!(failures >= 5, "every step of the commit was hit: {failures}");
+}
