@@ -346,11 +346,28 @@ fn crash_install() {
     explore(Scenario {
         name: "install",
         setup: Box::new(|fs| installable().write_downloaded(fs, ROOT)),
-        run: Box::new(|fs| assert_eq!(do_install(fs), txn::InstallKind::Installed)),
+        run: Box::new(|fs| {
+            assert_eq!(do_install(fs), txn::InstallKind::Installed);
+            assert_staging_synced_once(fs);
+        }),
         classify: install_classify(None),
         allowed: &["new", "clean"],
         via_catalog: false,
     });
+}
+
+/// The staged tree is made durable by one `sync_tree`, before the rename
+/// that commits it, and no staged file is synced on its own (so the crash
+/// states just before and just after that one operation are both explored).
+fn assert_staging_synced_once(fs: &MemFs) {
+    let log = fs.op_log();
+    let staging = format!("{ROOT}/{}", layout::INSTALLING);
+    let at = |entry: &str| log.iter().position(|op| op == entry).unwrap_or_else(|| panic!("{entry:?} never happened: {log:#?}"));
+    let sync = at(&format!("sync_tree {staging}"));
+    assert_eq!(log.iter().filter(|op| op.starts_with("sync_tree")).count(), 1, "{log:#?}");
+    assert!(sync < at(&format!("rename {staging} -> {ROOT}/{}", layout::LOCAL)), "{log:#?}");
+    let unpacked = log.iter().position(|op| op.starts_with(&format!("create {staging}/"))).expect("files were unpacked");
+    assert!(log[unpacked..sync].iter().all(|op| !op.starts_with("sync")), "per-file syncs while unpacking: {log:#?}");
 }
 
 fn old_local_tree(marker: bool) -> Tree {
@@ -369,7 +386,10 @@ fn crash_update() {
             installable().write_downloaded(fs, ROOT);
             installed_tree(fs, OLD_LOCAL, true);
         }),
-        run: Box::new(|fs| assert_eq!(do_install(fs), txn::InstallKind::Updated)),
+        run: Box::new(|fs| {
+            assert_eq!(do_install(fs), txn::InstallKind::Updated);
+            assert_staging_synced_once(fs);
+        }),
         classify: install_classify(Some(old_local_tree(true))),
         allowed: &["old", "new"],
         via_catalog: false,

@@ -9,7 +9,10 @@
 //!   [`FsErrorKind::Symlink`], metadata reports [`FileKind::Symlink`].
 //! * **Crash model**: every mutating port operation (file creation,
 //!   `write_at`, `set_len`, `sync`, `create_dir`, `rename`, `remove_file`,
-//!   `remove_dir`, `sync_dir`) is recorded. [`MemFs::crash_state`] builds
+//!   `remove_dir`, `sync_dir`, `sync_tree`) is recorded; batch calls are
+//!   recorded as their single operations (`write_pieces` as one creation
+//!   and one `write_at` per piece), except `sync_tree`, which is one
+//!   operation, as atomic as one `syncfs`. [`MemFs::crash_state`] builds
 //!   the filesystem that survives a crash right after the first `k`
 //!   recorded operations under one of three [`CrashModel`]s. Durability is
 //!   tracked per inode: a directory entry points to an inode, a rename moves
@@ -20,6 +23,9 @@
 //! * **Faults**: [`MemFs::fail_nth_op`] makes one future mutating operation
 //!   fail (I/O error, disk full...); [`MemFs::set_capacity`] bounds the
 //!   bytes stored, so writes beyond it fail with [`FsErrorKind::NoSpace`].
+//! * **Open files**: [`MemFs::open_handles`] and [`MemFs::max_open_handles`]
+//!   count live [`FileHandle`]s, so tests can prove that a component keeps
+//!   a bounded number of files open (a real process has an `RLIMIT_NOFILE`).
 //! * **Test helpers** ([`MemFs::write_file`], [`MemFs::mkdir_p`],
 //!   [`MemFs::symlink`], [`MemFs::remove_all`]) change the filesystem
 //!   durably at once and are not subject to faults; [`MemFs::tree`] takes a
@@ -40,6 +46,7 @@ use lanspread_ports::path::RelPath;
 use state::{show, Body, Comps, Ino, Op, State};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use state::CrashModel;
@@ -90,10 +97,31 @@ impl World {
     }
 }
 
+/// Live file handles, shared by every clone and view of one filesystem.
+/// Atomics rather than a field of [`World`], so a handle's `Drop` never
+/// takes the world lock.
+#[derive(Default)]
+struct HandleCount {
+    open: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl HandleCount {
+    fn opened(&self) {
+        let now = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The in-memory filesystem (see the crate docs). Clones share state.
 #[derive(Clone)]
 pub struct MemFs {
     world: Arc<Mutex<World>>,
+    handles: Arc<HandleCount>,
     /// Components of the view's root (empty for the real root).
     prefix: Comps,
 }
@@ -123,7 +151,7 @@ fn split(path: &str) -> Comps {
 impl MemFs {
     /// An empty filesystem that records operations.
     pub fn new() -> Self {
-        MemFs { world: Arc::new(Mutex::new(World::new(State::new(), true, None))), prefix: Vec::new() }
+        MemFs { world: Arc::new(Mutex::new(World::new(State::new(), true, None))), handles: Arc::default(), prefix: Vec::new() }
     }
 
     /// An empty filesystem that does not record operations (for long
@@ -158,7 +186,7 @@ impl MemFs {
     /// the view never touched what lies outside it.
     pub fn scoped(&self, dir: &str) -> MemFs {
         self.mkdir_p(dir);
-        MemFs { world: self.world.clone(), prefix: self.full_str(dir) }
+        MemFs { world: self.world.clone(), handles: self.handles.clone(), prefix: self.full_str(dir) }
     }
 
     /// Turns operation recording on or off (see [`MemFs::unrecorded`]).
@@ -306,7 +334,8 @@ impl MemFs {
             }
             s.survivor(model)
         };
-        MemFs { world: Arc::new(Mutex::new(World::new(survivor, w.recording, w.capacity))), prefix: self.prefix.clone() }
+        let world = Arc::new(Mutex::new(World::new(survivor, w.recording, w.capacity)));
+        MemFs { world, handles: Arc::default(), prefix: self.prefix.clone() }
     }
 
     /// The filesystem that survives a crash now (see [`MemFs::crash_state`]).
@@ -339,6 +368,26 @@ impl MemFs {
         self.lock().state.used_bytes()
     }
 
+    // ---- open files ----
+
+    /// File handles currently alive (opened through the port and not yet
+    /// dropped), across every clone and view of this filesystem.
+    pub fn open_handles(&self) -> usize {
+        self.handles.open.load(Ordering::Relaxed)
+    }
+
+    /// The most file handles that were alive at once (see
+    /// [`MemFs::reset_max_open_handles`]).
+    pub fn max_open_handles(&self) -> usize {
+        self.handles.max.load(Ordering::Relaxed)
+    }
+
+    /// Restarts the high-water mark of [`MemFs::max_open_handles`] from
+    /// the handles alive now, so a test measures only what follows.
+    pub fn reset_max_open_handles(&self) {
+        self.handles.max.store(self.open_handles(), Ordering::Relaxed);
+    }
+
     // ---- port plumbing ----
 
     fn mutate(&self, op: Op) -> FsResult<state::Effect> {
@@ -360,6 +409,7 @@ impl MemFs {
     }
 
     fn handle(&self, ino: Ino, path: &RelPath, writable: bool) -> Box<dyn FileHandle> {
+        self.handles.opened();
         Box::new(MemHandle { fs: self.clone(), ino, path: path.to_string(), writable })
     }
 
@@ -462,6 +512,13 @@ impl Fs for MemFs {
         self.mutate(Op::SyncDir(self.full(dir))).map(drop)
     }
 
+    /// One recorded operation (not the default walk): the real adapter
+    /// answers with one `syncfs`, which makes the whole tree durable at
+    /// once, so a crash is either before all of it or after all of it.
+    async fn sync_tree(&self, dir: &RelPath) -> FsResult<()> {
+        self.mutate(Op::SyncTree(self.full(dir))).map(drop)
+    }
+
     async fn watch(&self, dir: &RelPath) -> FsResult<Box<dyn Watcher>> {
         let mut w = self.lock();
         let ino = w.state.lookup_dir(&self.full(dir))?;
@@ -507,6 +564,12 @@ impl MemHandle {
             let message = e.message.replace(&format!("inode #{}", self.ino), &self.path);
             FsError::new(e.kind, message)
         })
+    }
+}
+
+impl Drop for MemHandle {
+    fn drop(&mut self) {
+        self.fs.handles.closed();
     }
 }
 

@@ -89,6 +89,9 @@ pub(crate) enum Op {
     RemoveFile(Comps),
     RemoveDir(Comps),
     SyncDir(Comps),
+    /// `Fs::sync_tree`: everything beneath a directory made durable at once
+    /// (one op, so crash tests get one crash point before and one after).
+    SyncTree(Comps),
     /// Test helpers: applied and made durable at once.
     SetupFile(Comps, Vec<u8>),
     SetupDir(Comps),
@@ -108,6 +111,7 @@ impl fmt::Display for Op {
             Op::RemoveFile(p) => write!(f, "remove_file {}", show(p)),
             Op::RemoveDir(p) => write!(f, "remove_dir {}", show(p)),
             Op::SyncDir(p) => write!(f, "sync_dir {}", show(p)),
+            Op::SyncTree(p) => write!(f, "sync_tree {}", show(p)),
             Op::SetupFile(p, d) => write!(f, "setup file {} ({} bytes)", show(p), d.len()),
             Op::SetupDir(p) => write!(f, "setup dir {}", show(p)),
             Op::SetupSymlink(p, t) => write!(f, "setup symlink {} -> {t}", show(p)),
@@ -368,6 +372,10 @@ impl State {
                 let dir = self.lookup_dir(p)?;
                 self.sync_dir(dir);
             }
+            Op::SyncTree(p) => {
+                let dir = self.lookup_dir(p)?;
+                self.sync_tree(dir);
+            }
             Op::SetupFile(p, data) => {
                 let parent = self.setup_mkdir(&p[..p.len().saturating_sub(1)])?;
                 let name = p.last().ok_or_else(|| err(FsErrorKind::InvalidPath, p, "the root is not a file"))?;
@@ -446,6 +454,27 @@ impl State {
             } else {
                 self.pending_renames.push(r);
             }
+        }
+    }
+
+    /// Makes the data (and so the length) of every file beneath `dir` and
+    /// the entries of every directory beneath it, `dir` included, durable.
+    /// Symlinks are not followed: a link is an entry of its directory.
+    fn sync_tree(&mut self, dir: Ino) {
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            let children: Vec<Ino> = self.entries(d).map(|e| e.values().copied().collect()).unwrap_or_default();
+            for ino in children {
+                match &self.inode(ino).body {
+                    Body::File(data) => {
+                        let data = data.clone();
+                        self.durable_data.insert(ino, data);
+                    }
+                    Body::Dir(_) => stack.push(ino),
+                    Body::Symlink(_) => {}
+                }
+            }
+            self.sync_dir(d);
         }
     }
 

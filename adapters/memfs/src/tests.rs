@@ -1,5 +1,6 @@
 use super::*;
 use futures::executor::block_on;
+use lanspread_ports::fs::{ReadPiece, WritePiece};
 
 fn p(s: &str) -> RelPath {
     RelPath::new(s).unwrap()
@@ -316,5 +317,108 @@ fn modified_time_is_a_logical_clock() {
         assert!(m2 > m1);
         h.sync().await.unwrap();
         assert_eq!(fs.metadata(&p("f")).await.unwrap().modified_ns.unwrap(), m2, "sync does not modify");
+    });
+}
+
+#[test]
+fn sync_tree_is_one_operation_that_makes_the_whole_tree_durable() {
+    block_on(async {
+        let fs = MemFs::new();
+        fs.write_file("keep/old", "old");
+        fs.mkdir_p("t");
+        fs.checkpoint();
+        fs.create_dir(&p("t/d")).await.unwrap();
+        fs.create_dir(&p("t/d/e")).await.unwrap();
+        write(&fs, "t/a", "A", false).await;
+        write(&fs, "t/d/e/b", "BB", false).await;
+        fs.rename(&p("keep/old"), &p("t/moved")).await.unwrap();
+        fs.write_file("outside", "o");
+        let before = fs.op_count();
+        fs.sync_tree(&p("t")).await.unwrap();
+        assert_eq!(fs.op_count(), before + 1, "{:?}", fs.op_log());
+        assert_eq!(fs.op_log().last().unwrap(), "sync_tree t");
+        let want = |t: &BTreeMap<String, Node>| {
+            assert_eq!(t.get("t/a"), Some(&file("A")));
+            assert_eq!(t.get("t/d/e/b"), Some(&file("BB")));
+            assert_eq!(t.get("t/moved"), Some(&file("old")));
+            assert!(!t.contains_key("keep/old"), "the rename is durable on both sides: {t:?}");
+        };
+        for model in CrashModel::ALL {
+            want(&fs.crash_state(before + 1, model).tree());
+        }
+        // Just before it: nothing of the tree under SyncedOnly, empty files
+        // under MetadataOnly, everything under AllUpToK.
+        let synced = fs.crash_state(before, CrashModel::SyncedOnly).tree();
+        assert_eq!(synced.get("t"), Some(&Node::Dir));
+        assert!(!synced.contains_key("t/a") && !synced.contains_key("t/d"), "{synced:?}");
+        assert_eq!(synced.get("keep/old"), Some(&file("old")));
+        let meta = fs.crash_state(before, CrashModel::MetadataOnly).tree();
+        assert_eq!(meta.get("t/a"), Some(&file("")));
+        assert_eq!(meta.get("t/d/e/b"), Some(&file("")));
+        assert_eq!(fs.crash_state(before, CrashModel::AllUpToK).tree().get("t/d/e/b"), Some(&file("BB")));
+        // Errors: a missing directory, a file, a symlink.
+        assert_eq!(fs.sync_tree(&p("nope")).await.unwrap_err().kind, FsErrorKind::NotFound);
+        assert_eq!(fs.sync_tree(&p("t/a")).await.unwrap_err().kind, FsErrorKind::NotADirectory);
+        fs.symlink("link", "t");
+        assert_eq!(fs.sync_tree(&p("link")).await.unwrap_err().kind, FsErrorKind::Symlink);
+        // A fault reaches it and leaves nothing durable.
+        write(&fs, "t/late", "L", false).await;
+        fs.fail_nth_op(0, FsErrorKind::Io);
+        assert_eq!(fs.sync_tree(&p("t")).await.unwrap_err().kind, FsErrorKind::Io);
+        assert_eq!(fs.crash(CrashModel::MetadataOnly).read("t/late").unwrap(), b"");
+    });
+}
+
+#[test]
+fn open_handles_are_counted_until_dropped() {
+    block_on(async {
+        let fs = MemFs::new();
+        fs.write_file("a", "A");
+        let view = fs.scoped("v");
+        assert_eq!((fs.open_handles(), fs.max_open_handles()), (0, 0));
+        let r = fs.open_read(&p("a")).await.unwrap();
+        let w = view.open_write(&p("b")).await.unwrap();
+        assert_eq!((fs.open_handles(), fs.max_open_handles()), (2, 2), "views share the count");
+        drop(r);
+        assert_eq!((fs.open_handles(), fs.max_open_handles()), (1, 2));
+        fs.reset_max_open_handles();
+        assert_eq!(fs.max_open_handles(), 1);
+        drop(w);
+        assert_eq!(view.open_handles(), 0);
+        // Failed opens hold nothing; batches hold one file at a time.
+        assert!(fs.open_read(&p("missing")).await.is_err());
+        let pieces = (0..10).map(|i| WritePiece { path: p(&format!("f{i}")), offset: 0, data: Bytes::from_static(b"x") }).collect();
+        fs.write_pieces(pieces).await.unwrap();
+        let reads: Vec<ReadPiece> = (0..10).map(|i| ReadPiece { path: p(&format!("f{i}")), offset: 0, len: 1 }).collect();
+        assert_eq!(fs.read_pieces(&reads).await.unwrap().len(), 10);
+        assert_eq!((fs.open_handles(), fs.max_open_handles()), (0, 1));
+    });
+}
+
+#[test]
+fn faults_reach_every_write_of_a_batch() {
+    block_on(async {
+        let fs = MemFs::new();
+        fs.mkdir_p("d");
+        fs.checkpoint();
+        let piece = |path: &str, offset: u64, data: &'static [u8]| WritePiece { path: p(path), offset, data: Bytes::from_static(data) };
+        let batch = vec![piece("d/a", 0, b"aa"), piece("d/a", 2, b"AA"), piece("d/b", 0, b"bb")];
+        // create d/a, write, write, create d/b (fails), ...
+        fs.fail_nth_op(3, FsErrorKind::NoSpace);
+        assert_eq!(fs.write_pieces(batch.clone()).await.unwrap_err().kind, FsErrorKind::NoSpace);
+        assert_eq!(fs.read("d/a").unwrap(), b"aaAA", "pieces before the failure were written");
+        assert!(!fs.exists("d/b"));
+        assert_eq!(fs.open_handles(), 0);
+        // Each write is its own recorded operation; nothing is synced.
+        fs.checkpoint();
+        fs.write_pieces(vec![piece("d/a", 1, b"x"), piece("d/c", 3, b"c")]).await.unwrap();
+        assert_eq!(fs.op_log(), ["write_at #3 @1 +1", "create d/c", "write_at #4 @3 +1"]);
+        assert_eq!(fs.read("d/a").unwrap(), b"axAA", "never truncated");
+        assert_eq!(fs.read("d/c").unwrap(), b"\0\0\0c");
+        assert_eq!(fs.crash(CrashModel::MetadataOnly).read("d/c").unwrap(), b"");
+        // Reads are exact.
+        let exact = fs.read_pieces(&[ReadPiece { path: p("d/a"), offset: 1, len: 3 }]).await.unwrap();
+        assert_eq!(&exact[0][..], b"xAA");
+        assert!(fs.read_pieces(&[ReadPiece { path: p("d/a"), offset: 2, len: 3 }]).await.is_err(), "past the end");
     });
 }

@@ -1,8 +1,10 @@
 //! What every unpacker shares: the blocking-thread context that bridges to
-//! the `Fs` port, entry-name validation, bounded copying, progress.
+//! the `Fs` port, entry-name validation, bounded copying into batches of
+//! writes, progress.
 
 use bytes::Bytes;
-use lanspread_ports::{Fs, FsError, ProgressFn, RelPath, UnpackError, UnpackProgress};
+use lanspread_ports::{Fs, FsError, ProgressFn, RelPath, UnpackError, UnpackProgress, WritePiece};
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{self, Read};
@@ -17,19 +19,73 @@ pub(crate) struct Ctx {
     pub(crate) fs: Arc<dyn Fs>,
     progress: watch::Sender<UnpackProgress>,
     cancelled: Arc<AtomicBool>,
-    /// Directories known to exist beneath (and including) the target; all
-    /// of them are synced at the end.
+    /// The target directory.
+    target: RelPath,
+    /// Directories known to exist beneath (and including) the target.
     dirs: BTreeSet<RelPath>,
+    /// Names that were in the target before the unpack (the install's
+    /// ownership marker): a file at or beneath one of them may exist.
+    preexisting: BTreeSet<String>,
+    /// Files written by this unpack (a repeated entry replaces the earlier
+    /// content, and pieces never truncate).
+    written: BTreeSet<RelPath>,
+    /// Writes not yet handed to the port.
+    batch: Batch,
+    /// The last progress sent.
+    reported: Cell<UnpackProgress>,
+}
+
+/// Progress is reported when it advanced by this many bytes.
+const REPORT_STEP: u64 = 1 << 20;
+
+/// Extracted data waiting for one [`Fs::write_pieces`] call.
+#[derive(Default)]
+struct Batch {
+    pieces: Vec<WritePiece>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Whether the batch should be written now (bounds memory, and the
+    /// number of files the port opens in one call).
+    fn full(&self) -> bool {
+        self.bytes >= crate::BATCH_BYTES || self.pieces.len() >= crate::BATCH_PIECES
+    }
 }
 
 impl Ctx {
+    /// A context for unpacking into `target`, which exists; what it holds
+    /// already is remembered (see [`Ctx::may_exist`]).
+    fn new(
+        rt: Handle,
+        fs: Arc<dyn Fs>,
+        progress: watch::Sender<UnpackProgress>,
+        cancelled: Arc<AtomicBool>,
+        target: RelPath,
+    ) -> Result<Ctx, UnpackError> {
+        let preexisting = rt.block_on(fs.read_dir(&target)).map_err(fs_err)?.into_iter().map(|e| e.name).collect();
+        let dirs = BTreeSet::from([target.clone()]);
+        let (written, batch) = (BTreeSet::new(), Batch::default());
+        let reported = Cell::new(UnpackProgress::default());
+        Ok(Ctx { rt, fs, progress, cancelled, target, dirs, preexisting, written, batch, reported })
+    }
+
     /// Runs a port future to completion (we are on a blocking thread).
     pub(crate) fn block<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
 
+    /// Reports progress, at most once per [`REPORT_STEP`] bytes (and always
+    /// the start and the end): each report wakes the async side, and one per
+    /// small file was most of an unpack's thread wake-ups.
     pub(crate) fn report(&self, done: u64, total: Option<u64>) {
-        self.progress.send_replace(UnpackProgress { done, total });
+        let last = self.reported.get();
+        let due = total != last.total || done == 0 || Some(done) == total || done >= last.done.saturating_add(REPORT_STEP);
+        if (due && done != last.done) || total != last.total {
+            let now = UnpackProgress { done, total };
+            self.reported.set(now);
+            self.progress.send_replace(now);
+        }
     }
 
     /// Fails once the caller has given up on this unpack.
@@ -50,7 +106,9 @@ impl Ctx {
         Ok(())
     }
 
-    /// Creates `dir` and its missing ancestors (once).
+    /// Creates `dir` and its missing ancestors, once: one port call for a
+    /// new directory however deep (an adapter whose every call costs a
+    /// thread hand-off creates the whole chain at once).
     pub(crate) fn ensure_dir(&mut self, dir: &RelPath) -> Result<(), UnpackError> {
         if self.dirs.contains(dir) {
             return Ok(());
@@ -66,9 +124,11 @@ impl Ctx {
         Ok(())
     }
 
-    /// Writes the content of `src` to the new file `dest`, in [`CHUNK`]
-    /// pieces, refusing more (or fewer) than `expected` bytes; then syncs it.
-    /// `on_chunk` is called after each piece with the bytes written so far.
+    /// Queues the content of `src` as the new file `dest`, in pieces of at
+    /// most [`CHUNK`] bytes, refusing more (or fewer) than `expected`
+    /// bytes. Nothing is synced: the caller makes the whole target durable
+    /// at once. `on_chunk` is called after each piece with the bytes queued
+    /// so far.
     ///
     /// [`CHUNK`]: crate::CHUNK
     pub(crate) fn write_file(
@@ -82,13 +142,17 @@ impl Ctx {
         if let Some(parent) = dest.parent() {
             self.ensure_dir(&parent)?;
         }
-        let h = self.block(self.fs.open_write(dest)).map_err(fs_err)?;
-        // A repeated entry replaces the earlier content.
-        self.block(h.set_len(0)).map_err(fs_err)?;
+        if self.may_exist(dest) {
+            self.truncate(dest)?;
+        }
+        self.written.insert(dest.clone());
         let mut written = 0u64;
         loop {
             self.check_cancelled()?;
-            let mut buf = vec![0u8; crate::CHUNK];
+            // One byte more than what is left, to notice an entry that
+            // produces more than it declares; never more than a chunk.
+            let want = (expected - written).saturating_add(1).min(crate::CHUNK as u64) as usize;
+            let mut buf = vec![0u8; want];
             let n = read_full(src, &mut buf).map_err(|e| read_err(e, dest))?;
             if n == 0 {
                 break;
@@ -97,23 +161,65 @@ impl Ctx {
                 return Err(UnpackError::Corrupt(format!("{dest}: more data than the {expected} bytes declared")));
             }
             buf.truncate(n);
-            self.block(h.write_at(written, Bytes::from(buf))).map_err(fs_err)?;
+            self.push(WritePiece { path: dest.clone(), offset: written, data: Bytes::from(buf) })?;
             written += n as u64;
             on_chunk(self, written);
         }
         if written != expected {
             return Err(UnpackError::Corrupt(format!("{dest}: {written} bytes instead of the {expected} declared")));
         }
-        self.block(h.sync()).map_err(fs_err)?;
+        if expected == 0 {
+            // An empty piece creates the empty file.
+            self.push(WritePiece { path: dest.clone(), offset: 0, data: Bytes::new() })?;
+        }
         Ok(())
     }
 
-    /// Makes every directory that received entries durable.
-    fn finish(&self) -> Result<(), UnpackError> {
-        for d in self.dirs.iter().rev() {
-            self.block(self.fs.sync_dir(d)).map_err(fs_err)?;
+    /// Whether `dest` may already exist: written earlier by this unpack, or
+    /// beneath a name the target held before.
+    fn may_exist(&self, dest: &RelPath) -> bool {
+        if self.written.contains(dest) {
+            return true;
+        }
+        let inside = if self.target.is_root() {
+            Some(dest.as_str())
+        } else {
+            dest.as_str().strip_prefix(self.target.as_str()).and_then(|r| r.strip_prefix('/'))
+        };
+        inside.and_then(|r| r.split('/').next()).is_some_and(|top| self.preexisting.contains(top))
+    }
+
+    /// Empties an existing `dest` before it is written again (pieces never
+    /// truncate). Queued pieces go first, so none lands after the cut.
+    fn truncate(&mut self, dest: &RelPath) -> Result<(), UnpackError> {
+        self.flush()?;
+        self.block(async { self.fs.open_write(dest).await?.set_len(0).await }).map_err(fs_err)
+    }
+
+    /// Queues one piece, writing the batch once it is full.
+    fn push(&mut self, piece: WritePiece) -> Result<(), UnpackError> {
+        self.batch.bytes += piece.data.len();
+        self.batch.pieces.push(piece);
+        if self.batch.full() {
+            self.flush()?;
         }
         Ok(())
+    }
+
+    /// Writes the queued pieces with one [`Fs::write_pieces`] call.
+    fn flush(&mut self) -> Result<(), UnpackError> {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.pieces.is_empty() {
+            return Ok(());
+        }
+        self.block(self.fs.write_pieces(batch.pieces)).map_err(fs_err)
+    }
+
+    /// Writes what is still queued. Nothing is synced: the caller makes the
+    /// whole target durable at once (the install transaction with one
+    /// `Fs::sync_tree` of its staging directory before the commit).
+    fn finish(&mut self) -> Result<(), UnpackError> {
+        self.flush()
     }
 }
 
@@ -152,24 +258,30 @@ where
     let _guard = CancelOnDrop(cancelled.clone());
     let rt = Handle::current();
     let mut task = tokio::task::spawn_blocking(move || {
-        let mut dirs = BTreeSet::new();
-        dirs.insert(target);
-        let mut ctx = Ctx { rt, fs, progress: tx, cancelled, dirs };
+        let mut ctx = Ctx::new(rt, fs, tx, cancelled, target)?;
         job(&mut ctx)?;
         ctx.finish()
     });
+    let mut delivered = None;
     let res = loop {
         tokio::select! {
             biased;
             res = &mut task => break res,
             changed = rx.changed() => match changed {
-                Ok(()) => progress(*rx.borrow_and_update()),
+                Ok(()) => {
+                    let now = *rx.borrow_and_update();
+                    progress(now);
+                    delivered = Some(now);
+                }
                 Err(_) => break (&mut task).await,
             },
         }
     };
-    if rx.has_changed().unwrap_or(false) {
-        progress(*rx.borrow_and_update());
+    // The last report, even if the job ended before it was seen (once the
+    // sender is gone, `has_changed` no longer tells).
+    let last = *rx.borrow();
+    if delivered != Some(last) && last != UnpackProgress::default() {
+        progress(last);
     }
     res.map_err(|e| UnpackError::Io(format!("unpack task failed: {e}")))?
 }

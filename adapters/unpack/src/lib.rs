@@ -19,8 +19,15 @@
 //! - the declared uncompressed total must fit in `Fs::free_space` (when the
 //!   port knows it), and no entry may produce more bytes than it declares.
 //!
-//! Written files are synced, and so are the directories that received
-//! entries, so a successful unpack is durable.
+//! Writes are batched: extracted files are queued (a large file as several
+//! pieces at increasing offsets) and written with one
+//! [`Fs::write_pieces`](lanspread_ports::Fs::write_pieces) call per
+//! [`BATCH_BYTES`] or [`BATCH_PIECES`], so a tree of thousands of small files
+//! costs a few hundred port calls and memory stays bounded. Nothing is
+//! synced: the caller makes the whole target durable at once (the install
+//! transaction syncs its staging tree with one `Fs::sync_tree` before it
+//! renames it into place). An unpack holds at most two files open: the
+//! archive, and the output file being written.
 #![forbid(unsafe_code)]
 
 mod common;
@@ -38,6 +45,12 @@ pub use zip_unpacker::ZipUnpacker;
 /// Size of one write through the port (and of the read-ahead buffer once
 /// reading is sequential).
 pub const CHUNK: usize = 1 << 20;
+
+/// A batch of writes is handed to the port once it holds this many bytes...
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// ... or this many pieces (each small file is one piece).
+pub const BATCH_PIECES: usize = 512;
 
 /// Whether `name` ends with `suffix`, ignoring ASCII case.
 pub(crate) fn ends_with_ci(name: &str, suffix: &str) -> bool {

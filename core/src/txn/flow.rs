@@ -388,9 +388,6 @@ impl StatMany {
 pub enum Step {
     /// Perform an operation.
     Op(FsOp),
-    /// Make a whole tree durable: list it, sync every file, then every
-    /// directory (expanded while running).
-    SyncTree(RelPath),
     /// The transaction's commit point: from here on a failure is rolled
     /// forward, not back. Performs nothing.
     Committed,
@@ -419,8 +416,6 @@ pub struct Exec {
     root: RelPath,
     queue: VecDeque<Step>,
     in_flight: Option<FsOp>,
-    /// The tree being listed for a [`Step::SyncTree`].
-    expanding: Option<RelPath>,
     committed: bool,
     error: Option<TxnError>,
 }
@@ -428,7 +423,7 @@ pub struct Exec {
 impl Exec {
     /// Runs `steps` in order, stopping at the first failure.
     pub fn new(root: RelPath, steps: Vec<Step>) -> Self {
-        Exec { root, queue: steps.into(), in_flight: None, expanding: None, committed: false, error: None }
+        Exec { root, queue: steps.into(), in_flight: None, committed: false, error: None }
     }
 
     /// Whether the commit point was passed.
@@ -443,12 +438,6 @@ impl Exec {
         loop {
             match self.queue.pop_front()? {
                 Step::Committed => self.committed = true,
-                Step::SyncTree(dir) => {
-                    let op = FsOp::ReadDir(dir.clone());
-                    self.expanding = Some(dir);
-                    self.in_flight = Some(op.clone());
-                    return Some(op);
-                }
                 Step::Op(op) => {
                     self.in_flight = Some(op.clone());
                     return Some(op);
@@ -463,36 +452,8 @@ impl Exec {
 
     fn handle_result(&mut self, result: OpResult) {
         let Some(op) = self.in_flight.take() else { return };
-        match (self.expanding.take(), result) {
-            (_, Err(e)) => self.error = Some(op_error(&self.root, &op, e)),
-            (Some(dir), Ok(OpValue::Entries(mut list))) => {
-                list.sort_by(|a, b| a.name.cmp(&b.name));
-                let mut files = Vec::new();
-                let mut steps = Vec::new();
-                for e in list {
-                    let path = match dir.join_local(&e.name) {
-                        Ok(p) => p,
-                        Err(err) => {
-                            self.error = Some(TxnError::Unexpected { root: self.root.clone(), detail: format!("{dir}/{}: {err}", e.name) });
-                            return;
-                        }
-                    };
-                    match e.kind {
-                        FileKind::File => files.push(path),
-                        FileKind::Dir => steps.push(Step::SyncTree(path)),
-                        FileKind::Symlink | FileKind::Other => {}
-                    }
-                }
-                if !files.is_empty() {
-                    steps.insert(0, Step::Op(FsOp::SyncFiles(files)));
-                }
-                steps.push(Step::Op(FsOp::SyncDir(dir)));
-                for s in steps.into_iter().rev() {
-                    self.queue.push_front(s);
-                }
-            }
-            (Some(_), Ok(_)) => self.error = Some(op_error(&self.root, &op, unexpected_value())),
-            (None, Ok(_)) => {}
+        if let Err(e) = result {
+            self.error = Some(op_error(&self.root, &op, e));
         }
     }
 }

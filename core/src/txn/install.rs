@@ -2,9 +2,11 @@
 //!
 //! **install** (no `local/`): intent `install/staging`; create
 //! `.local.installing/` with its `.lanspread_owned` marker; unpack every
-//! root-level archive the unpacker handles (sorted by name) into it; fsync
-//! the whole staged tree; rename it to `local/` (**the commit point**);
-//! fsync the root; clear the intent.
+//! root-level archive the unpacker handles (sorted by name) into it; make
+//! the whole staged tree durable with one [`FsOp::SyncTree`] (the unpacker
+//! syncs nothing itself, so installing thousands of files costs one sync,
+//! not one per file); rename it to `local/` (**the commit point**); fsync
+//! the root; clear the intent.
 //!
 //! **update** (`local/` exists): the same staging under intent
 //! `update/staging`, then rename `local/` → `.local.backup/` and
@@ -117,7 +119,9 @@ impl<F: Fn(&str) -> bool> Planner for InstallPlanner<F> {
         for name in archives {
             steps.push(Step::Op(FsOp::Unpack { archive: child(root, name), target: staging.clone() }));
         }
-        steps.push(Step::SyncTree(staging.clone()));
+        // One call for the whole staged tree: the unpacker syncs nothing, and
+        // one `syncfs` also reports write-back errors of files it closed.
+        steps.push(Step::Op(FsOp::SyncTree(staging.clone())));
         if self.kind == InstallKind::Updated {
             steps.push(Step::Op(FsOp::Rename { from: local.clone(), to: f.path(layout::BACKUP) }));
         }
