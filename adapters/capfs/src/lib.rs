@@ -233,32 +233,79 @@ impl Inner {
     /// handle anyway, to check its kind).
     fn open_file_len(&self, path: &RelPath, write: bool) -> FsResult<(File, u64)> {
         let (dir, name) = self.open_parent(path)?;
-        if let Ok(m) = dir.symlink_metadata(name) {
-            check_regular(kind_of(m.file_type()), path)?;
-        }
-        let mut opts = OpenOptions::new();
-        opts.read(true).follow(FollowSymlinks::No);
-        if write {
-            opts.write(true).create(true).truncate(false);
-        }
-        nonblocking(&mut opts);
-        let file = dir.open_with(name, &opts).map_err(|e| refine(&dir, name, e, path))?;
-        // Re-check on the open handle: the entry may have been swapped.
-        let m = file.metadata().map_err(|e| io_err(e, &path.to_string()))?;
-        check_regular(kind_of(m.file_type()), path)?;
-        Ok((file, m.len()))
+        open_in(&dir, name, path, write)
     }
 
+    /// [`Inner::metadata`] of many paths, each parent directory opened once
+    /// for a run of paths that share it (a manifest lists its files sorted,
+    /// so a directory's files come together).
+    fn metadata_many(&self, paths: &[RelPath]) -> Vec<FsResult<Metadata>> {
+        let mut parents = ParentCache::default();
+        paths
+            .iter()
+            .map(|path| {
+                if path.is_root() {
+                    return self.metadata(path);
+                }
+                let dir = parents.open(self, path)?;
+                dir.symlink_metadata(path.file_name()).map(|m| convert_metadata(&m)).map_err(|e| io_err(e, &path.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// The parent directory of the previous path of a batch, kept open while
+/// the next paths share it: a batch of a directory's files costs one
+/// directory lookup, not one per file.
+#[derive(Default)]
+struct ParentCache<'a> {
+    open: Option<(RelPath, DirRef<'a>)>,
+}
+
+impl<'a> ParentCache<'a> {
+    fn open(&mut self, inner: &'a Inner, path: &RelPath) -> FsResult<&DirRef<'a>> {
+        let parent = path.parent().ok_or_else(|| FsError::new(FsErrorKind::InvalidPath, "the root has no parent"))?;
+        if self.open.as_ref().is_none_or(|(p, _)| *p != parent) {
+            self.open = None;
+            let dir = inner.open_dir(&parent)?;
+            self.open = Some((parent, dir));
+        }
+        Ok(&self.open.as_ref().expect("opened above").1)
+    }
+}
+
+/// Opens the regular file `name` in `dir` (`path` is its full path, for
+/// errors), never following a link and never blocking on a special file.
+fn open_in(dir: &Dir, name: &str, path: &RelPath, write: bool) -> FsResult<(File, u64)> {
+    if let Ok(m) = dir.symlink_metadata(name) {
+        check_regular(kind_of(m.file_type()), path)?;
+    }
+    let mut opts = OpenOptions::new();
+    opts.read(true).follow(FollowSymlinks::No);
+    if write {
+        opts.write(true).create(true).truncate(false);
+    }
+    nonblocking(&mut opts);
+    let file = dir.open_with(name, &opts).map_err(|e| refine(dir, name, e, path))?;
+    // Re-check on the open handle: the entry may have been swapped.
+    let m = file.metadata().map_err(|e| io_err(e, &path.to_string()))?;
+    check_regular(kind_of(m.file_type()), path)?;
+    Ok((file, m.len()))
+}
+
+impl Inner {
     /// [`Fs::write_pieces`] on this thread: consecutive pieces of one file
     /// share one open, and the previous file is closed before the next one
     /// is opened.
     fn write_pieces(&self, pieces: &[WritePiece]) -> FsResult<()> {
+        let mut parents = ParentCache::default();
         let mut open: Option<(&RelPath, File)> = None;
         for piece in pieces {
             if open.as_ref().is_none_or(|(p, _)| *p != &piece.path) {
                 // Close the previous file before opening the next.
                 drop(open.take());
-                open = Some((&piece.path, self.open_file(&piece.path, true)?));
+                let dir = parents.open(self, &piece.path)?;
+                open = Some((&piece.path, open_in(dir, piece.path.file_name(), &piece.path, true)?.0));
             }
             let Some((_, file)) = &open else { unreachable!("opened above") };
             file.write_all_at(&piece.data, piece.offset).map_err(|e| io_err(e, &piece.path.to_string()))?;
@@ -269,13 +316,15 @@ impl Inner {
     /// [`Fs::read_pieces`] on this thread, one file open at a time. A range
     /// past the end fails before anything is allocated for it.
     fn read_pieces(&self, pieces: &[ReadPiece]) -> FsResult<Vec<Bytes>> {
+        let mut parents = ParentCache::default();
         let mut out = Vec::with_capacity(pieces.len());
         let mut open: Option<(&RelPath, File, u64)> = None;
         for piece in pieces {
             if open.as_ref().is_none_or(|(p, _, _)| *p != &piece.path) {
                 // Close the previous file before opening the next.
                 drop(open.take());
-                let (file, len) = self.open_file_len(&piece.path, false)?;
+                let dir = parents.open(self, &piece.path)?;
+                let (file, len) = open_in(dir, piece.path.file_name(), &piece.path, false)?;
                 open = Some((&piece.path, file, len));
             }
             let Some((_, file, len)) = &open else { unreachable!("opened above") };
@@ -959,7 +1008,7 @@ impl Fs for CapFs {
     async fn metadata_many(&self, paths: &[RelPath]) -> Vec<FsResult<Metadata>> {
         let list = paths.to_vec();
         let n = list.len();
-        match self.run(move |i| Ok(list.iter().map(|p| i.metadata(p)).collect())).await {
+        match self.run(move |i| Ok(i.metadata_many(&list))).await {
             Ok(all) => all,
             Err(e) => vec![Err(e); n],
         }
