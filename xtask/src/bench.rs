@@ -3,7 +3,8 @@
 //! and noisy, so absolute seconds mean little on their own).
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N]
+//! cargo xtask bench [--quick] [--only 1,2,3,4,6,7] [--warm] [--bin PATH] [--runs N]
+//!                   [--trees many,deb,2gb] [--deb PKG] [--nofile N]
 //! cargo xtask bench --render [--quick]
 //! ```
 //!
@@ -18,7 +19,13 @@
 //! 4. library scan: first scan with hashing, rescan with no change, rescan
 //!    after one file changed (`lanspread status`);
 //! 5. peak RSS and CPU seconds per GB, measured during case 1;
-//! 6. a `perf` profile of case 1 (when perf works here).
+//! 6. a `perf` profile of case 1 (when perf works here);
+//! 7. games shaped like real ones (issue 11): a generated tree of about
+//!    16,000 files, a real game's data from a Debian package and the 2 GB
+//!    game, every tool timed durably (a `sync` inside the timing), the
+//!    zipped many-file game installed against `unzip`, syscall counts and
+//!    peak RSS; every `lanspread` process with `RLIMIT_NOFILE` at 256
+//!    (see `bench/real.rs`).
 //!
 //! A full run writes `BENCHMARKS.md` (table, a short reading, details and
 //! the hand-written findings of `xtask/bench/NOTES.md`); `--quick` writes
@@ -28,27 +35,38 @@
 //! cases and keeps the others (each case is labelled with its run), and
 //! `--render` rebuilds the document after NOTES.md changed. `--warm` keeps
 //! the page cache, `--bin` benchmarks a given binary instead of building
-//! the workspace's, `--runs` sets the counted runs (default 3).
+//! the workspace's, `--runs` sets the counted runs (default 3, 1 with
+//! `--quick`). Case 7 only: `--trees` picks its trees, `--deb` its Debian
+//! package, `--nofile` the `RLIMIT_NOFILE` of its `lanspread` processes
+//! (soft and hard; default 256, 0 leaves the limit alone).
 //!
 //! The methods follow the reference baseline scripts in `shared/bench/`
 //! (`lib.sh`, `rsync.sh`, `cp-local.sh`, `lan-up.sh`, `lan-shape.sh`,
 //! `lan-aria2.sh`, `make-game.py`), adapted into Rust here so the harness
 //! runs on a machine without that folder.
 
-mod gen;
+mod deb;
+pub mod gen;
+mod install;
 mod lanbench;
 mod loopback;
 mod measure;
+mod real;
+mod real_report;
 mod report;
 mod scan;
 mod sim;
+mod strace;
 mod tools;
+pub mod zip;
 
 use report::Row;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6] [--warm] [--bin PATH] [--runs N] | bench --render [--quick]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6,7] [--warm] [--bin PATH] [--runs N] [--trees many,deb,2gb] [--deb PKG] [--nofile N] | bench --render [--quick]";
+/// Every case (5 and 6 are measured inside 1).
+pub const ALL_CASES: [u32; 7] = [1, 2, 3, 4, 5, 6, 7];
 
 /// What one invocation does.
 #[derive(Debug, Clone)]
@@ -71,6 +89,12 @@ pub struct Opts {
     pub root: PathBuf,
     /// `target/bench`.
     pub out: PathBuf,
+    /// Case 7: its trees (`many`, `deb`, `2gb`).
+    pub trees: Vec<String>,
+    /// Case 7: the Debian package (default: the first of `deb::FULL` or `deb::QUICK` apt knows).
+    pub deb: Option<String>,
+    /// Case 7: `RLIMIT_NOFILE` (soft and hard) of every `lanspread` process; 0 = unchanged.
+    pub nofile: u64,
 }
 
 impl Opts {
@@ -107,54 +131,30 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         log(&format!("bench: {} and latest.json re-rendered from {} and xtask/bench/NOTES.md", doc.display(), state.display()));
         return Ok(());
     }
-    let mut quick = false;
-    let mut only: Option<Vec<u32>> = None;
-    let mut warm = false;
-    let mut bin = None;
-    let mut runs = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--warm" => warm = true,
-            "--only" => {
-                let list = it.next().ok_or("--only needs a list such as 1,4")?;
-                only = Some(
-                    list.split(',')
-                        .map(|s| s.trim().parse::<u32>().map_err(|_| format!("--only: {s:?} is not a case number")))
-                        .collect::<Result<_, _>>()?,
-                );
-            }
-            "--bin" => bin = Some(PathBuf::from(it.next().ok_or("--bin needs PATH")?)),
-            "--runs" => runs = Some(it.next().ok_or("--runs needs N")?.parse::<usize>().map_err(|_| "--runs needs a number")?),
-            other => return Err(format!("unknown bench argument {other:?}\n{USAGE}")),
-        }
-    }
-    let mut only = only.unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6]);
-    if only.contains(&5) || only.contains(&6) {
-        // Memory and the profile are measured during case 1.
-        if !only.contains(&1) {
-            only.push(1);
-        }
-    }
-    if only.contains(&1) && !only.contains(&5) {
-        only.push(5);
-    }
-    only.sort_unstable();
+    let a = parse(args)?;
     let started = Instant::now();
-    let bin_given = bin.is_some();
-    let bin = crate::lanspread_bin(root, bin)?;
-    let cold = !warm && measure::can_drop_caches();
+    let bin_given = a.bin.is_some();
+    let bin = crate::lanspread_bin(root, a.bin)?;
+    let cold = !a.warm && measure::can_drop_caches();
+    if !a.warm && !cold {
+        log(
+            "bench: the page cache cannot be dropped here (not root, or /proc/sys/vm/drop_caches not writable): every run has a warm cache",
+        );
+    }
+    let quick = a.quick;
     let opts = Opts {
         quick,
-        only,
+        only: a.only,
         cold,
-        runs: runs.unwrap_or(3).max(1),
+        runs: a.runs.unwrap_or(if quick { 1 } else { 3 }).max(1),
         warmup: if quick { 0 } else { 1 },
         bin,
         bin_given,
         root: root.to_path_buf(),
         out: out.clone(),
+        trees: a.trees,
+        deb: a.deb,
+        nofile: a.nofile,
     };
     let _ = std::fs::remove_dir_all(opts.work());
     std::fs::create_dir_all(opts.work()).map_err(|e| format!("{}: {e}", opts.work().display()))?;
@@ -182,11 +182,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if opts.wants(4) {
         step(&mut rep, "4", || scan::run(&opts, &tools));
     }
+    if opts.wants(7) {
+        step(&mut rep, "7", || real::run(&opts, &tools));
+    }
     rep.elapsed = started.elapsed().as_secs_f64();
     // Cases not run now (--only) keep their figures from the last run of the same mode.
     // A quick run never replaces BENCHMARKS.md: it writes target/bench/BENCHMARKS-quick.md.
     let (state, doc) = outputs(root, &out, opts.quick);
     rep.merge_previous(&state);
+    let doc = keep_cases(&doc, &rep, &out);
     std::fs::write(&state, rep.state()).map_err(|e| format!("writing {}: {e}", state.display()))?;
     let md = rep.markdown();
     std::fs::write(out.join("latest.json"), rep.json()).map_err(|e| format!("writing latest.json: {e}"))?;
@@ -195,6 +199,63 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     eprintln!("\n{}", rep.summary_table());
     log(&format!("bench: done in {:.0} s; wrote {} and {}", rep.elapsed, doc.display(), out.join("latest.json").display()));
     Ok(())
+}
+
+/// The command line of a measuring run.
+struct Args {
+    quick: bool,
+    only: Vec<u32>,
+    warm: bool,
+    bin: Option<PathBuf>,
+    runs: Option<usize>,
+    trees: Vec<String>,
+    deb: Option<String>,
+    nofile: u64,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a =
+        Args { quick: false, only: ALL_CASES.to_vec(), warm: false, bin: None, runs: None, trees: Vec::new(), deb: None, nofile: 256 };
+    let list = |v: Option<&String>, what: &str| {
+        v.map(|l| l.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>()).ok_or(format!("{what} needs a list"))
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--warm" => a.warm = true,
+            "--only" => {
+                a.only = list(it.next(), "--only")?
+                    .iter()
+                    .map(|s| {
+                        s.parse::<u32>().ok().filter(|n| ALL_CASES.contains(n)).ok_or_else(|| format!("--only: {s:?} is not a case number"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--bin" => a.bin = Some(PathBuf::from(it.next().ok_or("--bin needs PATH")?)),
+            "--runs" => a.runs = Some(it.next().ok_or("--runs needs N")?.parse::<usize>().map_err(|_| "--runs needs a number")?),
+            "--trees" => a.trees = list(it.next(), "--trees")?,
+            "--deb" => a.deb = Some(it.next().ok_or("--deb needs a package name")?.clone()),
+            "--nofile" => a.nofile = it.next().ok_or("--nofile needs N")?.parse::<u64>().map_err(|_| "--nofile needs a number")?,
+            other => return Err(format!("unknown bench argument {other:?}\n{USAGE}")),
+        }
+    }
+    if let Some(bad) = a.trees.iter().find(|t| !["many", "deb", "2gb"].contains(&t.as_str())) {
+        return Err(format!("--trees: unknown tree {bad:?} (many, deb, 2gb)"));
+    }
+    if a.trees.is_empty() {
+        a.trees = vec!["many".into(), "deb".into(), "2gb".into()];
+    }
+    if (a.only.contains(&5) || a.only.contains(&6)) && !a.only.contains(&1) {
+        // Memory and the profile are measured during case 1.
+        a.only.push(1);
+    }
+    if a.only.contains(&1) && !a.only.contains(&5) {
+        a.only.push(5);
+    }
+    a.only.sort_unstable();
+    a.only.dedup();
+    Ok(a)
 }
 
 /// Runs one case; a failing case becomes a row saying why, the others go on.
@@ -214,6 +275,29 @@ fn step(rep: &mut report::Report, case: &str, f: impl FnOnce() -> Result<report:
 pub fn log(msg: &str) {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     eprintln!("[{:02}:{:02}:{:02}] {msg}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+}
+
+/// `doc`, unless writing it would drop a case it has (an `--only` run
+/// without the stored results of the others, e.g. in a fresh target
+/// directory): then `target/bench/BENCHMARKS-partial.md`.
+fn keep_cases(doc: &Path, rep: &report::Report, out: &Path) -> PathBuf {
+    let old = std::fs::read_to_string(doc).unwrap_or_default();
+    let lost: Vec<&str> = ["1", "2", "3", "4", "7"]
+        .into_iter()
+        .filter(|k| old.contains(&format!("\n## Case {k}")) && !rep.cases.iter().any(|c| c.key == *k))
+        .collect();
+    if lost.is_empty() {
+        return doc.to_path_buf();
+    }
+    let partial = out.join("BENCHMARKS-partial.md");
+    log(&format!(
+        "bench: {} has case(s) {} that this run did not measure and {} does not hold: writing {} instead",
+        doc.display(),
+        lost.join(", "),
+        out.join("cases-full.json").display(),
+        partial.display()
+    ));
+    partial
 }
 
 /// (stored results, rendered document) of a mode.

@@ -1,6 +1,7 @@
 //! The `lanspread` program: the only place where adapters are chosen.
 
 mod demo;
+mod limits;
 mod output;
 mod setup;
 
@@ -156,8 +157,11 @@ struct LocalArgs {
 
 /// Entry point of the program.
 pub fn main() -> ExitCode {
+    // Before anything opens a file; logged once tracing is up.
+    let nofile = limits::raise_nofile();
     let cli = Cli::parse();
     setup::init_tracing();
+    limits::log(&nofile);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

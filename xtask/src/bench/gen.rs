@@ -1,7 +1,8 @@
 //! Deterministic benchmark inputs: the mixed game of `shared/bench/make-game.py`
 //! (adapted: same layout and sizes, content from a seeded splitmix64 stream
-//! instead of Python's `random`, so no Python is needed), a library of many
-//! small games, and tree statistics and comparison.
+//! instead of Python's `random`, so no Python is needed), a tree shaped like
+//! a real game ([`Shape`]), a library of many small games, and tree
+//! statistics and comparison.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -34,6 +35,17 @@ impl Rng {
     /// A number in `lo..=hi`.
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// A number in `(0, 1]`.
+    pub fn unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A standard normal deviate (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.unit(), self.unit());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
     /// Fills `buf` with random bytes.
@@ -118,6 +130,186 @@ pub fn mixed_game(data: &Path, id: &str, scale: f64) -> Result<Game, String> {
     Ok(Game { dir, id: id.to_owned(), bytes, files })
 }
 
+/// The shape of a generated game tree, after real game data: thousands of
+/// small scripts, configs and images (sizes log-normal), a long tail of a
+/// few large music or video files, a few hundred directories, some empty
+/// files, and a few symbolic links that point outside the game (dangling
+/// once unpacked, as in Debian's game data packages).
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Regular files in all (body, tail and empty ones).
+    pub files: usize,
+    /// Median size of a body file, bytes.
+    pub median: f64,
+    /// σ of the natural log of the body sizes.
+    pub sigma: f64,
+    /// Largest body file, bytes.
+    pub cap: u64,
+    /// Files of the long tail.
+    pub tail: usize,
+    /// Their sizes, log-uniform in `lo..hi` bytes.
+    pub tail_range: (u64, u64),
+    /// Directories besides the root.
+    pub dirs: usize,
+    /// Dangling symbolic links.
+    pub symlinks: usize,
+    /// Empty files.
+    pub empty: usize,
+}
+
+impl Shape {
+    /// At scale 1 about 16,000 files and 190 MB: body sizes log-normal
+    /// around 4 KiB (σ 1.2, at most 4 MiB), 6 tail files of 2–24 MiB, 320
+    /// directories, 4 dangling symlinks, 16 empty files. Smaller scales
+    /// shrink the counts and the tail.
+    pub fn real_game(scale: f64) -> Shape {
+        let n = |v: f64| ((v * scale).round() as usize).max(1);
+        let tail = |mib: u64| (((mib << 20) as f64 * scale.min(1.0)) as u64).max(256 << 10);
+        Shape {
+            files: n(16_000.0),
+            median: 4096.0,
+            sigma: 1.2,
+            cap: 4 << 20,
+            tail: n(6.0),
+            tail_range: (tail(2), tail(24)),
+            dirs: n(320.0).max(8),
+            symlinks: n(4.0),
+            empty: n(16.0),
+        }
+    }
+
+    /// A name that changes with the shape (for cached trees).
+    pub fn name(&self) -> String {
+        format!(
+            "f{}-m{}-s{}-t{}x{}-{}-d{}-l{}-e{}",
+            self.files,
+            self.median as u64,
+            (self.sigma * 100.0) as u64,
+            self.tail,
+            self.tail_range.0,
+            self.tail_range.1,
+            self.dirs,
+            self.symlinks,
+            self.empty
+        )
+    }
+}
+
+/// `dirs` directory paths (the root first), a random tree at most 5 deep.
+fn shaped_dirs(rng: &mut Rng, dirs: usize) -> Vec<PathBuf> {
+    const WORDS: [&str; 12] =
+        ["data", "images", "sounds", "music", "maps", "scripts", "units", "fonts", "lang", "shaders", "models", "campaigns"];
+    let mut out = vec![PathBuf::new()];
+    for i in 0..dirs {
+        let parent = loop {
+            let p = &out[rng.range(0, out.len() as u64 - 1) as usize];
+            if p.components().count() < 5 {
+                break p.clone();
+            }
+        };
+        out.push(parent.join(format!("{}{i:03}", WORDS[rng.range(0, WORDS.len() as u64 - 1) as usize])));
+    }
+    out
+}
+
+fn extension(size: u64) -> &'static str {
+    match size {
+        0..=1023 => "cfg",
+        1024..=8191 => "lua",
+        8192..=65535 => "png",
+        65536..=1048575 => "webp",
+        _ => "ogg",
+    }
+}
+
+/// Every regular file of a shaped tree: (relative path, size).
+fn shaped_files(rng: &mut Rng, shape: &Shape, dirs: &[PathBuf]) -> Vec<(PathBuf, u64)> {
+    let pick = |rng: &mut Rng| dirs[rng.range(0, dirs.len() as u64 - 1) as usize].clone();
+    let body = shape.files.saturating_sub(shape.tail + shape.empty);
+    let mut files = Vec::with_capacity(shape.files);
+    for i in 0..body {
+        let size = (shape.median * (shape.sigma * rng.normal()).exp()).round().clamp(1.0, shape.cap as f64) as u64;
+        files.push((pick(rng).join(format!("f{i:05}.{}", extension(size))), size));
+    }
+    let (lo, hi) = ((shape.tail_range.0.max(1) as f64).ln(), (shape.tail_range.1.max(1) as f64).ln());
+    for i in 0..shape.tail {
+        let size = (lo + (hi - lo) * rng.unit()).exp() as u64;
+        files.push((pick(rng).join(format!("track{i:02}.ogg")), size));
+    }
+    for i in 0..shape.empty {
+        files.push((pick(rng).join(format!("empty{i:02}.txt")), 0));
+    }
+    files
+}
+
+/// Writes a tree of `shape` into `dir`, the same bytes for the same `seed`;
+/// returns (regular files, bytes).
+pub fn shaped_tree(dir: &Path, shape: &Shape, seed: &str) -> Result<(u64, u64), String> {
+    let mut rng = Rng::new(seed);
+    let dirs = shaped_dirs(&mut rng, shape.dirs);
+    for d in &dirs {
+        std::fs::create_dir_all(dir.join(d)).map_err(|e| format!("{}: {e}", dir.join(d).display()))?;
+    }
+    let files = shaped_files(&mut rng, shape, &dirs);
+    let mut buf = vec![0u8; 8 << 20];
+    for (path, size) in &files {
+        write_random(&dir.join(path), *size, &mut rng, &mut buf)?;
+    }
+    for i in 0..shape.symlinks {
+        let link = dir.join(&dirs[rng.range(0, dirs.len() as u64 - 1) as usize]).join(format!("font{i}.ttf"));
+        let target = format!("../../../../usr/share/fonts/truetype/lanspread-missing-{i}.ttf");
+        std::os::unix::fs::symlink(&target, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    Ok((files.len() as u64, files.iter().map(|f| f.1).sum()))
+}
+
+/// A game of `shape` in `data/ID-SHAPE/ID` (with `version.ini` and the
+/// catalog), generated once and reused while its marker exists.
+pub fn shaped_game(data: &Path, id: &str, shape: &Shape) -> Result<Game, String> {
+    let name = format!("{id}-{}", shape.name());
+    let dir = data.join(&name);
+    let marker = data.join(format!("{name}.done"));
+    if !marker.is_file() {
+        super::log(&format!("bench: generating game {id} ({} files) in {}", shape.files, dir.display()));
+        super::measure::fresh_dir(&dir)?;
+        shaped_tree(&dir.join(id), shape, &format!("lanspread-shaped-{id}"))?;
+        finish_game(&dir, id, "20260101", &marker)?;
+    }
+    let (files, bytes) = tree_totals(&dir.join(id))?;
+    Ok(Game { dir, id: id.to_owned(), bytes, files })
+}
+
+/// Writes `ID/version.ini`, the catalog and the marker of a generated game.
+pub fn finish_game(dir: &Path, id: &str, version: &str, marker: &Path) -> Result<(), String> {
+    std::fs::write(dir.join(id).join("version.ini"), format!("[version]\nversion={version}\n")).map_err(|e| format!("version.ini: {e}"))?;
+    std::fs::write(dir.join("catalog.toml"), catalog_entry(id)).map_err(|e| format!("catalog.toml: {e}"))?;
+    std::fs::write(marker, "done\n").map_err(|e| format!("{}: {e}", marker.display()))
+}
+
+/// A game `id` that ships the regular files of `src`'s root (`version.ini`
+/// aside) as one zip, `ID/ID.zip`, beside its `version.ini`: the usual
+/// layout of a game here. Generated once, like the others.
+pub fn zipped_game(data: &Path, src: &Game, id: &str) -> Result<Game, String> {
+    let name = format!("{id}-of-{}", src.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    let dir = data.join(&name);
+    let marker = data.join(format!("{name}.done"));
+    if !marker.is_file() {
+        super::log(&format!("bench: zipping {} into {}", src.root().display(), dir.display()));
+        super::measure::fresh_dir(&dir.join(id))?;
+        let files = regular_files(&src.root(), &["local", "version.ini"])?;
+        super::zip::write_stored(&src.root(), &files, &dir.join(id).join(format!("{id}.zip")))?;
+        finish_game(&dir, id, "20260101", &marker)?;
+    }
+    let (files, bytes) = tree_totals(&dir.join(id))?;
+    Ok(Game { dir, id: id.to_owned(), bytes, files })
+}
+
+/// The regular files under `root` (relative, sorted), skipping top-level
+/// dot-files and the top-level names in `skip`.
+pub fn regular_files(root: &Path, skip: &[&str]) -> Result<Vec<PathBuf>, String> {
+    Ok(listing(root, skip)?.into_keys().collect())
+}
+
 /// A library of many games with small files.
 #[derive(Debug, Clone)]
 pub struct Library {
@@ -165,9 +357,13 @@ pub fn library(data: &Path, games: usize, files_per_game: usize, avg: u64) -> Re
     Ok(Library { dir, ids, files, bytes })
 }
 
-/// Relative path → size of every file under `root`, skipping top-level
-/// dot-files (a peer's own bookkeeping) and `local/`.
-fn listing(root: &Path) -> Result<BTreeMap<PathBuf, u64>, String> {
+/// Top-level names a listing skips by default: the installation.
+const SKIP: &[&str] = &["local"];
+
+/// Relative path → size of every regular file under `root`, skipping
+/// top-level dot-files (a peer's own bookkeeping), the top-level names in
+/// `skip`, and symbolic links (lanspread neither serves nor creates them).
+fn listing(root: &Path, skip: &[&str]) -> Result<BTreeMap<PathBuf, u64>, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -175,13 +371,14 @@ fn listing(root: &Path) -> Result<BTreeMap<PathBuf, u64>, String> {
         for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
             let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
             let name = e.file_name();
-            if rel.as_os_str().is_empty() && (name.to_string_lossy().starts_with('.') || name == "local") {
+            let lossy = name.to_string_lossy();
+            if rel.as_os_str().is_empty() && (lossy.starts_with('.') || skip.contains(&lossy.as_ref())) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(e.path()).map_err(|err| format!("{}: {err}", e.path().display()))?;
             if meta.is_dir() {
                 stack.push(rel.join(&name));
-            } else {
+            } else if !meta.file_type().is_symlink() {
                 out.insert(rel.join(&name), meta.len());
             }
         }
@@ -189,16 +386,40 @@ fn listing(root: &Path) -> Result<BTreeMap<PathBuf, u64>, String> {
     Ok(out)
 }
 
-/// (files, bytes) under `root`.
+/// (files, bytes) under `root` (regular files; `local/` and top-level dot-files aside).
 pub fn tree_totals(root: &Path) -> Result<(u64, u64), String> {
-    let l = listing(root)?;
+    let l = listing(root, SKIP)?;
     Ok((l.len() as u64, l.values().sum()))
+}
+
+/// (directories, symbolic links) under `root`.
+pub fn dirs_and_links(root: &Path) -> Result<(u64, u64), String> {
+    let (mut dirs, mut links) = (0, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+            let t = e.file_type().map_err(|err| format!("{}: {err}", e.path().display()))?;
+            if t.is_symlink() {
+                links += 1;
+            } else if t.is_dir() {
+                dirs += 1;
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok((dirs, links))
 }
 
 /// Checks that `got` holds the files of `want` with the same sizes, and
 /// (if `content`) the same bytes.
 pub fn compare(want: &Path, got: &Path, content: bool) -> Result<(), String> {
-    let (a, b) = (listing(want)?, listing(got)?);
+    compare_except(want, got, content, SKIP)
+}
+
+/// [`compare`], skipping the top-level names in `skip` on both sides.
+pub fn compare_except(want: &Path, got: &Path, content: bool, skip: &[&str]) -> Result<(), String> {
+    let (a, b) = (listing(want, skip)?, listing(got, skip)?);
     if a != b {
         let missing = a.keys().filter(|k| !b.contains_key(*k)).count();
         let extra = b.keys().filter(|k| !a.contains_key(*k)).count();
@@ -232,7 +453,7 @@ pub fn compare(want: &Path, got: &Path, content: bool) -> Result<(), String> {
 /// Reads every file under `root` once (puts a warm source in the page cache).
 pub fn read_all(root: &Path) -> Result<(), String> {
     let mut buf = vec![0u8; 1 << 20];
-    for p in listing(root)?.keys() {
+    for p in listing(root, SKIP)?.keys() {
         let mut f = File::open(root.join(p)).map_err(|e| format!("{}: {e}", p.display()))?;
         while crate::read_full(&mut f, &mut buf).map_err(|e| format!("{}: {e}", p.display()))? > 0 {}
     }

@@ -102,7 +102,7 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
         }
     }
     let rsyncd = match &tools.rsync {
-        Some(rsync) => match start_rsyncd(rsync, &game, &work, &logs) {
+        Some(rsync) => match start_rsyncd(rsync, &game, &work, &logs, RSYNC_PORT) {
             Ok(d) => Some(d),
             Err(e) => {
                 problems.push(format!("rsync daemon: {e}"));
@@ -231,7 +231,8 @@ fn start_seeder(opts: &Opts, dir: &Path, transport: &str, port: u16, logs: &Path
     Ok(Seeder { daemon, startup: t.elapsed().as_secs_f64() })
 }
 
-fn start_rsyncd(rsync: &Path, game: &Game, work: &Path, logs: &Path) -> Result<Daemon, String> {
+/// An rsync daemon on 127.0.0.1:`port` serving `game.dir` read-only as module `bench`.
+pub fn start_rsyncd(rsync: &Path, game: &Game, work: &Path, logs: &Path, port: u16) -> Result<Daemon, String> {
     let conf_dir = work.join("rsyncd");
     measure::fresh_dir(&conf_dir)?;
     let ids = if crate::lan::is_root() { "  uid = root\n  gid = root\n" } else { "" };
@@ -247,9 +248,9 @@ fn start_rsyncd(rsync: &Path, game: &Game, work: &Path, logs: &Path) -> Result<D
     cmd.arg("--daemon")
         .arg("--no-detach")
         .arg(format!("--config={}", conf_path.display()))
-        .args(["--address=127.0.0.1", &format!("--port={RSYNC_PORT}")]);
+        .args(["--address=127.0.0.1", &format!("--port={port}")]);
     let mut d = Daemon::spawn("rsyncd", &mut cmd, logs)?;
-    d.wait_tcp_port(RSYNC_PORT, None, Duration::from_secs(30))?;
+    d.wait_tcp_port(port, None, Duration::from_secs(30))?;
     Ok(d)
 }
 

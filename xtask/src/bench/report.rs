@@ -197,7 +197,7 @@ impl Report {
             format!(
                 "- **Last run:** `cargo xtask bench{}{}`; {} counted run(s) per figure after {} warm-up, median reported; page cache {}",
                 if opts.quick { " --quick" } else { "" },
-                if opts.only == [1, 2, 3, 4, 5, 6] {
+                if opts.only == super::ALL_CASES {
                     String::new()
                 } else {
                     format!(" --only {}", opts.only.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
@@ -365,6 +365,7 @@ impl Report {
                     "2" => "case 2",
                     "3" => "case 3",
                     "4" => "case 4",
+                    "7" => "case 7",
                     _ => "case ?",
                 };
                 md.push_str(&format!("  - {name}: {}\n", c.when));

@@ -18,6 +18,12 @@ pub struct Tools {
     pub iproute2: bool,
     /// perf (profiling, case 6).
     pub perf: Option<PathBuf>,
+    /// unzip (case 7, install baseline).
+    pub unzip: Option<PathBuf>,
+    /// strace (case 7, syscall counts).
+    pub strace: Option<PathBuf>,
+    /// prlimit (case 7, `RLIMIT_NOFILE` of lanspread; else `sh -c ulimit`).
+    pub prlimit: Option<PathBuf>,
     /// Human-readable tool versions.
     pub versions: Vec<(String, String)>,
     /// Messages about missing tools.
@@ -50,11 +56,15 @@ pub fn ensure(opts: &Opts) -> Result<Tools, String> {
     if opts.wants(1) {
         wanted.push(("rsync", "rsync"));
     }
+    if opts.wants(7) {
+        wanted.extend([("rsync", "rsync"), ("unzip", "unzip"), ("strace", "strace")]);
+    }
     if opts.wants(2) {
         wanted.extend([("aria2c", "aria2"), ("nginx", "nginx"), ("ip", "iproute2"), ("tc", "iproute2"), ("ss", "iproute2")]);
     }
     let missing: Vec<&str> = wanted.iter().filter(|(b, _)| which(b).is_none()).map(|(_, p)| *p).collect();
     let mut pkgs: Vec<&str> = missing.clone();
+    pkgs.sort_unstable();
     pkgs.dedup();
     if !pkgs.is_empty() {
         if crate::lan::is_root() && which("apt-get").is_some() {
@@ -83,8 +93,13 @@ pub fn ensure(opts: &Opts) -> Result<Tools, String> {
         nginx: which("nginx"),
         iproute2: which("ip").is_some() && which("tc").is_some() && which("ss").is_some(),
         perf: which("perf"),
+        unzip: which("unzip"),
+        strace: which("strace"),
+        prlimit: which("prlimit"),
         ..Tools::default()
     };
+    wanted.sort_unstable();
+    wanted.dedup();
     for (bin, pkg) in &wanted {
         if which(bin).is_none() {
             t.missing.push(format!("`{bin}` (Debian package {pkg}) is missing: its baseline is skipped"));
@@ -102,6 +117,13 @@ pub fn ensure(opts: &Opts) -> Result<Tools, String> {
     t.versions.push(("cp".into(), first_line(Command::new("cp").arg("--version"))));
     if let Some(p) = &t.perf {
         t.versions.push(("perf".into(), first_line(Command::new(p).arg("--version"))));
+    }
+    if opts.wants(7) {
+        for (name, p, arg) in [("unzip", &t.unzip, "-v"), ("strace", &t.strace, "-V"), ("prlimit", &t.prlimit, "--version")] {
+            if let Some(p) = p {
+                t.versions.push((name.into(), first_line(Command::new(p).arg(arg))));
+            }
+        }
     }
     for m in &t.missing {
         log(&format!("bench: {m}"));

@@ -42,14 +42,15 @@ fn list(root: &Path) -> Result<BTreeMap<PathBuf, Entry>, String> {
     Ok(out)
 }
 
-fn same_bytes(a: &Path, b: &Path) -> Result<Option<u64>, String> {
+/// Where `a` and `b` first differ (None: same bytes); `ba` and `bb` are
+/// scratch buffers of equal length, reused across files.
+fn same_bytes(a: &Path, b: &Path, ba: &mut [u8], bb: &mut [u8]) -> Result<Option<u64>, String> {
     let open = |p: &Path| File::open(p).map_err(|e| format!("{}: {e}", p.display()));
     let (mut fa, mut fb) = (open(a)?, open(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     let mut offset = 0u64;
     loop {
-        let na = crate::read_full(&mut fa, &mut ba).map_err(|e| format!("{}: {e}", a.display()))?;
-        let nb = crate::read_full(&mut fb, &mut bb).map_err(|e| format!("{}: {e}", b.display()))?;
+        let na = crate::read_full(&mut fa, ba).map_err(|e| format!("{}: {e}", a.display()))?;
+        let nb = crate::read_full(&mut fb, bb).map_err(|e| format!("{}: {e}", b.display()))?;
         if let Some(i) = ba[..na.min(nb)].iter().zip(&bb[..na.min(nb)]).position(|(x, y)| x != y) {
             return Ok(Some(offset + i as u64));
         }
@@ -80,9 +81,10 @@ pub fn compare(want: &Path, got: &Path) -> Result<(usize, u64), String> {
     }
     let (mut files, mut bytes) = (0, 0);
     if problems.is_empty() {
+        let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
         for (p, e) in &a {
             if let Entry::File(len) = e {
-                if let Some(at) = same_bytes(&want.join(p), &got.join(p))? {
+                if let Some(at) = same_bytes(&want.join(p), &got.join(p), &mut ba, &mut bb)? {
                     problems.push(format!("{} differs at byte {at}", p.display()));
                 }
                 files += 1;
