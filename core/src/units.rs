@@ -212,7 +212,7 @@ mod tests {
             .map(|(i, &size)| {
                 let content = vec![i as u8; size as usize];
                 let chunks = content.chunks(CHUNK_SIZE as usize).map(hash).collect();
-                FileEntry { path: RelPath::new(&format!("f{i:05}")).unwrap(), kind: EntryKind::File, size, chunks, hash: hash(&content) }
+                FileEntry { path: RelPath::new(format!("f{i:05}")).unwrap(), kind: EntryKind::File, size, chunks, hash: hash(&content) }
             })
             .collect();
         files.push(FileEntry { path: RelPath::new("d").unwrap(), kind: EntryKind::Dir, size: 0, chunks: vec![], hash: [0; 32] });

@@ -91,6 +91,42 @@ fn lying_peer_is_banned_and_the_download_completes_from_honest_ones() {
     });
 }
 
+/// The first holder found lies and is banned; the honest holders appear
+/// seconds later. The download waits for them instead of failing, takes
+/// them in, and completes: which holder is found first decides nothing.
+#[test]
+fn a_download_waits_for_honest_holders_found_after_a_liar() {
+    Sim::run("a_download_waits_for_honest_holders_found_after_a_liar", 23, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", 8 * MIB);
+        let cat = catalog_of(&[&game]);
+        let h = sim.host("liar", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        let p = sim.add_peer("liar", h, fs.clone(), Sim::config(cat.clone()));
+        let lying = LyingFs::new(fs, ".simpack");
+        let lie = lying.lie.clone();
+        p.fs_override = Some(Arc::new(lying));
+        sim.start("liar");
+        sim.wait_for("liar", Duration::from_secs(5), |e| matches!(e, PeerEvent::LibrarySnapshot { .. })).await;
+        lie.store(true, Ordering::SeqCst);
+        let hd = sim.host("d", HostConfig::symmetric(100.0 * MB, ms(1)));
+        sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat.clone()));
+        sim.wait_until("the liar is found", Duration::from_secs(10), |s| holders(s, "d", "arena") == 1).await;
+        sim.send("d", PeerCommand::DownloadGameFiles(gid("arena")));
+        sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::PeerBanned { .. })).await;
+        sim.sleep(Duration::from_secs(3)).await;
+        for s in ["s1", "s2"] {
+            let h = sim.host(s, HostConfig::symmetric(20.0 * MB, ms(1)));
+            let fs = MemFs::unrecorded();
+            game.write(&fs, &sim.rng);
+            sim.spawn(s, h, fs, Sim::config(cat.clone()));
+        }
+        wait_installed(&sim, "d", "arena").await;
+        assert_eq!(downloaded(&sim.peer("s1").fs, "arena"), downloaded(&sim.peer("d").fs, "arena"));
+        sim
+    });
+}
+
 #[test]
 fn peers_with_another_manifest_of_the_same_version_are_not_mixed() {
     Sim::run("peers_with_another_manifest_of_the_same_version_are_not_mixed", 22, |mut sim| async move {

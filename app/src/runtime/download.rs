@@ -2,11 +2,11 @@
 //! chunks from every peer holding that version, driven by the sans-IO
 //! scheduler of `lanspread_core::sched`, inside the sentinel transaction.
 
+use super::budget::WRITER_DESCRIPTORS;
 use super::events::{OperationKind, PeerEvent, PeerShare, TransferStats};
 use super::peers;
 use super::state::Shared;
 use bytes::Bytes;
-use super::budget::WRITER_DESCRIPTORS;
 use lanspread_core::game::{EntryKind, GameId, Hash, Manifest};
 use lanspread_core::protocol::{Request, Response};
 use lanspread_core::scan;
@@ -196,15 +196,21 @@ async fn transfer(
     if plan.reused_bytes() > 0 {
         tracing::info!("{id}: {} bytes are already in place and verified; fetching the rest", plan.reused_bytes());
     }
-    let banned = sh.st().banned.clone();
-    let mut usable: Vec<PeerId> = sources.iter().filter(|p| !banned.contains(p)).copied().collect();
+    // Bans live in this download's plan only: a peer that lied about this
+    // version may still serve other games, or this one in a later attempt.
+    let mut usable: Vec<PeerId> = sources.to_vec();
     for p in &usable {
         plan.handle_peer_added(*p, clock.now());
     }
     if usable.is_empty() {
         return Err(format!("no usable peer holds {id}"));
     }
-    sh.emit(PeerEvent::DownloadBegin { id: id.clone(), version: manifest.version.clone(), total: plan.total_bytes(), peers: usable.clone() });
+    sh.emit(PeerEvent::DownloadBegin {
+        id: id.clone(),
+        version: manifest.version.clone(),
+        total: plan.total_bytes(),
+        peers: usable.clone(),
+    });
 
     let mut tasks: JoinSet<(PeerId, UnitIdx, Result<Option<Sentinel>, FetchError>)> = JoinSet::new();
     let mut running: BTreeMap<(PeerId, UnitIdx), tokio::task::AbortHandle> = BTreeMap::new();
@@ -236,10 +242,9 @@ async fn transfer(
                     tracing::debug!("backing off {peer} for {:?}", until - now);
                     peers::drop_connection(sh, &peer);
                 }
-                TransferAction::PeerBanned { peer, reason } => {
-                    sh.st().banned.insert(peer);
-                    peers::forget_peer(sh, &peer);
-                    sh.emit(PeerEvent::PeerBanned { peer, reason });
+                TransferAction::PeerBanned { peer, reason } => sh.emit(PeerEvent::PeerBanned { peer, reason }),
+                TransferAction::WaitingForHolders { why, until } => {
+                    tracing::warn!("{id}: {why}; waiting {:?} for another holder", until.saturating_since(now));
                 }
                 TransferAction::Complete => end = Some(Ok(())),
                 TransferAction::Failed(why) => end = Some(Err(format!("download of {id} failed: {why}"))),
@@ -306,7 +311,7 @@ fn update_membership(sh: &Shared, id: &GameId, digest: &Hash, plan: &mut Transfe
             .db
             .download_sources(id)
             .filter(|s| s.digest == *digest)
-            .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p) && !st.banned.contains(p)).collect())
+            .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p)).collect())
             .unwrap_or_default();
         (gone, joined)
     };
@@ -338,7 +343,15 @@ impl Job {
         let root = id.root();
         let paths = manifest.files.iter().map(|f| root.join(f.path.as_str()).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let sentinel = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
-        Ok(Job { sh, id: id.clone(), digest: manifest.digest(), manifest: manifest.clone(), layout, paths, sentinel: FileIdx(sentinel as u32) })
+        Ok(Job {
+            sh,
+            id: id.clone(),
+            digest: manifest.digest(),
+            manifest: manifest.clone(),
+            layout,
+            paths,
+            sentinel: FileIdx(sentinel as u32),
+        })
     }
 }
 
@@ -367,7 +380,13 @@ impl Turns {
 }
 
 fn progress(id: &GameId, plan: &Transfer) -> PeerEvent {
-    PeerEvent::DownloadProgress { id: id.clone(), done: plan.done_bytes(), total: plan.total_bytes(), rate: plan.total_rate(), peers: shares(plan) }
+    PeerEvent::DownloadProgress {
+        id: id.clone(),
+        done: plan.done_bytes(),
+        total: plan.total_bytes(),
+        rate: plan.total_rate(),
+        peers: shares(plan),
+    }
 }
 
 fn shares(plan: &Transfer) -> Vec<PeerShare> {

@@ -20,13 +20,18 @@
 //! - **Failures.** A failed or timed-out chunk goes back to the front of the
 //!   queue (another peer will take it). Consecutive failures back a peer off
 //!   exponentially; hash mismatches are strikes, and `strike_limit` strikes
-//!   ban the peer. A chunk that failed `max_chunk_attempts` times, or a queue
-//!   with no usable peer left, fails the download.
+//!   ban the peer (for this download only). A chunk that failed
+//!   `max_chunk_attempts` times fails the download.
+//! - **Waiting for holders.** When no peer is left (every holder left or
+//!   was banned), the download does not fail at once: it waits up to
+//!   `holder_wait`, counted from that moment, for a new holder (discovery
+//!   may find honest holders seconds after a lying one), and fails only
+//!   when the window passes with nobody.
 
 use lanspread_ports::{PeerId, Timestamp};
-pub use transfer::{Transfer, TransferAction};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
+pub use transfer::{Transfer, TransferAction};
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -54,6 +59,9 @@ pub struct SchedulerConfig {
     pub backoff_max: Duration,
     /// Copies of one chunk allowed in flight during endgame.
     pub endgame_copies: usize,
+    /// How long a download with no usable peer left waits for a new one
+    /// before it fails (zero: fail at once).
+    pub holder_wait: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -69,6 +77,7 @@ impl Default for SchedulerConfig {
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
             endgame_copies: 2,
+            holder_wait: Duration::from_secs(30),
         }
     }
 }
@@ -117,6 +126,14 @@ pub enum Action {
         peer: PeerId,
         /// Why.
         reason: String,
+    },
+    /// No usable peer is left: the download waits for a new holder until
+    /// `until`, then fails.
+    WaitingForHolders {
+        /// Why no peer is usable.
+        why: String,
+        /// When the download fails if nobody came.
+        until: Timestamp,
     },
     /// Every chunk is done.
     Complete,
@@ -209,6 +226,8 @@ pub struct Scheduler {
     departed: BTreeMap<PeerId, PeerStats>,
     actions: VecDeque<Action>,
     finished: bool,
+    /// Since when no usable peer is left (see `holder_wait`).
+    starved_since: Option<Timestamp>,
 }
 
 impl Scheduler {
@@ -230,6 +249,7 @@ impl Scheduler {
             departed: BTreeMap::new(),
             actions: VecDeque::new(),
             finished: false,
+            starved_since: None,
         };
         s.check_end();
         s
@@ -293,6 +313,7 @@ impl Scheduler {
         if self.banned.contains(&peer) {
             return;
         }
+        self.starved_since = None;
         let stats = self.departed.remove(&peer).unwrap_or_default();
         self.peers.entry(peer).or_insert_with(|| Peer {
             in_flight: BTreeMap::new(),
@@ -307,7 +328,7 @@ impl Scheduler {
 
     /// A peer is gone (left, crashed, connection lost for good): its
     /// requests go back to the queue.
-    pub fn handle_peer_removed(&mut self, peer: &PeerId, _now: Timestamp) {
+    pub fn handle_peer_removed(&mut self, peer: &PeerId, now: Timestamp) {
         if let Some(p) = self.peers.get_mut(peer) {
             let chunks: Vec<ChunkIdx> = p.in_flight.keys().copied().collect();
             p.in_flight.clear();
@@ -318,7 +339,7 @@ impl Scheduler {
             if let Some(p) = self.peers.remove(peer) {
                 self.departed.insert(*peer, p.stats);
             }
-            self.check_peers_left();
+            self.check_peers_left(now);
         }
     }
 
@@ -369,7 +390,7 @@ impl Scheduler {
                 p.stats.strikes += 1;
                 if p.stats.strikes >= self.config.strike_limit {
                     let reason = format!("{} corrupt chunks (last: {why})", p.stats.strikes);
-                    self.ban(peer, reason);
+                    self.ban(peer, reason, now);
                 }
             }
             // Corrupt data is dealt with by strikes; backoff is for peers
@@ -391,6 +412,16 @@ impl Scheduler {
 
     /// Expires overdue requests and backoffs.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Some(deadline) = self.starved_since.map(|t| t + self.config.holder_wait) {
+            if deadline <= now && !self.finished {
+                self.finished = true;
+                self.actions.push_back(Action::Failed(format!(
+                    "{}, and none came within {:?}",
+                    self.why_starved(),
+                    self.config.holder_wait
+                )));
+            }
+        }
         let mut expired = Vec::new();
         for (id, p) in &mut self.peers {
             if p.backoff_until.is_some_and(|t| t <= now) {
@@ -426,12 +457,13 @@ impl Scheduler {
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let deadlines = self.peers.values().flat_map(|p| p.in_flight.values().map(|(_, d)| *d));
         let backoffs = self.peers.values().filter_map(|p| p.backoff_until);
-        deadlines.chain(backoffs).min()
+        let starved = self.starved_since.filter(|_| !self.finished).map(|t| t + self.config.holder_wait);
+        deadlines.chain(backoffs).chain(starved).min()
     }
 
     // ---- internals -----------------------------------------------------
 
-    fn ban(&mut self, peer: &PeerId, reason: String) {
+    fn ban(&mut self, peer: &PeerId, reason: String, now: Timestamp) {
         if let Some(p) = self.peers.get_mut(peer) {
             p.stats.banned = true;
             let chunks: Vec<ChunkIdx> = p.in_flight.keys().copied().collect();
@@ -446,7 +478,7 @@ impl Scheduler {
             self.departed.insert(*peer, p.stats);
         }
         self.actions.push_back(Action::PeerBanned { peer: *peer, reason });
-        self.check_peers_left();
+        self.check_peers_left(now);
     }
 
     fn release(&mut self, chunk: ChunkIdx, peer: &PeerId, count_attempt: bool) {
@@ -472,17 +504,28 @@ impl Scheduler {
         }
     }
 
-    /// After a peer left or was banned: fail if nobody is left.
-    fn check_peers_left(&mut self) {
+    /// After a peer left or was banned: with nobody left, wait for a new
+    /// holder (or fail at once if `holder_wait` is zero).
+    fn check_peers_left(&mut self, now: Timestamp) {
         self.check_end();
-        if !self.finished && self.peers.is_empty() {
+        if self.finished || !self.peers.is_empty() || self.starved_since.is_some() {
+            return;
+        }
+        let why = self.why_starved();
+        if self.config.holder_wait.is_zero() {
             self.finished = true;
-            let why = if self.banned.is_empty() {
-                "no peer holding this version is left".to_owned()
-            } else {
-                format!("no usable peer left ({} banned for corrupt data)", self.banned.len())
-            };
             self.actions.push_back(Action::Failed(why));
+            return;
+        }
+        self.starved_since = Some(now);
+        self.actions.push_back(Action::WaitingForHolders { why, until: now + self.config.holder_wait });
+    }
+
+    fn why_starved(&self) -> String {
+        if self.banned.is_empty() {
+            "no peer holding this version is left".to_owned()
+        } else {
+            format!("no usable peer left ({} banned for corrupt data)", self.banned.len())
         }
     }
 

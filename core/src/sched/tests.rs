@@ -51,7 +51,7 @@ fn simulate(chunks: &[u64], peers: &[ModelPeer], latency: f64, config: Scheduler
                     banned.push(peer);
                     out[peer.0[0] as usize].clear();
                 }
-                Action::PeerBackedOff { .. } => {}
+                Action::PeerBackedOff { .. } | Action::WaitingForHolders { .. } => {}
                 Action::Complete => complete = true,
                 Action::Failed(why) => failed = Some(why),
             }
@@ -223,6 +223,70 @@ fn already_done_chunks_are_skipped() {
     assert_eq!(s.done_bytes(), 2 * MIB + 5);
 }
 
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_duration(Duration::from_secs(secs))
+}
+
+/// Answers every request of `peer` with corrupt data until it is banned.
+fn ban_by_lies(s: &mut Scheduler, peer: PeerId, now: Timestamp) -> Vec<Action> {
+    let mut seen = Vec::new();
+    while let Some(a) = s.poll_action(now) {
+        if let Action::Request { chunk, .. } = a {
+            s.handle_chunk_failed(&peer, chunk, ChunkFailure::Corrupt("lie".into()), now);
+        }
+        seen.push(a);
+    }
+    seen
+}
+
+#[test]
+fn a_download_waits_for_holders_that_come_later() {
+    let mut s = Scheduler::new(game(4), SchedulerConfig::default());
+    s.handle_peer_added(pid(0), at(0));
+    let seen = ban_by_lies(&mut s, pid(0), at(0));
+    assert!(seen.iter().any(|a| matches!(a, Action::PeerBanned { .. })));
+    let wait = seen.iter().find_map(|a| match a {
+        Action::WaitingForHolders { until, why } => Some((*until, why.clone())),
+        _ => None,
+    });
+    assert_eq!(wait.as_ref().map(|w| w.0), Some(at(30)), "{seen:?}");
+    assert!(wait.unwrap().1.contains("1 banned"));
+    assert!(!seen.iter().any(|a| matches!(a, Action::Failed(_))), "{seen:?}");
+    // Ten seconds later an honest holder appears and finishes the download;
+    // the liar stays banned for this download.
+    s.handle_timeout(at(10));
+    assert_eq!(s.poll_action(at(10)), None);
+    s.handle_peer_added(pid(0), at(10));
+    s.handle_peer_added(pid(1), at(10));
+    let mut asked = Vec::new();
+    while let Some(a) = s.poll_action(at(10)) {
+        asked.push(a);
+    }
+    for a in &asked {
+        let Action::Request { peer, chunk } = a else { panic!("{a:?}") };
+        assert_eq!(*peer, pid(1));
+        s.handle_chunk_done(peer, *chunk, at(11));
+    }
+    assert_eq!(s.poll_action(at(11)), Some(Action::Complete));
+    assert_eq!(s.poll_timeout(), None, "no wait deadline is left");
+}
+
+#[test]
+fn a_download_fails_when_nobody_comes_within_the_window() {
+    let mut s = Scheduler::new(game(2), SchedulerConfig { holder_wait: Duration::from_secs(5), ..SchedulerConfig::default() });
+    s.handle_peer_added(pid(0), at(0));
+    s.handle_peer_removed(&pid(0), at(1));
+    assert!(matches!(s.poll_action(at(1)), Some(Action::WaitingForHolders { .. })));
+    assert_eq!(s.poll_timeout(), Some(at(6)));
+    s.handle_timeout(at(5));
+    assert_eq!(s.poll_action(at(5)), None);
+    s.handle_timeout(at(6));
+    match s.poll_action(at(6)) {
+        Some(Action::Failed(why)) => assert!(why.contains("none came within 5s"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn empty_download_completes_immediately() {
     let mut s = Scheduler::new(std::iter::empty(), SchedulerConfig::default());
@@ -279,7 +343,7 @@ proptest! {
                     }
                     Action::Cancel { peer, chunk } => { outstanding.remove(&(peer.0[0], chunk)); }
                     Action::PeerBanned { peer, .. } => { gone.insert(peer.0[0]); outstanding.retain(|(q, _)| *q != peer.0[0]); }
-                    Action::PeerBackedOff { .. } => {}
+                    Action::PeerBackedOff { .. } | Action::WaitingForHolders { .. } => {}
                     Action::Complete | Action::Failed(_) => ends += 1,
                 }
             }

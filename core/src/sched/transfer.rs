@@ -45,6 +45,14 @@ pub enum TransferAction {
         /// Why.
         reason: String,
     },
+    /// No usable peer is left: the download waits for a new holder until
+    /// `until`, then fails.
+    WaitingForHolders {
+        /// Why no peer is usable.
+        why: String,
+        /// When the download fails if nobody came.
+        until: Timestamp,
+    },
     /// Every unit is done.
     Complete,
     /// The download cannot complete.
@@ -77,7 +85,8 @@ impl Transfer {
             }
         }
         let sched = Scheduler::new(layout.units().map(|u| layout.len(u)), config);
-        let mut t = Transfer { unit_done: vec![false; layout.count()], layout, sched, pieces_left, reused_bytes: 0, actions: VecDeque::new() };
+        let mut t =
+            Transfer { unit_done: vec![false; layout.count()], layout, sched, pieces_left, reused_bytes: 0, actions: VecDeque::new() };
         let reusable: Vec<UnitIdx> = t.layout.units().filter(|u| t.all_in_place(*u, in_place)).collect();
         for &u in &reusable {
             t.reused_bytes += t.layout.len(u);
@@ -193,6 +202,7 @@ impl Transfer {
             Action::Cancel { peer, chunk } => TransferAction::Cancel { peer, unit: unit(chunk) },
             Action::PeerBackedOff { peer, until } => TransferAction::PeerBackedOff { peer, until },
             Action::PeerBanned { peer, reason } => TransferAction::PeerBanned { peer, reason },
+            Action::WaitingForHolders { why, until } => TransferAction::WaitingForHolders { why, until },
             Action::Complete => TransferAction::Complete,
             Action::Failed(why) => TransferAction::Failed(why),
         })
@@ -216,7 +226,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &size)| FileEntry {
-                path: RelPath::new(&format!("f{i:04}")).unwrap(),
+                path: RelPath::new(format!("f{i:04}")).unwrap(),
                 kind: EntryKind::File,
                 size,
                 chunks: vec![[i as u8; 32]; FileEntry::chunk_count_for(size) as usize],
@@ -282,7 +292,7 @@ mod tests {
             tr.handle_peer_added(peer, t(0));
             let mut completed = Vec::new();
             let mut out: Vec<UnitIdx> = Vec::new();
-            let mut collect = |tr: &mut Transfer, completed: &mut Vec<FileIdx>, out: &mut Vec<UnitIdx>| {
+            let collect = |tr: &mut Transfer, completed: &mut Vec<FileIdx>, out: &mut Vec<UnitIdx>| {
                 for a in drain(tr, t(1)) {
                     match a {
                         TransferAction::FileComplete(f) => completed.push(f),
