@@ -10,7 +10,12 @@ use std::net::SocketAddr;
 pub struct PeerAdvert {
     /// The peer's identity.
     pub id: PeerId,
-    /// Addresses it can be reached at.
+    /// Every address it can be reached at, all of which a caller may dial
+    /// (IPv4 and IPv6, in no particular order). In an advert we receive, an
+    /// IPv6 link-local address carries as scope id the index of the
+    /// interface it was learned on (it cannot be dialed without one). In an
+    /// advert we send, an unspecified address (`0.0.0.0`, `[::]`) stands for
+    /// every address of this host, on its port.
     pub addrs: Vec<SocketAddr>,
     /// Its wire-protocol version.
     pub protocol_version: u32,

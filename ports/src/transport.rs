@@ -11,6 +11,13 @@
 //!   at the clean end of the stream; a reset or a lost connection is an error.
 //! - Bounded: adapters enforce a limit on concurrent incoming streams per
 //!   connection, flow-control windows, and an idle timeout.
+//! - Addresses: an endpoint bound to `[::]` takes IPv4 and IPv6 (dual
+//!   stack) where the OS allows it. [`Connection::remote_addr`] reports an
+//!   IPv4 peer as IPv4 (never as IPv4-mapped IPv6) and keeps the scope id
+//!   of an IPv6 link-local address. `connect` to a link-local address needs
+//!   its scope id (the interface index); an adapter that cannot reach such
+//!   addresses fails at once with [`TransportError::Connect`], so a caller
+//!   that tries several addresses of a peer moves on without waiting.
 
 use crate::types::PeerId;
 use async_trait::async_trait;

@@ -181,14 +181,7 @@ impl Core {
             tracing::warn!(%name, "mdns: instance without port or address; ignored");
             return None;
         }
-        let mut addrs: Vec<SocketAddr> = info
-            .addresses
-            .iter()
-            .map(|ip| match ip {
-                ScopedIp::V6(v6) => SocketAddr::V6(SocketAddrV6::new(*v6.addr(), info.port, 0, v6.scope_id().index)),
-                other => SocketAddr::new(other.to_ip_addr(), info.port),
-            })
-            .collect();
+        let mut addrs: Vec<SocketAddr> = info.addresses.iter().map(|ip| socket_addr(ip, info.port)).collect();
         addrs.sort();
         addrs.dedup();
         let meta: BTreeMap<String, String> = info
@@ -227,6 +220,25 @@ impl Core {
             }
             _ => None,
         }
+    }
+}
+
+/// The dialable form of an address record; see [`scoped`].
+fn socket_addr(ip: &ScopedIp, port: u16) -> SocketAddr {
+    let scope = match ip {
+        ScopedIp::V6(v6) => v6.scope_id().index,
+        _ => 0,
+    };
+    scoped(ip.to_ip_addr(), scope, port)
+}
+
+/// An IPv6 link-local address keeps `scope`, the index of the interface its
+/// record arrived on (without it no dial can leave the host); any other
+/// address carries no scope id.
+fn scoped(ip: IpAddr, scope: u32, port: u16) -> SocketAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, scope)),
+        ip => SocketAddr::new(ip, port),
     }
 }
 
@@ -346,11 +358,26 @@ mod tests {
 
         let info = core.service_info(&advert(1, &["0.0.0.0:4000"])).unwrap();
         assert!(info.is_addr_auto());
+        // A dual-stack listener: every address of every interface, v4 and v6.
+        let info = core.service_info(&advert(1, &["[::]:4000"])).unwrap();
+        assert!(info.is_addr_auto());
+        assert_eq!(info.get_port(), 4000);
 
         let mut bad = advert(1, &["127.0.0.1:1"]);
         bad.meta.insert("id".into(), "x".into());
         assert!(core.service_info(&bad).is_err());
         assert!(core.service_info(&advert(1, &[])).is_err());
+    }
+
+    #[test]
+    fn link_local_addresses_keep_their_interface_as_scope_id() {
+        let ll: std::net::Ipv6Addr = "fe80::64bc:1".parse().unwrap();
+        let global: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        assert_eq!(scoped(ll.into(), 7, 47800), SocketAddr::V6(SocketAddrV6::new(ll, 47800, 0, 7)));
+        assert_eq!(scoped(global.into(), 7, 47800), SocketAddr::V6(SocketAddrV6::new(global, 47800, 0, 0)));
+        assert_eq!(scoped("10.77.0.11".parse().unwrap(), 7, 47800), "10.77.0.11:47800".parse().unwrap());
+        let v4 = ScopedIp::from(IpAddr::from([10, 77, 0, 11]));
+        assert_eq!(socket_addr(&v4, 1), "10.77.0.11:1".parse().unwrap());
     }
 
     fn resolved(name: &str, id: &str, pv: &str) -> ServiceEvent {

@@ -92,9 +92,27 @@ fn enlarge_socket_buffers(socket: &std::net::UdpSocket) {
     }
 }
 
+/// Binds the endpoint's UDP socket. An IPv6 address is bound with
+/// `IPV6_V6ONLY` off, so `[::]:port` also takes IPv4 (dual stack, whatever
+/// the OS default: Linux follows a sysctl, Windows defaults to v6-only); a
+/// peer found at an IPv6 link-local address can then be dialed and can
+/// dial us, and IPv4 keeps working on the same port.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        if let Err(e) = socket.set_only_v6(false) {
+            tracing::debug!(%addr, error = %e, "cannot listen dual-stack; IPv6 only");
+        }
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 impl QuinnTransport {
     /// Binds `addr` and starts listening (server and client on one UDP
-    /// socket). Must be called from within a Tokio runtime.
+    /// socket; `[::]:port` is dual-stack, see [`bind_udp`]). Must be called
+    /// from within a Tokio runtime.
     pub fn listen(addr: SocketAddr, identity: &Identity, limits: TransportLimits) -> Result<Arc<QuinnTransport>, TransportError> {
         let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Other("no async runtime found".into()))?;
         let transport = Arc::new(transport_config(&limits)?);
@@ -113,7 +131,7 @@ impl QuinnTransport {
         let max_payload = limits.max_mtu.saturating_sub(28).clamp(1200, 65_527);
         endpoint_config.max_udp_payload_size(max_payload).map_err(|e| other("max udp payload", e))?;
 
-        let socket = std::net::UdpSocket::bind(addr).map_err(|e| TransportError::Other(format!("bind {addr}: {e}")))?;
+        let socket = bind_udp(addr).map_err(|e| TransportError::Other(format!("bind {addr}: {e}")))?;
         enlarge_socket_buffers(&socket);
         let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime).map_err(|e| other("endpoint", e))?;
         endpoint.set_default_client_config(client_config);
@@ -283,7 +301,7 @@ impl Connection for QuinnConnection {
     }
 
     fn remote_addr(&self) -> SocketAddr {
-        self.conn.remote_address()
+        lanspread_tls::addr::canonical(self.conn.remote_address())
     }
 
     async fn open_bi(&self) -> Result<BiStream, TransportError> {

@@ -3,9 +3,13 @@
 #[path = "../../tls/tests-common/transport_suite.rs"]
 mod transport_suite;
 
+#[path = "../../tls/tests-common/netns.rs"]
+mod netns;
+
 use lanspread_ports::Transport;
 use lanspread_quinn::QuinnTransport;
 use lanspread_tls::{Identity, TransportLimits};
+use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 
 fn endpoint() -> Arc<dyn Transport> {
@@ -13,8 +17,11 @@ fn endpoint() -> Arc<dyn Transport> {
 }
 
 fn endpoint_with(limits: TransportLimits) -> Arc<dyn Transport> {
+    endpoint_at("127.0.0.1:0".parse().expect("addr"), limits)
+}
+
+fn endpoint_at(addr: SocketAddr, limits: TransportLimits) -> Arc<dyn Transport> {
     let id = Identity::generate().expect("identity");
-    let addr = "127.0.0.1:0".parse().expect("addr");
     QuinnTransport::listen(addr, &id, limits).expect("listen")
 }
 
@@ -52,6 +59,33 @@ async fn reset_drop_and_stop() {
 async fn keep_alive_holds_idle_connection() {
     let limits = transport_suite::short_idle_limits;
     transport_suite::keep_alive_holds_idle_connection(endpoint_with(limits()), endpoint_with(limits())).await;
+}
+
+fn dual_stack() -> Arc<dyn Transport> {
+    endpoint_at(transport_suite::dual_stack_any(), TransportLimits::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_stack_accepts_v4_and_v6() {
+    transport_suite::dual_stack_accepts_v4_and_v6(dual_stack(), dual_stack()).await;
+}
+
+/// A dual-stack endpoint dials a peer's IPv6 link-local address with the
+/// scope id of the interface (what mDNS hands out), over a veth pair in a
+/// private network namespace.
+#[test]
+fn dials_link_local_with_scope_id() {
+    if !netns::inside_private_netns("dials_link_local_with_scope_id", netns::VETH_PAIR) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (a, b) = (dual_stack(), dual_stack());
+        let target = SocketAddr::V6(SocketAddrV6::new("fe80::b".parse().unwrap(), b.local_addr().port(), 0, netns::ifindex("v0")));
+        transport_suite::dial_and_echo(&a, &b, target).await;
+        a.shutdown().await;
+        b.shutdown().await;
+    });
 }
 
 /// Manual benchmark: `cargo test -p lanspread-quinn --release -- --ignored --nocapture`.

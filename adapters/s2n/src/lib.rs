@@ -16,6 +16,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use lanspread_ports::{BiStream, Connection, PeerId, RecvStream, SendStream, Transport, TransportError};
+use lanspread_tls::addr::needs_scope;
 use lanspread_tls::{AcceptQueue, ClientTls, Identity, TransportLimits, EXPORTER_LEN, STREAM_DROPPED_CODE};
 use s2n_quic::client::Connect;
 use s2n_quic::provider::event::{events, ConnectionInfo, ConnectionMeta, Subscriber};
@@ -28,6 +29,12 @@ use tokio::task::JoinHandle;
 
 /// Established incoming connections not yet taken by [`Transport::accept`].
 const ACCEPT_QUEUE: usize = 64;
+
+/// Why a dial to an IPv6 link-local address fails at once: s2n-quic's
+/// socket addresses carry no scope id, so a datagram to `fe80::…` from a
+/// socket not tied to one interface cannot be routed (the kernel refuses
+/// it). Failing fast lets the caller's address race move on.
+const LINK_LOCAL_UNSUPPORTED: &str = "s2n-quic cannot address IPv6 link-local peers (no scope id); use another address";
 
 /// UDP socket buffer size we ask for (the kernel caps it at
 /// `net.core.rmem_max` / `wmem_max`). With jumbo datagrams the default
@@ -125,6 +132,9 @@ type LiveSet = Arc<Mutex<Vec<Weak<ConnInner>>>>;
 pub struct S2nTransport {
     local_id: PeerId,
     local_addr: SocketAddr,
+    /// Bound to a link-local address: its socket is tied to that interface,
+    /// so link-local peers on it can be reached (see [`LINK_LOCAL_UNSUPPORTED`]).
+    bound_link_local: bool,
     client: Mutex<Option<s2n_quic::Client>>,
     client_tls: ClientTls,
     limits: Arc<TransportLimits>,
@@ -141,7 +151,9 @@ impl std::fmt::Debug for S2nTransport {
 
 impl S2nTransport {
     /// Starts a server bound to `addr` and a client on an ephemeral port of
-    /// the same IP. Must be called from within a Tokio runtime.
+    /// the same IP. An IPv6 address is bound with `IPV6_V6ONLY` off (the
+    /// s2n-quic default), so `[::]:port` takes IPv4 and IPv6. Must be called
+    /// from within a Tokio runtime.
     pub fn listen(addr: SocketAddr, identity: &Identity, limits: TransportLimits) -> Result<Arc<S2nTransport>, TransportError> {
         let labels = Arc::new(limits.exporter_labels.clone());
 
@@ -160,8 +172,9 @@ impl S2nTransport {
         let local_addr = server.local_addr().map_err(|e| other("server local addr", e))?;
 
         let client_tls = ClientTls::new(identity).map_err(|e| other("client tls", e))?;
-        // Same IP (so same family and interface), any port.
-        let client_bind = SocketAddr::new(addr.ip(), 0);
+        // Same IP (so same family, interface and scope), any port.
+        let mut client_bind = addr;
+        client_bind.set_port(0);
         let client = s2n_quic::Client::builder()
             .with_tls(s2n_rustls::Client::from(client_tls.config()))
             .map_err(|e| other("client tls", e))?
@@ -177,11 +190,13 @@ impl S2nTransport {
         let limits = Arc::new(limits);
         let live = LiveSet::default();
         let (queue, tx) = AcceptQueue::new(ACCEPT_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(server, tx, Arc::clone(&limits), Arc::clone(&live), queue.shutdown_signal()));
+        let scope = scope_of(&addr);
+        let accept_task = tokio::spawn(accept_loop(server, tx, Arc::clone(&limits), Arc::clone(&live), scope, queue.shutdown_signal()));
 
         Ok(Arc::new(S2nTransport {
             local_id: identity.peer_id(),
             local_addr,
+            bound_link_local: needs_scope(&addr),
             client: Mutex::new(Some(client)),
             client_tls,
             limits,
@@ -201,6 +216,7 @@ async fn accept_loop(
     tx: mpsc::Sender<S2nConnection>,
     limits: Arc<TransportLimits>,
     live: LiveSet,
+    scope: u32,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -209,7 +225,7 @@ async fn accept_loop(
             _ = shutdown.wait_for(|s| *s) => None,
         };
         let Some(conn) = conn else { break };
-        match S2nConnection::new(conn, Arc::clone(&limits), &live) {
+        match S2nConnection::new(conn, Arc::clone(&limits), &live, scope) {
             Ok(conn) => {
                 let sent = tokio::select! {
                     r = tx.send(conn) => r.is_ok(),
@@ -242,6 +258,9 @@ impl Transport for S2nTransport {
         if self.is_shut_down() {
             return Err(TransportError::Closed);
         }
+        if needs_scope(&addr) && !self.bound_link_local {
+            return Err(TransportError::Connect { addr, reason: LINK_LOCAL_UNSUPPORTED.into() });
+        }
         let dial = self.client_tls.dial(expected);
         let attempt = {
             let client = self.client.lock().map_err(|_| TransportError::Closed)?;
@@ -257,7 +276,7 @@ impl Transport for S2nTransport {
                 return Err(TransportError::Connect { addr, reason: e.to_string() });
             }
         };
-        let conn = S2nConnection::new(conn, Arc::clone(&self.limits), &self.live)?;
+        let conn = S2nConnection::new(conn, Arc::clone(&self.limits), &self.live, scope_of(&addr))?;
         if let Some(expected) = expected {
             if conn.0.peer != expected {
                 conn.close(0, "identity mismatch");
@@ -307,13 +326,15 @@ impl ConnInner {
 struct S2nConnection(Arc<ConnInner>);
 
 impl S2nConnection {
-    fn new(conn: s2n_quic::Connection, limits: Arc<TransportLimits>, live: &LiveSet) -> Result<Self, TransportError> {
+    /// `scope`: the interface of a link-local remote (s2n-quic drops it).
+    fn new(conn: s2n_quic::Connection, limits: Arc<TransportLimits>, live: &LiveSet, scope: u32) -> Result<Self, TransportError> {
         let info = conn.query_event_context(|ctx: &HandshakeInfo| ctx.clone()).map_err(|e| other("handshake info", e))?;
         let Some(peer) = info.peer else {
             conn.close(s2n_quic::application::Error::UNKNOWN);
             return Err(TransportError::Other("peer presented no certificate".into()));
         };
         let remote = conn.remote_addr().map_err(|e| TransportError::ConnectionLost(e.to_string()))?;
+        let remote = with_scope(lanspread_tls::addr::canonical(remote), scope);
         let (mut handle, acceptor) = conn.split();
         // Keep-alive pings (period: TransportLimits::keep_alive).
         let _ = handle.keep_alive(true);
@@ -324,6 +345,26 @@ impl S2nConnection {
             live.push(Arc::downgrade(&inner));
         }
         Ok(S2nConnection(inner))
+    }
+}
+
+/// The scope id of `addr` (0 for anything but scoped IPv6).
+fn scope_of(addr: &SocketAddr) -> u32 {
+    match addr {
+        SocketAddr::V6(v6) => v6.scope_id(),
+        SocketAddr::V4(_) => 0,
+    }
+}
+
+/// s2n-quic's addresses have no scope id: a link-local remote gets back
+/// the one of the interface we dialed it on or listen on.
+fn with_scope(addr: SocketAddr, scope: u32) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(mut v6) if needs_scope(&addr) && v6.scope_id() == 0 => {
+            v6.set_scope_id(scope);
+            SocketAddr::V6(v6)
+        }
+        other => other,
     }
 }
 

@@ -12,10 +12,12 @@
 //! - [`TransportLimits`]: the knobs both adapters apply.
 //! - [`AcceptQueue`]: the queue of handshaken incoming connections and the
 //!   shutdown flag, the same in both adapters.
+//! - [`addr`]: how both adapters spell addresses (dual stack, scopes).
 
 #![forbid(unsafe_code)]
 
 mod accept;
+pub mod addr;
 pub use accept::AcceptQueue;
 
 use lanspread_ports::PeerId;

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use lanspread_ports::{BiStream, Connection, PeerId, Transport, TransportError};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,15 @@ async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 /// `dialer` connects to `listener`, pinning its identity; returns
 /// (dialer side, listener side).
 pub async fn connect_pair(dialer: &Arc<dyn Transport>, listener: &Arc<dyn Transport>) -> (Box<dyn Connection>, Box<dyn Connection>) {
-    let addr = listener.local_addr();
+    connect_pair_at(dialer, listener, listener.local_addr()).await
+}
+
+/// [`connect_pair`] through `addr` (one of the listener's addresses).
+pub async fn connect_pair_at(
+    dialer: &Arc<dyn Transport>,
+    listener: &Arc<dyn Transport>,
+    addr: SocketAddr,
+) -> (Box<dyn Connection>, Box<dyn Connection>) {
     let expected = listener.local_id();
     let (c, s) = step("connect/accept", async { tokio::join!(dialer.connect(addr, Some(expected)), listener.accept()) }).await;
     let c = c.expect("connect");
@@ -112,6 +121,37 @@ pub async fn echo_both_directions(a: Arc<dyn Transport>, b: Arc<dyn Transport>, 
     ca.close(0, "done");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Where a dual-stack endpoint listens: `[::]`, any port.
+pub fn dual_stack_any() -> SocketAddr {
+    SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+}
+
+/// Dials `listener` at `target`, checks both ends see canonical addresses
+/// (`target` itself on the dialer; the same IP family on the listener,
+/// never an IPv4-mapped IPv6 address) and that a stream carries data.
+pub async fn dial_and_echo(dialer: &Arc<dyn Transport>, listener: &Arc<dyn Transport>, target: SocketAddr) {
+    let (c, s) = connect_pair_at(dialer, listener, target).await;
+    assert_eq!(c.remote_addr(), target, "dialer's view of the remote");
+    let seen = s.remote_addr();
+    assert_eq!(seen.is_ipv4(), target.is_ipv4(), "listener sees {seen} for a dial to {target}");
+    if let SocketAddr::V6(v6) = seen {
+        assert!(v6.ip().to_ipv4_mapped().is_none(), "IPv4-mapped address reported: {seen}");
+    }
+    echo_roundtrip(c.as_ref(), s.as_ref(), payload(100_000, 11), 16_384, 8192).await;
+    c.close(0, "done");
+}
+
+/// Both endpoints listen on `[::]` ([`dual_stack_any`]): the listener
+/// answers a dial to `[::1]` and one to `127.0.0.1` on its one port.
+pub async fn dual_stack_accepts_v4_and_v6(dialer: Arc<dyn Transport>, listener: Arc<dyn Transport>) {
+    let local = listener.local_addr();
+    assert!(local.is_ipv6() && local.ip().is_unspecified(), "listener is not on [::]: {local}");
+    dial_and_echo(&dialer, &listener, SocketAddr::from((Ipv6Addr::LOCALHOST, local.port()))).await;
+    dial_and_echo(&dialer, &listener, SocketAddr::from((Ipv4Addr::LOCALHOST, local.port()))).await;
+    dialer.shutdown().await;
+    listener.shutdown().await;
 }
 
 /// Small odd read sizes (exercises buffering of oversize chunks) and many

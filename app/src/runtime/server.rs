@@ -8,7 +8,6 @@ use lanspread_core::protocol::{ErrorCode, Request, Response, MAX_REQUEST_FRAME, 
 use lanspread_core::serve::Reply;
 use lanspread_core::wire::{self, WireError};
 use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -129,7 +128,11 @@ async fn serve_stream(
             let hello = our_hello(sh, conn, &them, &me, "server");
             respond(send.as_mut(), &Response::Hello(hello)).await?;
             if h.listen_port != 0 {
-                learn_peer(sh, them, SocketAddr::new(conn.remote_addr().ip(), h.listen_port));
+                // The address it dialed from, at its listen port; a link-local
+                // address keeps its scope id.
+                let mut addr = conn.remote_addr();
+                addr.set_port(h.listen_port);
+                learn_peer(sh, them, addr);
             }
             Ok(())
         }
