@@ -10,7 +10,11 @@
 //!   and changed no content;
 //! - I4: the root is exactly old-complete, new-complete or clean (no
 //!   intent, temp or staging leftovers), and the second recovery changed
-//!   nothing.
+//!   nothing;
+//! - I5 (updates and uninstalls): every file the user created or changed
+//!   is in `local/` or in the kept directory `games/.lanspread-kept/g-*`,
+//!   with its content: an install without the marker is refused, and once
+//!   adopted its files are the user's and are never deleted.
 //!
 //! Recovery itself is crashed too: for every state where recovery had work
 //! to do, at every point of that work, under every model.
@@ -319,26 +323,90 @@ fn new_local() -> Tree {
     expected_local(&files)
 }
 
-fn do_install(fs: &MemFs) -> txn::InstallKind {
+fn do_install(fs: &MemFs, adopt: bool) -> txn::InstallOutcome {
     let arc: Arc<dyn Fs> = Arc::new(fs.clone());
-    run(txn::install(arc, &FakeUnpacker, &p(ROOT), no_progress())).unwrap()
+    run(txn::install(arc, &FakeUnpacker, &p(ROOT), keep(adopt), no_progress())).unwrap()
 }
 
-fn install_classify(old_local: Option<Tree>) -> Classify {
-    Box::new(move |_, tree| {
-        let game = installable();
-        if downloaded(tree, &[&game])?.is_none() {
+/// Version 1 as lanspread installed it: archives with the same names as
+/// version 2's.
+const V1_A: &[(&str, &str)] = &[("bin/game.exe", "EXE v1"), ("data/level1.pak", "L1 v1"), ("data/old.pak", "OLD")];
+const V1_B: &[(&str, &str)] = &[("config.ini", "cfg=0")];
+
+/// What the player made of version 1: files they created (one where
+/// version 2 has a file of its own)...
+const USER_CREATED: &[(&str, &str)] = &[("save/slot1", "progress"), ("bin/notes.txt", "my notes"), ("data/level2.pak", "my level")];
+/// ... and produced files they changed (one of the same size: only the
+/// hash tells).
+const USER_CHANGED: &[(&str, &str)] = &[("config.ini", "cfg=9"), ("data/old.pak", "MODDED!")];
+/// Produced files version 2 leaves as they were, apart from `level1.pak`,
+/// rewritten with the same bytes (a new mtime, the same hash: still ours).
+const V1_UNCHANGED: &[(&str, &str)] = &[("bin/game.exe", "EXE v1"), ("data/level1.pak", "L1 v1")];
+
+fn user_files() -> Vec<(&'static str, &'static str)> {
+    USER_CREATED.iter().chain(USER_CHANGED).copied().collect()
+}
+
+/// Version 1 installed by lanspread and played, version 2 downloaded.
+fn played_v1_then_downloaded_v2(fs: &MemFs) {
+    let v1 = Game::new("1.0", &[("a.fake", Some(archive_text(V1_A).as_str())), ("b.fake", Some(archive_text(V1_B).as_str()))]);
+    v1.write_downloaded(fs, ROOT);
+    assert_eq!(do_install(fs, false).kind, txn::InstallKind::Installed);
+    for (path, content) in user_files().into_iter().chain([("data/level1.pak", "L1 v1")]) {
+        fs.write_file(&format!("{ROOT}/local/{path}"), content);
+    }
+    installable().write_downloaded(fs, ROOT);
+}
+
+/// A hand-made `local/` (no marker, no record) and version 2 downloaded.
+fn hand_installed_then_downloaded_v2(fs: &MemFs) {
+    installable().write_downloaded(fs, ROOT);
+    installed_tree(fs, OLD_LOCAL, false);
+}
+
+/// `local/` without the user's files (those at their own path with their
+/// own content), and without the record (checked on the way).
+fn lanspread_part(local: &Tree, user: &[(&str, &str)]) -> Result<Tree, String> {
+    let changed: Vec<&str> = user.iter().map(|(p, _)| *p).collect();
+    let mut t = strip_record(local, &changed)?;
+    for (path, content) in user {
+        if t.get(*path) == Some(&Node::File(content.as_bytes().to_vec())) {
+            t.remove(*path);
+        }
+    }
+    Ok(t)
+}
+
+/// The same files and nothing else, and at least `want`'s directories (a
+/// directory the user made may stay, empty, when its files moved out).
+fn same_files(have: &Tree, want: &Tree) -> bool {
+    let files = |t: &Tree| t.iter().filter(|(_, n)| **n != Node::Dir).map(|(p, n)| (p.clone(), n.clone())).collect::<Tree>();
+    files(have) == files(want) && want.iter().all(|(p, n)| *n != Node::Dir || have.get(p) == Some(&Node::Dir))
+}
+
+/// Old or new, with every user file in `local/` or in the kept directory.
+fn keeping_classify(old_produced: Tree, user: Vec<(&'static str, &'static str)>, uninstall: bool) -> Classify {
+    Box::new(move |fs, tree| {
+        if downloaded(tree, &[&installable()])?.is_none() {
             return Err("the download disappeared".into());
         }
-        let local = local_of(tree);
-        if local.as_ref() == Some(&new_local()) {
-            return Ok("new");
+        check_user_files(&fs.tree(), &user)?;
+        let Some(local) = local_of(tree) else {
+            return if uninstall { Ok("clean") } else { Err("local/ is gone".into()) };
+        };
+        let ours = lanspread_part(&local, &user)?;
+        if same_files(&ours, &old_produced) {
+            Ok("old")
+        } else if !uninstall && same_files(&ours, &new_local()) {
+            Ok("new")
+        } else {
+            Err(format!("local/ is neither old nor new: {ours:#?}"))
         }
-        if local == old_local {
-            return Ok(if old_local.is_some() { "old" } else { "clean" });
-        }
-        Err(format!("local/ is neither old nor new: {local:#?}"))
     })
+}
+
+fn v1_produced_unchanged() -> Tree {
+    expected_local(V1_UNCHANGED)
 }
 
 #[test]
@@ -347,10 +415,19 @@ fn crash_install() {
         name: "install",
         setup: Box::new(|fs| installable().write_downloaded(fs, ROOT)),
         run: Box::new(|fs| {
-            assert_eq!(do_install(fs), txn::InstallKind::Installed);
+            assert_eq!(do_install(fs, false), txn::InstallOutcome { kind: txn::InstallKind::Installed, kept: None });
             assert_staging_synced_once(fs);
         }),
-        classify: install_classify(None),
+        classify: Box::new(|_, tree| {
+            if downloaded(tree, &[&installable()])?.is_none() {
+                return Err("the download disappeared".into());
+            }
+            match local_of(tree) {
+                None => Ok("clean"),
+                Some(local) if strip_record(&local, &[])? == new_local() => Ok("new"),
+                Some(local) => Err(format!("local/ is half installed: {local:#?}")),
+            }
+        }),
         allowed: &["new", "clean"],
         via_catalog: false,
     });
@@ -370,42 +447,58 @@ fn assert_staging_synced_once(fs: &MemFs) {
     assert!(log[unpacked..sync].iter().all(|op| !op.starts_with("sync")), "per-file syncs while unpacking: {log:#?}");
 }
 
-fn old_local_tree(marker: bool) -> Tree {
-    let mut t = expected_local(OLD_LOCAL);
-    if !marker {
-        t.remove(layout::OWNED_MARKER);
-    }
-    t
+const KEPT: &str = "games/.lanspread-kept/g-1000";
+
+/// The files of the kept directory, relative to it.
+fn kept_now(fs: &MemFs) -> BTreeMap<String, Vec<u8>> {
+    kept_files(&fs.tree(), "g").into_iter().map(|(_, rel, d)| (rel, d)).collect()
+}
+
+fn contents(files: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    files.iter().map(|(p, c)| (p.to_string(), c.as_bytes().to_vec())).collect()
 }
 
 #[test]
 fn crash_update() {
     explore(Scenario {
-        name: "update",
-        setup: Box::new(|fs| {
-            installable().write_downloaded(fs, ROOT);
-            installed_tree(fs, OLD_LOCAL, true);
-        }),
+        name: "update (saves carried, changed files kept)",
+        setup: Box::new(played_v1_then_downloaded_v2),
         run: Box::new(|fs| {
-            assert_eq!(do_install(fs), txn::InstallKind::Updated);
+            let out = do_install(fs, false);
+            assert_eq!(out, txn::InstallOutcome { kind: txn::InstallKind::Updated, kept: Some(p(KEPT)) });
             assert_staging_synced_once(fs);
+            // Kept: the changed produced files and the save that clashes with v2's file; nothing of ours.
+            assert_eq!(kept_now(fs), contents(&[("config.ini", "cfg=9"), ("data/level2.pak", "my level"), ("data/old.pak", "MODDED!")]));
+            // Carried: what the user created where v2 has nothing.
+            assert_eq!(fs.read(&format!("{ROOT}/local/save/slot1")).unwrap(), b"progress");
+            assert_eq!(fs.read(&format!("{ROOT}/local/bin/notes.txt")).unwrap(), b"my notes");
+            for emptied in ["save", "bin"] {
+                assert!(!fs.exists(&format!("{KEPT}/{emptied}")), "the carried files' directories are tidied away");
+            }
         }),
-        classify: install_classify(Some(old_local_tree(true))),
+        classify: keeping_classify(v1_produced_unchanged(), user_files(), false),
         allowed: &["old", "new"],
         via_catalog: false,
     });
 }
 
 #[test]
-fn crash_update_of_an_install_without_marker() {
+fn crash_update_of_an_adopted_install() {
+    // A hand-made local/: without --adopt nothing happens; with it, every
+    // file is the user's: the save is carried, the exe v2 replaces is kept.
     explore(Scenario {
-        name: "update (old install has no marker)",
-        setup: Box::new(|fs| {
-            installable().write_downloaded(fs, ROOT);
-            installed_tree(fs, OLD_LOCAL, false);
+        name: "update (adopted: no marker, no record)",
+        setup: Box::new(hand_installed_then_downloaded_v2),
+        run: Box::new(|fs| {
+            let arc: Arc<dyn Fs> = Arc::new(fs.clone());
+            let refused = run(txn::install(arc, &FakeUnpacker, &p(ROOT), keep(false), no_progress())).unwrap_err();
+            assert!(matches!(refused, txn::TxnError::NotOwned { .. }), "{refused}");
+            assert_eq!(fs.op_count(), 0, "the refusal changed something: {:?}", fs.op_log());
+            assert_eq!(do_install(fs, true).kept, Some(p(KEPT)));
+            assert_eq!(kept_now(fs), contents(&[("bin/game.exe", "OLD EXE")]));
+            assert_eq!(fs.read(&format!("{ROOT}/local/save/slot1")).unwrap(), b"progress");
         }),
-        run: Box::new(|fs| assert_eq!(do_install(fs), txn::InstallKind::Updated)),
-        classify: install_classify(Some(old_local_tree(false))),
+        classify: keeping_classify(Tree::new(), OLD_LOCAL.to_vec(), false),
         allowed: &["old", "new"],
         via_catalog: false,
     });
@@ -414,23 +507,32 @@ fn crash_update_of_an_install_without_marker() {
 #[test]
 fn crash_uninstall() {
     explore(Scenario {
-        name: "uninstall",
-        setup: Box::new(|fs| {
-            installable().write_downloaded(fs, ROOT);
-            installed_tree(fs, OLD_LOCAL, true);
+        name: "uninstall (the user's files kept)",
+        setup: Box::new(played_v1_then_downloaded_v2),
+        run: Box::new(|fs| {
+            let out = run(txn::uninstall(fs, &p(ROOT), keep(false))).unwrap();
+            assert_eq!(out.kept, Some(p(KEPT)));
+            assert_eq!(kept_now(fs), contents(&user_files()), "everything the user created or changed, nothing of ours");
         }),
-        run: Box::new(|fs| run(txn::uninstall(fs, &p(ROOT))).unwrap()),
-        classify: Box::new(|_, tree| {
-            let game = installable();
-            if downloaded(tree, &[&game])?.is_none() {
-                return Err("the download disappeared".into());
-            }
-            match local_of(tree) {
-                None => Ok("clean"),
-                Some(t) if t == old_local_tree(true) => Ok("old"),
-                Some(t) => Err(format!("local/ is half deleted: {t:#?}")),
-            }
+        classify: keeping_classify(v1_produced_unchanged(), user_files(), true),
+        allowed: &["old", "clean"],
+        via_catalog: false,
+    });
+}
+
+#[test]
+fn crash_uninstall_of_an_adopted_install() {
+    explore(Scenario {
+        name: "uninstall (adopted)",
+        setup: Box::new(hand_installed_then_downloaded_v2),
+        run: Box::new(|fs| {
+            let refused = run(txn::uninstall(fs, &p(ROOT), keep(false))).unwrap_err();
+            assert!(matches!(refused, txn::TxnError::NotOwned { .. }), "{refused}");
+            assert_eq!(fs.op_count(), 0, "the refusal changed something: {:?}", fs.op_log());
+            assert_eq!(run(txn::uninstall(fs, &p(ROOT), keep(true))).unwrap().kept, Some(p(KEPT)));
+            assert_eq!(kept_now(fs), contents(OLD_LOCAL));
         }),
+        classify: keeping_classify(Tree::new(), OLD_LOCAL.to_vec(), true),
         allowed: &["old", "clean"],
         via_catalog: false,
     });

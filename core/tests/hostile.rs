@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use lanspread_core::txn::{self, InstallKind, Intent, IntentOp, Phase, RecoveryReport, TxnError};
+use lanspread_core::txn::{self, InstallOutcome, Intent, IntentOp, Phase, RecoveryReport, TxnError};
 use lanspread_core::GameId;
 use lanspread_memfs::{MemFs, Node};
 use lanspread_ports::fs::{Fs, FsErrorKind};
@@ -46,9 +46,17 @@ fn recover_twice(fs: &MemFs, outside: &BTreeMap<String, Node>) -> RecoveryReport
     r1
 }
 
-fn do_install(fs: &MemFs) -> Result<InstallKind, TxnError> {
+fn do_install(fs: &MemFs) -> Result<InstallOutcome, TxnError> {
+    install_with(fs, false)
+}
+
+fn install_with(fs: &MemFs, adopt: bool) -> Result<InstallOutcome, TxnError> {
     let arc: Arc<dyn Fs> = Arc::new(fs.clone());
-    run(txn::install(arc, &FakeUnpacker, &p(ROOT), no_progress()))
+    run(txn::install(arc, &FakeUnpacker, &p(ROOT), keep(adopt), no_progress()))
+}
+
+fn uninstall(fs: &MemFs, adopt: bool) -> Result<txn::UninstallOutcome, TxnError> {
+    run(txn::uninstall(fs, &p(ROOT), keep(adopt)))
 }
 
 fn remove(fs: &MemFs) -> Result<(), TxnError> {
@@ -72,7 +80,7 @@ fn symlinked_backup_pointing_outside_is_never_followed_or_deleted() {
         let e = do_install(&fs).unwrap_err();
         assert_eq!(e.to_string(), "game root games/g: .local.backup is a symlink, refusing to touch it");
         fs.mkdir_p(&format!("{ROOT}/local"));
-        let e = run(txn::uninstall(&fs, &p(ROOT))).unwrap_err();
+        let e = uninstall(&fs, false).unwrap_err();
         assert!(matches!(e, TxnError::Symlink { .. }), "{e}");
         fs.remove_all(&format!("{ROOT}/local"));
         let e = remove(&fs).unwrap_err();
@@ -108,7 +116,7 @@ fn foreign_backup_directory_survives_recovery_and_blocks_operations() {
     assert_eq!(fs.tree_at(ROOT), before);
     assert_eq!(r.problems.len(), 1, "{r:?}");
     assert!(do_install(&fs).unwrap_err().to_string().contains("leftover .local.backup"));
-    assert!(run(txn::uninstall(&fs, &p(ROOT))).unwrap_err().to_string().contains("leftover .local.backup"));
+    assert!(uninstall(&fs, false).unwrap_err().to_string().contains("leftover .local.backup"));
     assert_eq!(fs.tree_at(ROOT), before);
 }
 
@@ -199,7 +207,7 @@ fn symlink_in_place_of_local_or_root() {
     let r = recover_twice(&fs, &outside);
     assert!(r.problems.iter().any(|p| p.contains("local is a symlink")), "{r:?}");
     assert_eq!(do_install(&fs).unwrap_err().to_string(), "game root games/g: local is a symlink, refusing to touch it");
-    assert!(matches!(run(txn::uninstall(&fs, &p(ROOT))).unwrap_err(), TxnError::Symlink { .. }));
+    assert!(matches!(uninstall(&fs, false).unwrap_err(), TxnError::Symlink { .. }));
     assert!(matches!(remove(&fs).unwrap_err(), TxnError::Symlink { .. }));
 
     let fs = MemFs::new();
@@ -308,6 +316,7 @@ fn disk_full_mid_download_and_mid_install() {
     let fs = setup();
     fs.write_file(&format!("{ROOT}/a.fake"), format!("bin/x={}\n", "y".repeat(200)));
     fs.write_file(&format!("{ROOT}/local/bin/x"), "old");
+    fs.write_file(&format!("{ROOT}/local/.lanspread_owned"), "");
     let before = fs.tree_at(ROOT);
     fs.set_capacity(Some(fs.used_bytes() + 50));
     let e = do_install(&fs).unwrap_err();
@@ -315,30 +324,51 @@ fn disk_full_mid_download_and_mid_install() {
     assert_eq!(fs.tree_at(ROOT), before);
 }
 
+/// Version "old" installed by lanspread, then played: a save created, a
+/// produced file changed; the archive now holds the new version.
+fn played_install(fs: &MemFs) {
+    fs.write_file(&format!("{ROOT}/a.fake"), "bin/x=old\ncfg=0\n");
+    assert!(do_install(fs).unwrap().kept.is_none());
+    for (path, content) in PLAYED {
+        fs.write_file(&format!("{ROOT}/local/{path}"), content);
+    }
+    fs.write_file(&format!("{ROOT}/a.fake"), "bin/x=1\n");
+}
+
+const PLAYED: &[(&str, &str)] = &[("save/s", "mine"), ("cfg", "cfg=mod")];
+
 #[test]
 fn io_error_at_every_step_of_an_update_keeps_old_or_new() {
     let mut n = 0;
     let mut outcomes = BTreeMap::new();
     loop {
         let fs = setup();
-        fs.write_file(&format!("{ROOT}/local/bin/x"), "old");
-        let old = fs.tree_at(&format!("{ROOT}/local"));
+        played_install(&fs);
         fs.fail_nth_op(n, FsErrorKind::Io);
         let r = do_install(&fs);
         let injected = !fs.clear_fault();
         let local = fs.tree_at(&format!("{ROOT}/local"));
-        let state = if local == old {
-            "old"
-        } else if local.get("bin/x") == Some(&Node::File(b"1".to_vec())) {
-            "new"
-        } else {
-            panic!("fault at op {n}: local is {local:?}");
+        let state = match local.get("bin/x") {
+            Some(Node::File(d)) if d == b"old" => "old",
+            Some(Node::File(d)) if d == b"1" => "new",
+            other => panic!("fault at op {n}: bin/x is {other:?} in {local:?}"),
         };
+        check_user_files(&fs.tree(), PLAYED).unwrap_or_else(|e| panic!("fault at op {n}: {e}"));
+        let kept = kept_files(&fs.tree(), "g");
         match &r {
-            Ok(_) => assert_eq!(state, "new", "fault at op {n}"),
+            Ok(out) => {
+                assert_eq!(state, "new", "fault at op {n}");
+                assert!(kept.iter().any(|(_, rel, _)| rel == "cfg"), "the changed file is kept: {kept:?}");
+                assert_eq!(out.kept, Some(p("games/.lanspread-kept/g-1000")), "fault at op {n}");
+            }
             Err(e) => {
                 assert_eq!(state, "old", "fault at op {n}: {e}");
                 assert!(e.to_string().contains("injected Io failure"), "{e}");
+                assert!(kept.is_empty(), "fault at op {n}: the moves were undone: {kept:?}");
+                assert!(!fs.exists("games/.lanspread-kept"), "fault at op {n}: the kept directory was removed");
+                for (path, content) in PLAYED {
+                    assert_eq!(fs.read(&format!("{ROOT}/local/{path}")).as_deref(), Some(content.as_bytes()), "fault at op {n}");
+                }
             }
         }
         for name in LEFTOVERS {
@@ -351,7 +381,119 @@ fn io_error_at_every_step_of_an_update_keeps_old_or_new() {
         }
         n += 1;
     }
-    assert!(n > 10 && outcomes.len() == 2, "{n} {outcomes:?}");
+    assert!(n > 20 && outcomes.len() == 2, "{n} {outcomes:?}");
+}
+
+// ---------------------------------------------------------------- the user's files
+
+/// A game installed by hand (or saves kept in a folder lanspread did not
+/// make): no marker.
+fn hand_made(fs: &MemFs) {
+    fs.write_file(&format!("{ROOT}/local/bin/x"), "hand-installed");
+    fs.write_file(&format!("{ROOT}/local/saves/slot1"), "progress");
+    fs.mkdir_p(&format!("{ROOT}/local/empty"));
+}
+
+#[test]
+fn an_update_or_uninstall_of_an_unmarked_local_is_refused_and_changes_nothing() {
+    let fs = setup();
+    hand_made(&fs);
+    let before = fs.tree();
+    fs.checkpoint();
+    for e in [do_install(&fs).unwrap_err(), uninstall(&fs, false).unwrap_err()] {
+        assert!(matches!(e, TxnError::NotOwned { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "game root games/g: local/ was not installed by lanspread; nothing was changed. \
+             To let lanspread take it over and keep your files, run again with --adopt"
+        );
+    }
+    assert_eq!(fs.op_count(), 0, "{:?}", fs.op_log());
+    assert_eq!(fs.tree(), before);
+    assert!(!recover(&fs).changed());
+}
+
+#[test]
+fn adopt_then_update_keeps_every_user_file_and_a_later_update_knows_them() {
+    let fs = setup();
+    hand_made(&fs);
+    let out = install_with(&fs, true).unwrap();
+    assert_eq!(out.kind, txn::InstallKind::Updated);
+    // bin/x clashes with the archive's: the new version wins, the user's is kept.
+    assert_eq!(out.kept, Some(p("games/.lanspread-kept/g-1000")));
+    assert_eq!(fs.read(&format!("{ROOT}/local/bin/x")).unwrap(), b"1");
+    assert_eq!(fs.read("games/.lanspread-kept/g-1000/bin/x").unwrap(), b"hand-installed");
+    assert_eq!(fs.read(&format!("{ROOT}/local/saves/slot1")).unwrap(), b"progress", "carried");
+    assert!(fs.exists(&format!("{ROOT}/local/.lanspread_owned")) && fs.exists(&format!("{ROOT}/local/.lanspread_files.json")));
+    // Now lanspread's: the next update needs no adopt, deletes only what it
+    // produced, and carries the save again.
+    fs.write_file(&format!("{ROOT}/a.fake"), "bin/x=2\n");
+    let out = do_install(&fs).unwrap();
+    assert_eq!(out.kept, None, "nothing to keep: the save is carried");
+    assert_eq!(fs.read(&format!("{ROOT}/local/bin/x")).unwrap(), b"2");
+    assert_eq!(fs.read(&format!("{ROOT}/local/saves/slot1")).unwrap(), b"progress");
+    assert_eq!(kept_files(&fs.tree(), "g").len(), 1, "only the first update's kept file");
+    assert!(!fs.exists("games/.lanspread-kept/g-1000-2"), "an emptied kept directory is removed");
+}
+
+#[test]
+fn update_carries_a_save_and_keeps_the_users_copy_of_a_changed_file() {
+    let fs = setup();
+    played_install(&fs);
+    let out = do_install(&fs).unwrap();
+    assert_eq!(out, InstallOutcome { kind: txn::InstallKind::Updated, kept: Some(p("games/.lanspread-kept/g-1000")) });
+    assert_eq!(fs.read(&format!("{ROOT}/local/save/s")).unwrap(), b"mine", "the save is carried");
+    assert_eq!(fs.read("games/.lanspread-kept/g-1000/cfg").unwrap(), b"cfg=mod", "the user's copy is kept");
+    assert!(!fs.exists(&format!("{ROOT}/local/cfg")), "the new version has no cfg");
+    assert_eq!(kept_files(&fs.tree(), "g").len(), 1, "nothing of lanspread's is kept");
+}
+
+#[test]
+fn uninstall_keeps_saves_and_changed_files_in_the_kept_directory() {
+    let fs = setup();
+    played_install(&fs);
+    // A second uninstall in the same second must not mix with the first's files.
+    fs.write_file("games/.lanspread-kept/g-1000/save/s", "an older save");
+    let outside = outside_of(&fs.tree(), "g");
+    let out = uninstall(&fs, false).unwrap();
+    assert_eq!(out.kept, Some(p("games/.lanspread-kept/g-1000-2")));
+    assert!(!fs.exists(&format!("{ROOT}/local")));
+    assert_eq!(fs.read("games/.lanspread-kept/g-1000-2/save/s").unwrap(), b"mine");
+    assert_eq!(fs.read("games/.lanspread-kept/g-1000-2/cfg").unwrap(), b"cfg=mod");
+    assert_eq!(fs.read("games/.lanspread-kept/g-1000/save/s").unwrap(), b"an older save");
+    assert_eq!(kept_files(&fs.tree(), "g").len(), 3, "bin/x (unchanged) is not kept");
+    assert_eq!(outside_of(&fs.tree(), "g"), outside);
+    // Nothing of the user's: nothing kept, no kept directory.
+    let fs = setup();
+    do_install(&fs).unwrap();
+    assert_eq!(uninstall(&fs, false).unwrap().kept, None);
+    assert!(!fs.exists("games/.lanspread-kept"));
+}
+
+#[test]
+fn a_users_symlink_in_an_adopted_local_is_moved_as_a_link_never_followed() {
+    let fs = setup();
+    hand_made(&fs);
+    fs.symlink(&format!("{ROOT}/local/saves/escape"), "../../../../outside");
+    let outside = outside_of(&fs.tree(), "g");
+    let out = uninstall(&fs, true).unwrap();
+    let kept = out.kept.unwrap();
+    assert_eq!(fs.kind(&format!("{kept}/saves/escape")), Some(lanspread_ports::FileKind::Symlink));
+    assert_eq!(fs.read(&format!("{kept}/saves/slot1")).unwrap(), b"progress");
+    assert_eq!(outside_of(&fs.tree(), "g"), outside);
+}
+
+#[test]
+fn an_archive_that_would_overwrite_the_marker_or_the_record_is_refused() {
+    for name in [".lanspread_owned", ".LANSPREAD_FILES.json"] {
+        let fs = setup();
+        fs.write_file(&format!("{ROOT}/a.fake"), format!("bin/x=1\n{name}=forged\n"));
+        let before = fs.tree();
+        let e = do_install(&fs).unwrap_err();
+        assert!(matches!(e, TxnError::Unpack { .. }), "{e}");
+        assert!(e.to_string().contains("would overwrite lanspread's own"), "{e}");
+        assert_eq!(fs.tree(), before, "rolled back");
+    }
 }
 
 /// A commit that fails at any of its steps (the tree sync, the sentinel's

@@ -179,7 +179,7 @@ fn update_stages_syncs_swaps_then_deletes_the_backup_last() {
     mem.write_file("g/local/.lanspread_owned", "");
     let log: Log = Arc::default();
     let mock: Arc<dyn Fs> = Arc::new(delegating(&mem, &log, &[]));
-    let kind = run(txn::install(mock, &FakeUnpacker, &p("g"), no_progress())).unwrap();
+    let kind = run(txn::install(mock, &FakeUnpacker, &p("g"), keep(false), no_progress())).unwrap().kind;
     assert_eq!(kind, txn::InstallKind::Updated);
     let log = log.lock().unwrap().clone();
     let to_backup = pos(&log, "rename g/local -> g/.local.backup");

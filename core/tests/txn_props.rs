@@ -6,7 +6,9 @@
 //! After every step the filesystem must be exactly one of the states the
 //! model allows (I1-I4), nothing outside the root may change, and a startup
 //! recovery must find nothing to do unless a crash just happened (then a
-//! second recovery must find nothing to do).
+//! second recovery must find nothing to do). The player also saves into
+//! the installed game now and then: every save stays in `local/` or in
+//! the kept directory, whatever happens (I5).
 
 mod common;
 
@@ -65,6 +67,8 @@ enum Action {
     Install,
     Uninstall,
     Remove,
+    /// The player saves into `local/` (if installed).
+    Play,
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -81,11 +85,12 @@ fn action() -> impl Strategy<Value = Action> {
         3 => Just(Action::Install),
         1 => Just(Action::Uninstall),
         1 => Just(Action::Remove),
+        2 => Just(Action::Play),
     ]
 }
 
 /// What the filesystem holds, in the model's terms, or why it is no model state.
-fn observe(fs: &MemFs) -> Result<Model, String> {
+fn observe(fs: &MemFs, saves: &[(&str, &str)]) -> Result<Model, String> {
     let tree = fs.tree_at(ROOT);
     for name in LEFTOVERS {
         if tree.contains_key(*name) {
@@ -104,7 +109,13 @@ fn observe(fs: &MemFs) -> Result<Model, String> {
     let installed = match tree.get(layout::LOCAL) {
         None => None,
         Some(Node::Dir) => {
-            let local = subtree(&tree, layout::LOCAL);
+            let mut local = strip_record(&subtree(&tree, layout::LOCAL), &[])?;
+            for (path, content) in saves {
+                if local.get(*path) == Some(&Node::File(content.as_bytes().to_vec())) {
+                    local.remove(*path);
+                }
+            }
+            local.remove("save");
             Some((1..=3).find(|v| installed_tree(*v) == local).ok_or_else(|| format!("local/ is no complete install: {local:?}"))?)
         }
         Some(other) => return Err(format!("local is {other:?}")),
@@ -134,10 +145,11 @@ fn perform(fs: &MemFs, action: &Action) -> Result<(), TxnError> {
         }
         Action::Install => {
             let arc: Arc<dyn Fs> = Arc::new(fs.clone());
-            run(txn::install(arc, &FakeUnpacker, &root, no_progress())).map(drop)
+            run(txn::install(arc, &FakeUnpacker, &root, keep(false), no_progress())).map(drop)
         }
-        Action::Uninstall => run(txn::uninstall(fs, &root)),
+        Action::Uninstall => run(txn::uninstall(fs, &root, keep(false))).map(drop),
         Action::Remove => run(txn::remove_downloaded(&fs.scoped("games"), &catalog(&["g", "other"]), &GameId::new("g").unwrap())),
+        Action::Play => Ok(()),
     }
 }
 
@@ -163,12 +175,14 @@ fn allowed(before: Model, action: &Action, result: Option<bool>) -> Vec<Model> {
         Action::Install => Model { installed: before.downloaded, ..before },
         Action::Uninstall => Model { installed: None, ..before },
         Action::Remove => Model { downloaded: None, ..before },
+        Action::Play => before,
     };
     let can_succeed = match action {
         Action::Download(_) => true,
         Action::Install => before.downloaded.is_some(),
         Action::Uninstall => before.installed.is_some(),
         Action::Remove => before.downloaded.is_some() && before.installed.is_none(),
+        Action::Play => true,
     };
     let not_downloaded = Model { downloaded: None, ..before };
     match (action, result) {
@@ -190,7 +204,14 @@ fn check_sequence(steps: &[(Action, Fault)]) -> Result<(), TestCaseError> {
     fs.mkdir_p(ROOT);
     let outside = outside_of(&fs.tree(), "g");
     let mut model = Model { downloaded: None, installed: None };
+    let mut saves: Vec<(String, String)> = Vec::new();
     for (i, (action, fault)) in steps.iter().enumerate() {
+        if let (Action::Play, Some(_)) = (action, model.installed) {
+            let save = (format!("save/slot{i}"), format!("progress at step {i}"));
+            fs.write_file(&format!("{ROOT}/local/{}", save.0), &save.1);
+            saves.push(save);
+        }
+        let saves_ref: Vec<(&str, &str)> = saves.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
         fs.checkpoint();
         let ctx = format!("step {i}: {action:?} with {fault:?} from {model:?}");
         let result = match fault {
@@ -217,7 +238,8 @@ fn check_sequence(steps: &[(Action, Fault)]) -> Result<(), TestCaseError> {
         let r = run(txn::recover_root(&fs, &p(ROOT))).map_err(|e| TestCaseError::fail(format!("{ctx}: recovery: {e}")))?;
         prop_assert!(!r.changed(), "{ctx}: recovery had work left after {result:?}: {r:?}");
         prop_assert_eq!(outside_of(&fs.tree(), "g"), outside.clone(), "{}: I2", ctx);
-        let now = observe(&fs).map_err(|e| TestCaseError::fail(format!("{ctx}: {e} (result {result:?})")))?;
+        check_user_files(&fs.tree(), &saves_ref).map_err(|e| TestCaseError::fail(format!("{ctx}: I5: {e} (result {result:?})")))?;
+        let now = observe(&fs, &saves_ref).map_err(|e| TestCaseError::fail(format!("{ctx}: {e} (result {result:?})")))?;
         let ok = allowed(model, action, result.as_ref().map(Result::is_ok));
         prop_assert!(ok.contains(&now), "{}: ended in {:?}, allowed {:?} (result {:?})", ctx, now, ok, result);
         model = now;
@@ -236,17 +258,20 @@ proptest! {
 
 #[test]
 fn a_known_tricky_sequence() {
-    // Update download while installed, crash during commit, then install,
-    // uninstall mid-crash, remove.
+    // Update download while installed, crash during commit, then install
+    // (the save is carried), save again, uninstall mid-crash (the saves
+    // are moving to the kept directory), remove.
     let steps = vec![
         (Action::Download(1), Fault::None),
         (Action::Install, Fault::None),
+        (Action::Play, Fault::None),
         (Action::Download(2), Fault::Crash { at: 30, model: CrashModel::MetadataOnly }),
         (Action::Download(2), Fault::Error { at: 12, kind: FsErrorKind::NoSpace }),
         (Action::Download(2), Fault::None),
         (Action::Install, Fault::Crash { at: 25, model: CrashModel::SyncedOnly }),
         (Action::Install, Fault::None),
-        (Action::Uninstall, Fault::Crash { at: 6, model: CrashModel::AllUpToK }),
+        (Action::Play, Fault::None),
+        (Action::Uninstall, Fault::Crash { at: 12, model: CrashModel::AllUpToK }),
         (Action::Uninstall, Fault::None),
         (Action::Remove, Fault::Error { at: 7, kind: FsErrorKind::Io }),
     ];

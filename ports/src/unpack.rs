@@ -35,6 +35,18 @@ pub enum UnpackError {
     Io(String),
 }
 
+/// One regular file an unpack wrote, as it wrote it: the unpacker hashes
+/// the bytes while writing them, so nobody has to read the tree back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackedFile {
+    /// Path relative to the target directory.
+    pub path: RelPath,
+    /// Length in bytes.
+    pub size: u64,
+    /// BLAKE3 hash of the whole content.
+    pub hash: [u8; 32],
+}
+
 /// Callback receiving progress.
 pub type ProgressFn<'a> = &'a (dyn Fn(UnpackProgress) + Send + Sync);
 
@@ -44,10 +56,18 @@ pub type ProgressFn<'a> = &'a (dyn Fn(UnpackProgress) + Send + Sync);
 /// `target` exists and is empty. Entries escaping `target` are refused with
 /// [`UnpackError::Escape`]; on any error the caller discards `target`
 /// (which it owns), so partial output is never mistaken for an install.
+/// On success it returns every regular file it wrote, once each (a file an
+/// archive lists twice appears with its final content), in any order.
 #[async_trait]
 pub trait Unpacker: Send + Sync + 'static {
     /// Whether this unpacker handles the file (by name).
     fn handles(&self, file_name: &str) -> bool;
-    /// Extracts `archive` into `target`.
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError>;
+    /// Extracts `archive` into `target`; returns the files written.
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError>;
 }

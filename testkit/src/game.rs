@@ -5,7 +5,8 @@
 //! the files it installs (`path\tsize\tseed` per line, ended by an empty
 //! line), followed by bulk bytes that only give it a realistic size. The
 //! [`SimUnpacker`] writes each listed file with deterministic content through
-//! the `Fs` port, like a real unpacker, in pieces, with progress.
+//! the `Fs` port, like a real unpacker, in pieces, with progress, and
+//! returns the files it wrote hashed from the bytes it wrote.
 
 use crate::rng::SimRng;
 use async_trait::async_trait;
@@ -13,8 +14,9 @@ use bytes::Bytes;
 use lanspread_core::catalog::{Catalog, CatalogEntry};
 use lanspread_core::game::GameId;
 use lanspread_memfs::MemFs;
-use lanspread_ports::unpack::ProgressFn;
+use lanspread_ports::unpack::{ProgressFn, UnpackedFile};
 use lanspread_ports::{Fs, RelPath, UnpackError, UnpackProgress, Unpacker};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A game to generate.
@@ -111,7 +113,13 @@ impl Unpacker for SimUnpacker {
         file_name.ends_with(".simpack")
     }
 
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError> {
         let io = |e: lanspread_ports::FsError| UnpackError::Io(e.to_string());
         let h = fs.open_read(archive).await.map_err(io)?;
         let total = h.len().await.map_err(io)?;
@@ -120,6 +128,7 @@ impl Unpacker for SimUnpacker {
         let text = std::str::from_utf8(&head[..end]).map_err(|_| UnpackError::Corrupt("header is not text".into()))?;
         let list = text.strip_prefix("SIMPACK\n").ok_or_else(|| UnpackError::Corrupt("not a simpack".into()))?;
         let mut done = 0;
+        let mut written = BTreeMap::new();
         for line in list.lines() {
             let mut parts = line.split('\t');
             let (Some(path), Some(size), Some(seed)) = (parts.next(), parts.next(), parts.next()) else {
@@ -127,6 +136,7 @@ impl Unpacker for SimUnpacker {
             };
             let size: u64 = size.parse().map_err(|_| UnpackError::Corrupt(format!("bad size in {line:?}")))?;
             let seed: u64 = seed.parse().map_err(|_| UnpackError::Corrupt(format!("bad seed in {line:?}")))?;
+            let rel = RelPath::new(path).map_err(|e| UnpackError::Escape(e.to_string()))?;
             let dest = target.join(path).map_err(|e| UnpackError::Escape(e.to_string()))?;
             if let Some(parent) = dest.parent() {
                 fs.create_dir_all(&parent).await.map_err(io)?;
@@ -138,9 +148,10 @@ impl Unpacker for SimUnpacker {
                 f.write_at((i * 64 * 1024) as u64, Bytes::copy_from_slice(piece)).await.map_err(io)?;
             }
             f.sync().await.map_err(io)?;
+            written.insert(rel, (size, *blake3::hash(&content).as_bytes()));
             done += size;
             progress(UnpackProgress { done: done.min(total), total: Some(total) });
         }
-        Ok(())
+        Ok(written.into_iter().map(|(path, (size, hash))| UnpackedFile { path, size, hash }).collect())
     }
 }

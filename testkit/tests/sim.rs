@@ -214,6 +214,56 @@ fn all_seeders_vanishing_fails_cleanly_and_keeps_the_old_install() {
 }
 
 #[test]
+fn an_install_over_a_hand_made_local_is_refused_then_adopted_keeping_the_users_files() {
+    Sim::run("an_install_over_a_hand_made_local_is_refused_then_adopted_keeping_the_users_files", 8, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", MIB);
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        // Installed by hand: no marker; the exe clashes with the archive's, the save does not.
+        fs.write_file("arena/local/game.exe", b"hand-installed exe");
+        fs.write_file("arena/local/saves/slot1", b"progress");
+        let h = sim.host("d", HostConfig::symmetric(10.0 * MB, ms(1)));
+        sim.spawn("d", h, fs.clone(), Sim::config(catalog_of(&[&game])));
+        let id = gid("arena");
+        let ended = |e: &PeerEvent| matches!(e, PeerEvent::InstallFailed { id: i, .. } | PeerEvent::InstallFinished { id: i } if *i == gid("arena"));
+        sim.send("d", PeerCommand::InstallGame { id: id.clone(), adopt: false });
+        let (_, e) = sim.wait_for("d", Duration::from_secs(30), ended).await;
+        let PeerEvent::InstallFailed { reason, .. } = e else { panic!("an install over a hand-made local/ went ahead: {e:?}") };
+        assert!(reason.contains("not installed by lanspread") && reason.contains("--adopt"), "{reason}");
+        assert_eq!(fs.read("arena/local/game.exe").as_deref(), Some(&b"hand-installed exe"[..]), "nothing was changed");
+        assert!(!fs.exists(".lanspread-kept") && !fs.exists("arena/local/.lanspread_owned"));
+
+        sim.send("d", PeerCommand::InstallGame { id: id.clone(), adopt: true });
+        sim.wait_for("d", Duration::from_secs(30), |e| installed(e, &id)).await;
+        let kept = sim
+            .events("d")
+            .into_iter()
+            .find_map(|(_, e)| match e {
+                PeerEvent::UserFilesKept { id: i, kept } if i == id => Some(kept),
+                _ => None,
+            })
+            .expect("the kept directory is reported");
+        assert!(kept.as_str().starts_with(".lanspread-kept/arena-"), "{kept}");
+        assert_eq!(fs.read(&format!("{kept}/game.exe")).as_deref(), Some(&b"hand-installed exe"[..]), "the user's exe is kept");
+        assert_eq!(fs.read("arena/local/game.exe").map(|v| v.len()), Some(4096), "the archive's exe is installed");
+        assert_eq!(fs.read("arena/local/saves/slot1").as_deref(), Some(&b"progress"[..]), "the save is carried");
+        assert!(fs.exists("arena/local/.lanspread_owned"), "now lanspread's");
+        // Uninstalling it now needs no adopt and keeps the save.
+        sim.send("d", PeerCommand::UninstallGame { id: id.clone(), adopt: false });
+        sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::UninstallFinished(i) if *i == id)).await;
+        assert!(!fs.exists("arena/local"));
+        let kept_saves: Vec<String> = fs
+            .tree_at(".lanspread-kept")
+            .into_iter()
+            .filter(|(p, n)| p.ends_with("saves/slot1") && *n == Node::File(b"progress".to_vec()))
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(kept_saves.len(), 1, "the save is kept by the uninstall: {kept_saves:?}");
+        sim
+    });
+}
+
+#[test]
 fn update_keeps_the_old_version_playable_until_commit() {
     Sim::run("update_keeps_the_old_version_playable_until_commit", 6, |mut sim| async move {
         let mut a = SimGame::new("arena", "1.0", 2 * MIB);
@@ -230,7 +280,7 @@ fn update_keeps_the_old_version_playable_until_commit() {
         let hd = sim.host("d", HostConfig::symmetric(20.0 * MB, ms(1)));
         sim.spawn("d", hd, dfs.clone(), Sim::config(cat));
         let id = gid("arena");
-        sim.send("d", PeerCommand::InstallGame(id.clone()));
+        sim.send("d", PeerCommand::InstallGame { id: id.clone(), adopt: false });
         sim.wait_for("d", Duration::from_secs(30), |e| installed(e, &id)).await;
         let a_exe = dfs.read("arena/local/game.exe").expect("A installed");
         wait_holders(&sim, "d", "arena", 1).await;

@@ -3,9 +3,10 @@
 //! writes, progress.
 
 use bytes::Bytes;
+use lanspread_ports::unpack::UnpackedFile;
 use lanspread_ports::{Fs, FsError, ProgressFn, RelPath, UnpackError, UnpackProgress, WritePiece};
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,9 +27,10 @@ pub(crate) struct Ctx {
     /// Names that were in the target before the unpack (the install's
     /// ownership marker): a file at or beneath one of them may exist.
     preexisting: BTreeSet<String>,
-    /// Files written by this unpack (a repeated entry replaces the earlier
-    /// content, and pieces never truncate).
-    written: BTreeSet<RelPath>,
+    /// Files written by this unpack, with their size and BLAKE3 hash (a
+    /// repeated entry replaces the earlier content, and pieces never
+    /// truncate).
+    written: BTreeMap<RelPath, (u64, [u8; 32])>,
     /// Writes not yet handed to the port.
     batch: Batch,
     /// The last progress sent.
@@ -65,7 +67,7 @@ impl Ctx {
     ) -> Result<Ctx, UnpackError> {
         let preexisting = rt.block_on(fs.read_dir(&target)).map_err(fs_err)?.into_iter().map(|e| e.name).collect();
         let dirs = BTreeSet::from([target.clone()]);
-        let (written, batch) = (BTreeSet::new(), Batch::default());
+        let (written, batch) = (BTreeMap::new(), Batch::default());
         let reported = Cell::new(UnpackProgress::default());
         Ok(Ctx { rt, fs, progress, cancelled, target, dirs, preexisting, written, batch, reported })
     }
@@ -145,7 +147,9 @@ impl Ctx {
         if self.may_exist(dest) {
             self.truncate(dest)?;
         }
-        self.written.insert(dest.clone());
+        // Hashed as it is written: the install records what it produced
+        // without reading the tree back.
+        let mut hasher = blake3::Hasher::new();
         let mut written = 0u64;
         loop {
             self.check_cancelled()?;
@@ -161,6 +165,7 @@ impl Ctx {
                 return Err(UnpackError::Corrupt(format!("{dest}: more data than the {expected} bytes declared")));
             }
             buf.truncate(n);
+            hasher.update(&buf);
             self.push(WritePiece { path: dest.clone(), offset: written, data: Bytes::from(buf) })?;
             written += n as u64;
             on_chunk(self, written);
@@ -172,13 +177,14 @@ impl Ctx {
             // An empty piece creates the empty file.
             self.push(WritePiece { path: dest.clone(), offset: 0, data: Bytes::new() })?;
         }
+        self.written.insert(dest.clone(), (written, *hasher.finalize().as_bytes()));
         Ok(())
     }
 
     /// Whether `dest` may already exist: written earlier by this unpack, or
     /// beneath a name the target held before.
     fn may_exist(&self, dest: &RelPath) -> bool {
-        if self.written.contains(dest) {
+        if self.written.contains_key(dest) {
             return true;
         }
         let inside = if self.target.is_root() {
@@ -215,11 +221,21 @@ impl Ctx {
         self.block(self.fs.write_pieces(batch.pieces)).map_err(fs_err)
     }
 
-    /// Writes what is still queued. Nothing is synced: the caller makes the
-    /// whole target durable at once (the install transaction with one
-    /// `Fs::sync_tree` of its staging directory before the commit).
-    fn finish(&mut self) -> Result<(), UnpackError> {
-        self.flush()
+    /// Writes what is still queued and lists the files written, relative
+    /// to the target. Nothing is synced: the caller makes the whole target
+    /// durable at once (the install transaction with one `Fs::sync_tree` of
+    /// its staging directory before the commit).
+    fn finish(&mut self) -> Result<Vec<UnpackedFile>, UnpackError> {
+        self.flush()?;
+        let written = std::mem::take(&mut self.written);
+        let inside = |p: &RelPath| p.strip_prefix(&self.target).filter(|r| !r.is_root());
+        written
+            .into_iter()
+            .map(|(dest, (size, hash))| match inside(&dest) {
+                Some(path) => Ok(UnpackedFile { path, size, hash }),
+                None => Err(UnpackError::Escape(format!("{dest}: written outside the target"))),
+            })
+            .collect()
     }
 }
 
@@ -249,7 +265,7 @@ impl Drop for CancelOnDrop {
 /// Runs `job` on a blocking thread with a fresh [`Ctx`] whose target
 /// directory `target` already exists, forwarding progress to `progress`.
 /// Dropping the returned future makes the job stop at its next check.
-pub(crate) async fn run<F>(fs: Arc<dyn Fs>, target: RelPath, progress: ProgressFn<'_>, job: F) -> Result<(), UnpackError>
+pub(crate) async fn run<F>(fs: Arc<dyn Fs>, target: RelPath, progress: ProgressFn<'_>, job: F) -> Result<Vec<UnpackedFile>, UnpackError>
 where
     F: FnOnce(&mut Ctx) -> Result<(), UnpackError> + Send + 'static,
 {

@@ -19,6 +19,10 @@
 //! - the declared uncompressed total must fit in `Fs::free_space` (when the
 //!   port knows it), and no entry may produce more bytes than it declares.
 //!
+//! Every unpack returns the files it wrote with their size and BLAKE3 hash,
+//! computed from the bytes as they are written (the install records them to
+//! tell, on a later update or uninstall, the game's files from the user's).
+//!
 //! Writes are batched: extracted files are queued (a large file as several
 //! pieces at increasing offsets) and written with one
 //! [`Fs::write_pieces`](lanspread_ports::Fs::write_pieces) call per

@@ -2,6 +2,7 @@
 
 use crate::{RarUnpacker, TarUnpacker, ZipUnpacker};
 use async_trait::async_trait;
+use lanspread_ports::unpack::UnpackedFile;
 use lanspread_ports::{Fs, ProgressFn, RelPath, UnpackError, Unpacker};
 use std::sync::Arc;
 
@@ -45,7 +46,13 @@ impl Unpacker for MultiUnpacker {
         self.pick(file_name).is_some()
     }
 
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError> {
         match self.pick(archive.file_name()) {
             Some(u) => u.unpack(fs, archive, target, progress).await,
             None => Err(UnpackError::Unsupported(format!("{archive}: no unpacker handles this file type"))),

@@ -10,6 +10,7 @@ use crate::common::{entry_path, fs_err, run, Ctx};
 use crate::ends_with_ci;
 use async_trait::async_trait;
 use bytes::Bytes;
+use lanspread_ports::unpack::UnpackedFile;
 use lanspread_ports::{FileKind, Fs, ProgressFn, RelPath, UnpackError, Unpacker};
 use std::ffi::OsString;
 use std::io::Read;
@@ -78,7 +79,13 @@ impl Unpacker for RarUnpacker {
         ends_with_ci(file_name, ".rar")
     }
 
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError> {
         let Some((tool, program)) = self.find_tool() else {
             return Err(UnpackError::MissingTool(
                 "unrar or unar (install one of them, e.g. the `unrar` or `unar` package) to unpack RAR archives".into(),

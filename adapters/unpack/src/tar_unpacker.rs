@@ -8,6 +8,7 @@ use crate::common::{entry_path, fs_err, read_err, run, Ctx};
 use crate::ends_with_ci;
 use crate::reader::FsReader;
 use async_trait::async_trait;
+use lanspread_ports::unpack::UnpackedFile;
 use lanspread_ports::{Fs, ProgressFn, RelPath, UnpackError, Unpacker};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,7 +58,13 @@ impl Unpacker for TarUnpacker {
         TarCompression::from_name(file_name).is_some()
     }
 
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError> {
         let compression = TarCompression::from_name(archive.file_name())
             .ok_or_else(|| UnpackError::Unsupported(format!("{archive}: not a tar archive")))?;
         let (archive, t) = (archive.clone(), target.clone());

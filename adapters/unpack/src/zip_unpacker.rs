@@ -3,6 +3,7 @@
 use crate::common::{entry_path, fs_err, read_err, run, Ctx};
 use crate::reader::FsReader;
 use async_trait::async_trait;
+use lanspread_ports::unpack::UnpackedFile;
 use lanspread_ports::{Fs, ProgressFn, RelPath, UnpackError, Unpacker};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +32,13 @@ impl Unpacker for ZipUnpacker {
         crate::ends_with_ci(file_name, ".zip")
     }
 
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError> {
         let (archive, t) = (archive.clone(), target.clone());
         run(fs, target.clone(), progress, move |ctx| unzip(ctx, &archive, &t)).await
     }

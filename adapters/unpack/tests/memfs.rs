@@ -29,9 +29,11 @@ async fn zip_and_tar_on_memfs() {
     mem.write_file("dl/game.zip", sample_zip());
     mem.mkdir_p("games/g1");
     let fs: Arc<dyn Fs> = Arc::new(mem.clone());
-    ZipUnpacker::new().unpack(fs.clone(), &p("dl/game.zip"), &p("games/g1"), &|_| {}).await.unwrap();
+    let produced = ZipUnpacker::new().unpack(fs.clone(), &p("dl/game.zip"), &p("games/g1"), &|_| {}).await.unwrap();
     assert_eq!(mem.read("games/g1/Game/a.txt").unwrap(), b"alpha");
     assert_eq!(mem.read("games/g1/Game/big.bin").unwrap(), vec![42u8; 3 << 20]);
+    // The produced files, relative to the target, hashed while written (the big one over several pieces).
+    assert_eq!(listed(produced), [("Game/a.txt".into(), 5, hash(b"alpha")), ("Game/big.bin".into(), 3 << 20, hash(&vec![42u8; 3 << 20]))]);
 
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -45,8 +47,20 @@ async fn zip_and_tar_on_memfs() {
     };
     mem.write_file("dl/g.tgz", gz);
     mem.mkdir_p("games/g2");
-    TarUnpacker::new().unpack(fs, &p("dl/g.tgz"), &p("games/g2"), &|_| {}).await.unwrap();
+    let produced = TarUnpacker::new().unpack(fs, &p("dl/g.tgz"), &p("games/g2"), &|_| {}).await.unwrap();
     assert_eq!(mem.read("games/g2/x/y.txt").unwrap(), b"tar!");
+    assert_eq!(listed(produced), [("x/y.txt".into(), 4, hash(b"tar!"))]);
+}
+
+fn hash(data: &[u8]) -> [u8; 32] {
+    *blake3::hash(data).as_bytes()
+}
+
+/// (path, size, hash) of produced files, sorted by path.
+fn listed(files: Vec<lanspread_ports::unpack::UnpackedFile>) -> Vec<(String, u64, [u8; 32])> {
+    let mut v: Vec<_> = files.into_iter().map(|f| (f.path.as_str().to_owned(), f.size, f.hash)).collect();
+    v.sort();
+    v
 }
 
 #[tokio::test]
@@ -191,4 +205,24 @@ async fn thousands_of_small_files_are_written_in_few_batches_with_few_files_open
     let (mem, batches) = unpack_counted(&TarUnpacker::new(), "game.tar", tar).await;
     check_many(&mem);
     assert!(batches <= 9, "{batches} batch writes");
+}
+
+/// An entry listed twice is written twice; the list holds it once, with
+/// the content it ends with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_repeated_entry_is_listed_once_with_its_final_content() {
+    let mut b = tar::Builder::new(Vec::new());
+    for data in [&b"first version"[..], &b"v2"[..]] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "same.txt", data).unwrap();
+    }
+    let mem = MemFs::new();
+    mem.write_file("dl/r.tar", b.into_inner().unwrap());
+    mem.mkdir_p("t");
+    let fs: Arc<dyn Fs> = Arc::new(mem.clone());
+    let produced = TarUnpacker::new().unpack(fs, &p("dl/r.tar"), &p("t"), &|_| {}).await.unwrap();
+    assert_eq!(mem.read("t/same.txt").unwrap(), b"v2");
+    assert_eq!(listed(produced), [("same.txt".into(), 2, hash(b"v2"))]);
 }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use lanspread_capfs::CapFs;
+use lanspread_ports::unpack::UnpackedFile;
 use lanspread_ports::{DirEntry, FileHandle, Fs, FsResult, Metadata, RelPath, UnpackError, UnpackProgress, Unpacker, Watcher};
 use lanspread_unpack::{MultiUnpacker, RarUnpacker, TarCompression, TarUnpacker, ZipUnpacker};
 use std::io::{Cursor, Write};
@@ -56,7 +57,7 @@ impl Env {
     }
 }
 
-async fn unpack(u: &dyn Unpacker, env: &Env, archive: &RelPath) -> (Result<(), UnpackError>, Vec<UnpackProgress>) {
+async fn unpack(u: &dyn Unpacker, env: &Env, archive: &RelPath) -> (Result<Vec<UnpackedFile>, UnpackError>, Vec<UnpackProgress>) {
     let seen = Mutex::new(Vec::new());
     let cb = |pr: UnpackProgress| seen.lock().unwrap().push(pr);
     let r = u.unpack(env.fs.clone(), archive, &p("dl"), &cb).await;
@@ -94,7 +95,16 @@ async fn zip_extracts_files_and_dirs() {
     });
     let archive = env.put("game.zip", &data);
     let (r, progress) = unpack(&ZipUnpacker::new(), &env, &archive).await;
-    r.unwrap();
+    let mut produced: Vec<_> = r.unwrap().into_iter().map(|f| (f.path.as_str().to_owned(), f.size, f.hash)).collect();
+    produced.sort();
+    let h = |d: &[u8]| *blake3::hash(d).as_bytes();
+    let want = [
+        ("Game/bin/game.exe", large.len() as u64, h(&large)),
+        ("Game/data/level1.pak", 9, h(b"level one")),
+        ("Game/zero", 0, h(b"")),
+        ("readme.txt", 2, h(b"hi")),
+    ];
+    assert_eq!(produced, want.map(|(p, n, h)| (p.to_owned(), n, h)), "every file, hashed as written");
     assert_eq!(env.read("Game/bin/game.exe"), large);
     assert_eq!(env.read("Game/data/level1.pak"), b"level one");
     assert_eq!(env.read("readme.txt"), b"hi");
@@ -481,7 +491,11 @@ printf x > "$out/CON""#
     env.put("g.part2.rar", b"Rar!volume2");
     env.put("unrelated.rar", b"no");
     let (r, progress) = unpack(&run(&good_unar), &env, &archive).await;
-    r.unwrap();
+    let produced = r.unwrap();
+    assert!(
+        produced.iter().any(|f| f.path.as_str() == "top.txt" && f.size == 5 && f.hash == *blake3::hash(b"hello").as_bytes()),
+        "{produced:?}"
+    );
     assert_eq!(env.read("dir/copy.bin"), b"Rar!volume1");
     assert_eq!(env.read("top.txt"), b"hello");
     assert_eq!(String::from_utf8(env.read("volumes.txt")).unwrap(), "g.part1.rar\ng.part2.rar\n");

@@ -167,7 +167,7 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
     say!("downloader: {} fetching {GAME} from every seeder at once", downloader.handle.id);
     let id = GameId::new(GAME).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let result = setup::get_inner(&mut downloader, &id, true, 15.0, false).await;
+    let result = setup::get_inner(&mut downloader, &id, true, false, 15.0, false).await;
     let elapsed = t.elapsed().as_secs_f64();
     let verify = result.and_then(|()| {
         let want = hash_tree(&first.join(GAME)).map_err(|e| e.to_string())?;

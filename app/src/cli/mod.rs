@@ -82,6 +82,9 @@ enum Command {
         /// Only download.
         #[arg(long)]
         no_install: bool,
+        /// Install over a local/ lanspread did not make, keeping its files as yours.
+        #[arg(long)]
+        adopt: bool,
         /// Seconds to wait for a peer holding the game.
         #[arg(long, default_value_t = 10.0)]
         wait: f64,
@@ -90,9 +93,9 @@ enum Command {
         json: bool,
     },
     /// Install (or update) a downloaded game.
-    Install(LocalArgs),
-    /// Uninstall a game (keeps the downloaded files).
-    Uninstall(LocalArgs),
+    Install(AdoptArgs),
+    /// Uninstall a game (keeps the downloaded files, and your files in it).
+    Uninstall(AdoptArgs),
     /// Delete the downloaded files of a game that is not installed.
     Remove(LocalArgs),
     /// The local library.
@@ -155,6 +158,15 @@ struct LocalArgs {
     catalog: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct AdoptArgs {
+    #[command(flatten)]
+    local: LocalArgs,
+    /// Take over a local/ lanspread did not make; its files are kept as yours.
+    #[arg(long)]
+    adopt: bool,
+}
+
 /// Entry point of the program.
 pub fn main() -> ExitCode {
     // Before anything opens a file; logged once tracing is up.
@@ -173,9 +185,13 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve { net } => setup::serve(net).await,
             Command::Games { net, wait, json } => setup::games(net, wait, json).await,
-            Command::Get { game, net, no_install, wait, json } => setup::get(game, net, !no_install, wait, json).await,
-            Command::Install(a) => setup::local_op(setup::LocalOp::Install, &a.game, &a.games, a.catalog.as_deref()).await,
-            Command::Uninstall(a) => setup::local_op(setup::LocalOp::Uninstall, &a.game, &a.games, a.catalog.as_deref()).await,
+            Command::Get { game, net, no_install, adopt, wait, json } => setup::get(game, net, !no_install, adopt, wait, json).await,
+            Command::Install(AdoptArgs { local: a, adopt }) => {
+                setup::local_op(setup::LocalOp::Install { adopt }, &a.game, &a.games, a.catalog.as_deref()).await
+            }
+            Command::Uninstall(AdoptArgs { local: a, adopt }) => {
+                setup::local_op(setup::LocalOp::Uninstall { adopt }, &a.game, &a.games, a.catalog.as_deref()).await
+            }
             Command::Remove(a) => setup::local_op(setup::LocalOp::Remove, &a.game, &a.games, a.catalog.as_deref()).await,
             Command::Status { games, catalog, json } => setup::status(&games, catalog.as_deref(), json).await,
             Command::GenGame { games, id, size_mib, version, seed } => demo::gen_game(&games, &id, size_mib, &version, seed),

@@ -11,7 +11,7 @@ use lanspread_core::game::GameId;
 use lanspread_core::scan::Scanner;
 use lanspread_core::txn;
 use lanspread_ports::{Discovery, Fs, Transport};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +123,27 @@ pub fn make_transport(kind: TransportKind, addr: SocketAddr, identity: &lansprea
     })
 }
 
+/// Listens on `configured`, or by default on `[::]:port` (dual stack: one
+/// socket for IPv4 and IPv6, so peers that mDNS shows at IPv6 link-local
+/// addresses can be dialed and can dial us), falling back to `0.0.0.0:port`
+/// where IPv6 is unavailable (disabled in the kernel).
+fn listen_transport(
+    kind: TransportKind,
+    configured: Option<SocketAddr>,
+    port: u16,
+    identity: &lanspread_tls::Identity,
+) -> Result<Arc<dyn Transport>, String> {
+    if let Some(addr) = configured {
+        return make_transport(kind, addr, identity);
+    }
+    let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    make_transport(kind, dual, identity).or_else(|e| {
+        let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        tracing::info!("{e}; trying {v4} (IPv4 only)");
+        make_transport(kind, v4, identity).map_err(|_| e)
+    })
+}
+
 /// The identity of a game directory: one per directory, kept in the config
 /// directory (never inside the game directory, never compiled in).
 pub fn identity_for(games: &Path) -> Result<lanspread_tls::Identity, String> {
@@ -147,8 +168,7 @@ pub async fn start(net: &NetArgs, default_port: u16, what: &str, auto_install: b
     let lock = lock_games_dir(&games, what)?;
     let identity = identity_for(&games)?;
     let kind = net.transport.or(file.transport).unwrap_or_default();
-    let listen = net.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], default_port)));
-    let transport = make_transport(kind, listen, &identity)?;
+    let transport = listen_transport(kind, net.listen.or(file.listen), default_port, &identity)?;
     let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
     let no_mdns = net.no_mdns || file.no_mdns.unwrap_or(false);
     let discovery: Arc<dyn Discovery> = if no_mdns {
@@ -267,9 +287,11 @@ pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn get(game: String, net: NetArgs, install: bool, wait: f64, json: bool) -> Result<(), String> {
+pub async fn get(game: String, net: NetArgs, install: bool, adopt: bool, wait: f64, json: bool) -> Result<(), String> {
     let id = GameId::new(game.clone()).map_err(|e| format!("{game:?}: {e}"))?;
-    let mut r = start(&net, 0, "get", install).await?;
+    // The runtime's own install after a download never adopts: with
+    // --adopt, the install is asked for explicitly once the download is in.
+    let mut r = start(&net, 0, "get", install && !adopt).await?;
     if !r.catalog.contains(&id) {
         r.handle.shutdown().await;
         return Err(format!(
@@ -277,12 +299,12 @@ pub async fn get(game: String, net: NetArgs, install: bool, wait: f64, json: boo
             net.catalog.clone().unwrap_or_else(|| net.games.join("catalog.toml")).display()
         ));
     }
-    let result = get_inner(&mut r, &id, install, wait, json).await;
+    let result = get_inner(&mut r, &id, install, adopt, wait, json).await;
     r.handle.shutdown().await;
     result
 }
 
-pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, json: bool) -> Result<(), String> {
+pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, adopt: bool, wait: f64, json: bool) -> Result<(), String> {
     let started = Instant::now();
     // Wait until some peer advertises the game.
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.0));
@@ -334,6 +356,9 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
                 if !install {
                     break;
                 }
+                if adopt {
+                    r.handle.send(PeerCommand::InstallGame { id: id.clone(), adopt });
+                }
             }
             PeerEvent::DownloadFailed { reason, .. } => {
                 bar.abandon();
@@ -351,6 +376,12 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
                 break;
             }
             PeerEvent::InstallFailed { reason, .. } => return Err(format!("install of {id} failed: {reason}")),
+            PeerEvent::UserFilesKept { kept, .. } => {
+                if !json {
+                    say!("{id}: your files that could not stay in local/ were moved to {kept} in the game directory");
+                }
+                summary["kept"] = serde_json::json!(kept.as_str());
+            }
             _ => {}
         }
     }
@@ -361,11 +392,26 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, wait: f64, j
     Ok(())
 }
 
-/// Local-only operations.
+/// Local-only operations; `adopt` takes over a `local/` lanspread did not
+/// install.
 pub enum LocalOp {
-    Install,
-    Uninstall,
+    Install { adopt: bool },
+    Uninstall { adopt: bool },
     Remove,
+}
+
+/// Options of a local install or uninstall: the wall clock names the kept
+/// directory.
+fn keep_options(adopt: bool) -> txn::KeepOptions {
+    let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    txn::KeepOptions { adopt, time }
+}
+
+/// Says where the user's files went.
+fn say_kept(id: &GameId, games: &Path, kept: Option<&lanspread_ports::RelPath>) {
+    if let Some(kept) = kept {
+        say!("{id}: your files that could not stay in local/ were moved to {}", games.join(kept.as_str()).display());
+    }
 }
 
 pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Path>) -> Result<(), String> {
@@ -380,14 +426,16 @@ pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Pa
     let root = id.root();
     txn::recover_root(fs.as_ref(), &root).await.map_err(|e| format!("recovery of {id}: {e}"))?;
     match op {
-        LocalOp::Install => {
+        LocalOp::Install { adopt } => {
             let unpacker = lanspread_unpack::MultiUnpacker::standard();
-            let kind = txn::install(fs.clone(), &unpacker, &root, &|_| {}).await.map_err(|e| e.to_string())?;
-            say!("{id}: {kind:?} done");
+            let out = txn::install(fs.clone(), &unpacker, &root, keep_options(adopt), &|_| {}).await.map_err(|e| e.to_string())?;
+            say!("{id}: {:?} done", out.kind);
+            say_kept(&id, &games, out.kept.as_ref());
         }
-        LocalOp::Uninstall => {
-            txn::uninstall(fs.as_ref(), &root).await.map_err(|e| e.to_string())?;
+        LocalOp::Uninstall { adopt } => {
+            let out = txn::uninstall(fs.as_ref(), &root, keep_options(adopt)).await.map_err(|e| e.to_string())?;
             say!("{id}: uninstalled");
+            say_kept(&id, &games, out.kept.as_ref());
         }
         LocalOp::Remove => {
             txn::remove_downloaded(fs.as_ref(), &catalog, &id).await.map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 
 use lanspread_core::db::GameView;
 use lanspread_core::game::{GameId, Version};
-use lanspread_ports::PeerId;
+use lanspread_ports::{PeerId, RelPath};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,10 +18,24 @@ pub enum PeerCommand {
     FetchLatestFromPeers(GameId),
     /// Download the pinned latest version from all peers holding it.
     DownloadGameFiles(GameId),
-    /// Install (or update) from the downloaded archives.
-    InstallGame(GameId),
-    /// Remove `local/`.
-    UninstallGame(GameId),
+    /// Install (or update) from the downloaded archives. An update of a
+    /// `local/` lanspread did not install is refused unless `adopt`.
+    InstallGame {
+        /// Game.
+        id: GameId,
+        /// Take over a `local/` without lanspread's marker (its files are
+        /// kept as the user's).
+        adopt: bool,
+    },
+    /// Remove `local/`, keeping the files the user created or changed. A
+    /// `local/` lanspread did not install is refused unless `adopt`.
+    UninstallGame {
+        /// Game.
+        id: GameId,
+        /// Take over a `local/` without lanspread's marker (its files are
+        /// kept as the user's).
+        adopt: bool,
+    },
     /// Delete the downloaded files of a game that is not installed.
     RemoveDownloadedGame(GameId),
     /// Stop a running download (the game ends "not downloaded").
@@ -177,6 +191,15 @@ pub enum PeerEvent {
         /// Why.
         reason: String,
     },
+    /// An install, update or uninstall moved the user's files it could not
+    /// leave in `local/` to `kept` (relative to the game directory); sent
+    /// just before the operation's finishing event.
+    UserFilesKept {
+        /// Game.
+        id: GameId,
+        /// `.lanspread-kept/<id>-<time>`.
+        kept: RelPath,
+    },
     /// Uninstall started.
     UninstallBegin(GameId),
     /// Uninstall finished.
@@ -230,6 +253,7 @@ impl PeerEvent {
             | InstallProgress { id, .. }
             | InstallFinished { id }
             | InstallFailed { id, .. }
+            | UserFilesKept { id, .. }
             | UninstallFailed { id, .. }
             | RemoveFailed { id, .. } => Some(id),
             UninstallBegin(id) | UninstallFinished(id) | RemoveBegin(id) | RemoveFinished(id) => Some(id),

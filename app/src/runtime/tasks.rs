@@ -127,11 +127,11 @@ async fn handle(sh: &Arc<Shared>, cmd: PeerCommand, work: &mut JoinSet<()>) {
         PeerCommand::DownloadGameFiles(id) => {
             work.spawn(download::download(sh.clone(), id));
         }
-        PeerCommand::InstallGame(id) => {
-            work.spawn(ops::install(sh.clone(), id));
+        PeerCommand::InstallGame { id, adopt } => {
+            work.spawn(ops::install_with(sh.clone(), id, adopt));
         }
-        PeerCommand::UninstallGame(id) => {
-            work.spawn(ops::uninstall(sh.clone(), id));
+        PeerCommand::UninstallGame { id, adopt } => {
+            work.spawn(ops::uninstall(sh.clone(), id, adopt));
         }
         PeerCommand::RemoveDownloadedGame(id) => {
             work.spawn(ops::remove(sh.clone(), id));
@@ -186,14 +186,20 @@ async fn discovery(sh: Arc<Shared>) {
                     Ok(id) => tracing::debug!("static peer {addr} is {id}"),
                     Err(e) => tracing::debug!("static peer {addr}: {e}"),
                 }
-                // Keep trying while it is not (or no longer) known.
+                // Keep trying while it is not (or no longer) known: the
+                // peer that proved itself at `addr` must still be in the DB
+                // (its preferred address may have become another one).
                 loop {
                     tokio::select! {
                         biased;
                         _ = stop.changed() => return,
                         _ = sh.ports.clock.sleep(sh.cfg.ping_interval) => {}
                     }
-                    let known = sh.st().db.peers().any(|(_, p)| p.addr == addr);
+                    let known = {
+                        let st = sh.st();
+                        let learned = peers::normalize_addr(addr).and_then(|a| st.known_ids.get(&a));
+                        learned.is_some_and(|id| st.db.peer(id).is_some())
+                    };
                     if !known {
                         break;
                     }
@@ -214,9 +220,7 @@ async fn discovery(sh: Arc<Shared>) {
                     tracing::info!("ignoring peer {} speaking protocol v{}", advert.id, advert.protocol_version);
                     continue;
                 }
-                if let Some(addr) = advert.addrs.first().copied() {
-                    peers::learn_peer(&sh, advert.id, addr);
-                }
+                peers::learn_peer_addrs(&sh, advert.id, &advert.addrs);
             }
             DiscoveryEvent::Down(id) => peers::forget_peer(&sh, &id),
         }

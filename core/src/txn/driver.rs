@@ -45,6 +45,7 @@ impl<'a> Driver<'a> {
             FsOp::ReadDir(p) => Ok(OpValue::Entries(fs.read_dir(p).await?)),
             FsOp::ReadFile { path, max_len } => Ok(OpValue::Data(fs.read_file(path, *max_len).await?)),
             FsOp::FreeSpace => Ok(OpValue::FreeSpace(fs.free_space().await?)),
+            FsOp::HashFile(p) => Ok(OpValue::Hash(hash_file(fs, p).await?)),
             FsOp::CreateDir(p) => unit(fs.create_dir(p).await),
             FsOp::CreateDirAll(p) => unit(fs.create_dir_all(p).await),
             FsOp::Preallocate { path, len } => {
@@ -70,7 +71,7 @@ impl<'a> Driver<'a> {
             FsOp::RemoveDirAll(p) => unit(fs.remove_dir_all(p).await),
             FsOp::Unpack { archive, target } => match &self.unpack {
                 Some((arc, unpacker, progress)) => match unpacker.unpack(arc.clone(), archive, target, *progress).await {
-                    Ok(()) => Ok(OpValue::Unit),
+                    Ok(files) => Ok(OpValue::Unpacked(files)),
                     Err(e) => Err(OpError::Unpack(e)),
                 },
                 None => Err(OpError::Unpack(UnpackError::Unsupported(format!("{}: no unpacker configured", file_name(archive))))),
@@ -88,6 +89,24 @@ impl<'a> Driver<'a> {
             Err(TxnError::Unexpected { root: RelPath::root(), detail: "internal error: the transaction stopped without an outcome".into() })
         })
     }
+}
+
+/// Hashes a file piece by piece, so a file of any size costs one buffer.
+async fn hash_file(fs: &dyn Fs, path: &RelPath) -> lanspread_ports::fs::FsResult<[u8; 32]> {
+    const PIECE: usize = 1 << 20;
+    let h = fs.open_read(path).await?;
+    let len = h.len().await?;
+    let mut hasher = blake3::Hasher::new();
+    let mut off = 0u64;
+    while off < len {
+        let data = h.read_at(off, PIECE).await?;
+        if data.is_empty() {
+            break;
+        }
+        hasher.update(&data);
+        off += data.len() as u64;
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 fn unit(r: lanspread_ports::fs::FsResult<()>) -> OpResult {

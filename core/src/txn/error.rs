@@ -75,6 +75,16 @@ pub enum TxnError {
         /// The game root.
         root: RelPath,
     },
+    /// An update or uninstall of a `local/` without the `.lanspread_owned`
+    /// marker: lanspread did not install it and may not delete it.
+    #[error(
+        "game root {root}: local/ was not installed by lanspread; nothing was changed. \
+         To let lanspread take it over and keep your files, run again with --adopt"
+    )]
+    NotOwned {
+        /// The game root.
+        root: RelPath,
+    },
     /// Removing downloaded files of an installed game is refused.
     #[error("game root {root}: the game is installed; uninstall it before removing its downloaded files")]
     Installed {

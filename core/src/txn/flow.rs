@@ -4,13 +4,19 @@
 //! sub-machine with one operation in flight at a time:
 //!
 //! 1. **observe** ([`Observer`]): metadata of the root, its listing, the
-//!    intent log, the ownership markers of the staging directories →
-//!    [`RootFacts`];
-//! 2. **stat** (optional, [`Stat`]): metadata of extra paths (the manifest);
+//!    intent log, the ownership markers of `local/` and the staging
+//!    directories → [`RootFacts`];
+//! 2. **stat** or **read** (optional, repeatable): metadata of extra paths
+//!    (the manifest), or any reads the planner asks for, failures included
+//!    (walking `local/`, its record, hashes);
 //! 3. **execute** ([`Exec`]): a plan of [`Step`]s decided by a pure
-//!    function of the facts (a [`Planner`]);
-//! 4. **recover** (on failure): the recovery machine rolls the root back,
-//!    or forward if the failure came after the commit point.
+//!    function of what was seen (a [`Planner`]); a planner may look at the
+//!    values the plan read or produced (what an archive unpacked) and
+//!    decide a further stage;
+//! 4. **recover** (on failure, once anything was changed): the planner's
+//!    undo steps if it has any (putting moved user files back), then the
+//!    recovery machine rolls the root back, or forward if the failure came
+//!    after the commit point.
 
 use crate::layout;
 use crate::txn::error::TxnError;
@@ -77,6 +83,9 @@ pub struct RootFacts {
     pub installing_marked: bool,
     /// `.local.backup/` is a directory holding a regular `.lanspread_owned`.
     pub backup_marked: bool,
+    /// `local/` is a directory holding a regular `.lanspread_owned`: it was
+    /// installed by lanspread.
+    pub local_marked: bool,
 }
 
 impl RootFacts {
@@ -89,6 +98,7 @@ impl RootFacts {
             intent: IntentState::Absent,
             installing_marked: false,
             backup_marked: false,
+            local_marked: false,
         }
     }
 
@@ -224,7 +234,7 @@ impl Observer {
                     if self.facts.kind(layout::INTENT) == Some(FileKind::File) {
                         self.queue.push_back(FsOp::ReadFile { path: self.facts.path(layout::INTENT), max_len: MAX_INTENT_LEN });
                     }
-                    for dir in [layout::INSTALLING, layout::BACKUP] {
+                    for dir in [layout::INSTALLING, layout::BACKUP, layout::LOCAL] {
                         if self.facts.kind(dir) == Some(FileKind::Dir) {
                             self.queue.push_back(FsOp::Metadata(child(&self.facts.path(dir), layout::OWNED_MARKER)));
                         }
@@ -261,11 +271,10 @@ impl Observer {
                         return;
                     }
                 }
-                let installing = p.parent().is_some_and(|d| d.file_name() == layout::INSTALLING);
-                if installing {
-                    self.facts.installing_marked = marked;
-                } else {
-                    self.facts.backup_marked = marked;
+                match p.parent().as_ref().map(RelPath::file_name) {
+                    Some(layout::INSTALLING) => self.facts.installing_marked = marked,
+                    Some(layout::LOCAL) => self.facts.local_marked = marked,
+                    _ => self.facts.backup_marked = marked,
                 }
             }
             (_, _) => self.error = Some(fail(unexpected_value())),
@@ -391,6 +400,9 @@ pub enum Step {
     /// The transaction's commit point: from here on a failure is rolled
     /// forward, not back. Performs nothing.
     Committed,
+    /// Perform an operation whose failure changes nothing that matters
+    /// (removing a directory that should be empty): it is ignored.
+    Tidy(FsOp),
 }
 
 /// The steps that write an intent atomically: temp file, fsync, rename,
@@ -415,15 +427,18 @@ pub(crate) fn clear_intent(root: &RelPath) -> Vec<Step> {
 pub struct Exec {
     root: RelPath,
     queue: VecDeque<Step>,
-    in_flight: Option<FsOp>,
+    /// The operation in flight, and whether its failure is ignored.
+    in_flight: Option<(FsOp, bool)>,
     committed: bool,
     error: Option<TxnError>,
+    /// What the operations answered, other than [`OpValue::Unit`].
+    values: Vec<(FsOp, OpValue)>,
 }
 
 impl Exec {
     /// Runs `steps` in order, stopping at the first failure.
     pub fn new(root: RelPath, steps: Vec<Step>) -> Self {
-        Exec { root, queue: steps.into(), in_flight: None, committed: false, error: None }
+        Exec { root, queue: steps.into(), in_flight: None, committed: false, error: None, values: Vec::new() }
     }
 
     /// Whether the commit point was passed.
@@ -436,13 +451,16 @@ impl Exec {
             return None;
         }
         loop {
-            match self.queue.pop_front()? {
-                Step::Committed => self.committed = true,
-                Step::Op(op) => {
-                    self.in_flight = Some(op.clone());
-                    return Some(op);
+            let (op, tidy) = match self.queue.pop_front()? {
+                Step::Committed => {
+                    self.committed = true;
+                    continue;
                 }
-            }
+                Step::Op(op) => (op, false),
+                Step::Tidy(op) => (op, true),
+            };
+            self.in_flight = Some((op.clone(), tidy));
+            return Some(op);
         }
     }
 
@@ -451,9 +469,46 @@ impl Exec {
     }
 
     fn handle_result(&mut self, result: OpResult) {
-        let Some(op) = self.in_flight.take() else { return };
-        if let Err(e) = result {
-            self.error = Some(op_error(&self.root, &op, e));
+        let Some((op, tidy)) = self.in_flight.take() else { return };
+        match result {
+            Ok(OpValue::Unit) => {}
+            Ok(value) => self.values.push((op, value)),
+            Err(_) if tidy => {}
+            Err(e) => self.error = Some(op_error(&self.root, &op, e)),
+        }
+    }
+}
+
+/// Performs reads and hands every result, failures included, to the
+/// planner (stage 2 of planners that walk a tree).
+#[derive(Debug)]
+pub struct Reads {
+    queue: VecDeque<FsOp>,
+    in_flight: Option<FsOp>,
+    results: Vec<(FsOp, OpResult)>,
+}
+
+impl Reads {
+    fn new(ops: Vec<FsOp>) -> Self {
+        Reads { queue: ops.into(), in_flight: None, results: Vec::new() }
+    }
+
+    fn poll_op(&mut self) -> Option<FsOp> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let op = self.queue.pop_front()?;
+        self.in_flight = Some(op.clone());
+        Some(op)
+    }
+
+    fn finished(&self) -> bool {
+        self.in_flight.is_none() && self.queue.is_empty()
+    }
+
+    fn handle_result(&mut self, result: OpResult) {
+        if let Some(op) = self.in_flight.take() {
+            self.results.push((op, result));
         }
     }
 }
@@ -469,7 +524,12 @@ pub enum Decision {
         /// Whether to ask for the free space too.
         free_space: bool,
     },
-    /// Execute this plan; then the transaction succeeds with [`Planner::output`].
+    /// Perform these reads (none may change anything), then call
+    /// [`Planner::read`] with every result, failures included.
+    Read(Vec<FsOp>),
+    /// Execute this plan; then call [`Planner::executed`], which either
+    /// decides a further stage or ends the transaction with
+    /// [`Planner::output`].
     Execute(Vec<Step>),
 }
 
@@ -484,9 +544,27 @@ pub trait Planner {
         let _ = stats;
         Err(TxnError::Unexpected { root: facts.root.clone(), detail: "internal error: unexpected stat stage".into() })
     }
+    /// Decides after a [`Decision::Read`], from every read's result.
+    fn read(&mut self, facts: &RootFacts, results: Vec<(FsOp, OpResult)>) -> Result<Decision, TxnError> {
+        let _ = results;
+        Err(TxnError::Unexpected { root: facts.root.clone(), detail: "internal error: unexpected read stage".into() })
+    }
+    /// Called after a plan ran without failure, with the values its
+    /// operations answered (other than [`OpValue::Unit`]), in order:
+    /// `None` ends the transaction, `Some` decides a further stage.
+    fn executed(&mut self, facts: &RootFacts, values: Vec<(FsOp, OpValue)>) -> Result<Option<Decision>, TxnError> {
+        let _ = (facts, values);
+        Ok(None)
+    }
     /// Whether a failure before the commit point is cleaned up by running
     /// recovery (after the commit point it always is, and rolls forward).
     fn recover_on_failure(&self) -> bool;
+    /// Steps that undo what recovery cannot know about, run on a failure
+    /// before the commit point and before recovery (failures ignored: use
+    /// [`Step::Tidy`]). By default none.
+    fn undo(&self) -> Vec<Step> {
+        Vec::new()
+    }
     /// The output (called once, after the plan ran).
     fn output(&mut self) -> Self::Output;
 }
@@ -494,18 +572,25 @@ pub trait Planner {
 enum Stage {
     Observe(Observer),
     Stat(RootFacts, StatMany),
-    Exec(Exec),
+    Read(RootFacts, Reads),
+    Exec(RootFacts, Exec),
+    Undo { exec: Exec, error: TxnError },
     Recover { machine: Box<Flow<RecoverPlanner>>, error: TxnError, committed: bool },
     Done,
 }
 
-/// A whole transaction machine: observe → (stat) → execute → (recover),
-/// with the decisions taken by a [`Planner`].
+/// A whole transaction machine: observe → (stat | read)* → execute →
+/// (more stages decided after it) → (undo → recover), with the decisions
+/// taken by a [`Planner`].
 pub struct Flow<P: Planner> {
     root: RelPath,
     planner: P,
     stage: Stage,
     outcome: Option<Result<P::Output, TxnError>>,
+    /// A plan started executing: a failure from now on needs cleaning up.
+    mutated: bool,
+    /// The commit point was passed.
+    committed: bool,
 }
 
 impl<P: Planner> std::fmt::Debug for Flow<P> {
@@ -517,13 +602,13 @@ impl<P: Planner> std::fmt::Debug for Flow<P> {
 impl<P: Planner> Flow<P> {
     /// A machine for `root`, starting with observation.
     pub fn new(root: RelPath, planner: P) -> Self {
-        Flow { stage: Stage::Observe(Observer::new(root.clone())), root, planner, outcome: None }
+        Flow { stage: Stage::Observe(Observer::new(root.clone())), root, planner, outcome: None, mutated: false, committed: false }
     }
 
     /// A machine that is already finished with `outcome` (e.g. refused
     /// before touching anything).
     pub fn finished(root: RelPath, planner: P, outcome: Result<P::Output, TxnError>) -> Self {
-        Flow { root, planner, stage: Stage::Done, outcome: Some(outcome) }
+        Flow { root, planner, stage: Stage::Done, outcome: Some(outcome), mutated: false, committed: false }
     }
 
     /// The planner (to inspect decisions in tests).
@@ -533,12 +618,37 @@ impl<P: Planner> Flow<P> {
 
     fn decide(&mut self, facts: RootFacts, d: Result<Decision, TxnError>) {
         match d {
-            Err(e) => self.finish(Err(e)),
+            Err(e) => self.fail(e),
             Ok(Decision::Stat { paths, free_space }) => {
                 self.stage = Stage::Stat(facts, StatMany::new(self.root.clone(), paths, free_space))
             }
-            Ok(Decision::Execute(steps)) => self.stage = Stage::Exec(Exec::new(self.root.clone(), steps)),
+            Ok(Decision::Read(ops)) if ops.iter().any(FsOp::is_mutating) => self
+                .fail(TxnError::Unexpected { root: self.root.clone(), detail: "internal error: a read stage asked for a change".into() }),
+            Ok(Decision::Read(ops)) => self.stage = Stage::Read(facts, Reads::new(ops)),
+            Ok(Decision::Execute(steps)) => {
+                self.mutated = true;
+                self.stage = Stage::Exec(facts, Exec::new(self.root.clone(), steps));
+            }
         }
+    }
+
+    /// Ends with `error`, after cleaning up if anything was changed: the
+    /// planner's undo steps (before the commit point), then recovery.
+    fn fail(&mut self, error: TxnError) {
+        let clean_up = self.committed || (self.mutated && self.planner.recover_on_failure());
+        let undo = if clean_up && !self.committed { self.planner.undo() } else { Vec::new() };
+        if !clean_up {
+            self.finish(Err(error));
+        } else if undo.is_empty() {
+            self.start_recovery(error);
+        } else {
+            self.stage = Stage::Undo { exec: Exec::new(self.root.clone(), undo), error };
+        }
+    }
+
+    fn start_recovery(&mut self, error: TxnError) {
+        let machine = Box::new(Flow::new(self.root.clone(), RecoverPlanner::new(RecoveryMode::Normal)));
+        self.stage = Stage::Recover { machine, error, committed: self.committed };
     }
 
     fn finish(&mut self, outcome: Result<P::Output, TxnError>) {
@@ -558,23 +668,31 @@ impl<P: Planner> Flow<P> {
                     Err(e) => self.finish(Err(e)),
                 },
                 Stage::Stat(facts, s) if s.finished() => match s.error {
-                    Some(e) => self.finish(Err(e)),
+                    Some(e) => self.fail(e),
                     None => {
                         let d = self.planner.stated(&facts, &s.stats);
                         self.decide(facts, d);
                     }
                 },
-                Stage::Exec(x) if x.finished() => match x.error {
-                    None => {
-                        let out = self.planner.output();
-                        self.finish(Ok(out));
+                Stage::Read(facts, r) if r.finished() => {
+                    let d = self.planner.read(&facts, r.results);
+                    self.decide(facts, d);
+                }
+                Stage::Exec(facts, x) if x.finished() => {
+                    self.committed |= x.committed;
+                    match x.error {
+                        Some(error) => self.fail(error),
+                        None => match self.planner.executed(&facts, x.values) {
+                            Ok(None) => {
+                                let out = self.planner.output();
+                                self.finish(Ok(out));
+                            }
+                            Ok(Some(d)) => self.decide(facts, Ok(d)),
+                            Err(e) => self.fail(e),
+                        },
                     }
-                    Some(error) if x.committed || self.planner.recover_on_failure() => {
-                        let machine = Box::new(Flow::new(self.root.clone(), RecoverPlanner::new(RecoveryMode::Normal)));
-                        self.stage = Stage::Recover { machine, error, committed: x.committed };
-                    }
-                    Some(error) => self.finish(Err(error)),
-                },
+                }
+                Stage::Undo { exec, error } if exec.finished() => self.start_recovery(error),
                 Stage::Recover { mut machine, error, committed } => match machine.outcome.take() {
                     Some(Ok(_)) if committed => {
                         let out = self.planner.output();
@@ -605,7 +723,8 @@ impl<P: Planner> Machine for Flow<P> {
             let op = match &mut self.stage {
                 Stage::Observe(o) => o.poll_op(),
                 Stage::Stat(_, s) => s.poll_op(),
-                Stage::Exec(x) => x.poll_op(),
+                Stage::Read(_, r) => r.poll_op(),
+                Stage::Exec(_, x) | Stage::Undo { exec: x, .. } => x.poll_op(),
                 Stage::Recover { machine, .. } => machine.poll_op(),
                 Stage::Done => return None,
             };
@@ -617,7 +736,8 @@ impl<P: Planner> Machine for Flow<P> {
             let finished = match &self.stage {
                 Stage::Observe(o) => o.finished(),
                 Stage::Stat(_, s) => s.finished(),
-                Stage::Exec(x) => x.finished(),
+                Stage::Read(_, r) => r.finished(),
+                Stage::Exec(_, x) | Stage::Undo { exec: x, .. } => x.finished(),
                 Stage::Recover { machine, .. } => machine.outcome.is_some(),
                 Stage::Done => true,
             };
@@ -631,7 +751,8 @@ impl<P: Planner> Machine for Flow<P> {
         match &mut self.stage {
             Stage::Observe(o) => o.handle_result(result),
             Stage::Stat(_, s) => s.handle_result(result),
-            Stage::Exec(x) => x.handle_result(result),
+            Stage::Read(_, r) => r.handle_result(result),
+            Stage::Exec(_, x) | Stage::Undo { exec: x, .. } => x.handle_result(result),
             Stage::Recover { machine, .. } => machine.handle_result(result),
             Stage::Done => {}
         }

@@ -24,6 +24,12 @@
 //! * A directory is deleted only when the intent names it or it holds a
 //!   regular `.lanspread_owned` marker; symlinks are never followed and
 //!   never deleted in place of our directories.
+//! * A file in `local/` is deleted only when the install's record
+//!   (`.lanspread_files.json`) proves the archives produced it as it is;
+//!   everything else is the user's and is only ever moved, by rename, to
+//!   `<game dir>/.lanspread-kept/<id>-<time>/` (see [`keep`]). An update or
+//!   uninstall of a `local/` without the marker is refused unless the
+//!   caller adopts it.
 //!
 //! Recovery ([`recover_root`], [`recover_all`]) brings every root to exactly
 //! one of *old version complete*, *new version complete* or *clean*, and a
@@ -42,6 +48,7 @@ pub mod error;
 pub mod flow;
 pub mod install;
 pub mod intent;
+pub mod keep;
 pub mod op;
 pub mod recover;
 pub mod remove;
@@ -49,8 +56,9 @@ pub mod remove;
 pub use download::{BeginDownload, CommitDownload};
 pub use error::TxnError;
 pub use flow::{Decision, Flow, IntentState, Planner, RootFacts, Stat, Stats, Step};
-pub use install::{Install, InstallKind, Uninstall};
+pub use install::{Install, InstallKind, InstallOutcome, Uninstall, UninstallOutcome};
 pub use intent::{Intent, IntentOp, Phase};
+pub use keep::KeepOptions;
 pub use op::{FsOp, Machine, OpError, OpResult, OpValue};
 pub use recover::{plan_recovery, Recover, RecoveryMode, RecoveryReport};
 pub use remove::RemoveDownloaded;
@@ -147,27 +155,45 @@ pub async fn prune_stale(fs: &dyn Fs, root: &RelPath, manifest: &Manifest) -> Re
 
 /// Installs the downloaded game in `root`, or updates it if `local/`
 /// exists: every root-level archive the unpacker handles (sorted by name)
-/// is unpacked into `.local.installing/` (marked `.lanspread_owned`), the
-/// staged tree is fsynced and swapped in as `local/`; an update keeps the
-/// old `local/` as `.local.backup/` until the new one is in place. Any
-/// failure before the swap restores the previous state. The marker stays
-/// inside `local/` (it proves ownership to a later update or uninstall).
+/// is unpacked into `.local.installing/` (marked `.lanspread_owned`, with
+/// the record of every file the archives produced), the staged tree is
+/// fsynced and swapped in as `local/`; an update keeps the old `local/` as
+/// `.local.backup/` until the new one is in place. Any failure before the
+/// swap restores the previous state. The marker and the record stay inside
+/// `local/` (they prove ownership to a later update or uninstall).
+///
+/// An update keeps the user's files: the ones the user created are carried
+/// into the new install, unless the new version has something at their
+/// path; those, and the files the archives produced and the user changed,
+/// are moved to `<game dir>/.lanspread-kept/<id>-<keep.time>/`, which the
+/// outcome reports.
 ///
 /// `progress` is handed to the unpacker, which reports per archive.
 ///
 /// Refused if the game is not downloaded (no regular `version.ini`), an
 /// intent log or a leftover staging directory is present, `local/` is not
-/// a directory, or there is no archive ([`TxnError::NothingToInstall`]).
-pub async fn install(fs: Arc<dyn Fs>, unpacker: &dyn Unpacker, root: &RelPath, progress: ProgressFn<'_>) -> Result<InstallKind, TxnError> {
+/// a directory, `local/` has no marker and `keep.adopt` is not set
+/// ([`TxnError::NotOwned`]), or there is no archive
+/// ([`TxnError::NothingToInstall`]).
+pub async fn install(
+    fs: Arc<dyn Fs>,
+    unpacker: &dyn Unpacker,
+    root: &RelPath,
+    keep: KeepOptions,
+    progress: ProgressFn<'_>,
+) -> Result<InstallOutcome, TxnError> {
     let driver = Driver::with_unpacker(&fs, unpacker, progress);
-    driver.run(&mut Install::install(root.clone(), |name: &str| unpacker.handles(name))).await
+    driver.run(&mut Install::install(root.clone(), |name: &str| unpacker.handles(name), keep)).await
 }
 
-/// Uninstalls the game in `root`: `local/` is first renamed to
-/// `.local.backup/` (from then on the game is not installed, even after a
-/// crash), then deleted.
-pub async fn uninstall(fs: &dyn Fs, root: &RelPath) -> Result<(), TxnError> {
-    Driver::new(fs).run(&mut Uninstall::uninstall(root.clone())).await
+/// Uninstalls the game in `root`: the files the user created or changed
+/// are moved to `<game dir>/.lanspread-kept/<id>-<keep.time>/` (reported
+/// in the outcome), then `local/` is renamed to `.local.backup/` (from
+/// then on the game is not installed, even after a crash) and deleted.
+/// Refused like an update when `local/` has no marker and `keep.adopt` is
+/// not set.
+pub async fn uninstall(fs: &dyn Fs, root: &RelPath, keep: KeepOptions) -> Result<UninstallOutcome, TxnError> {
+    Driver::new(fs).run(&mut Uninstall::uninstall(root.clone(), keep)).await
 }
 
 /// Removes the downloaded files of `id`: the whole game root

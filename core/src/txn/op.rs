@@ -5,7 +5,7 @@
 use crate::txn::error::TxnError;
 use lanspread_ports::fs::{DirEntry, FsError, Metadata};
 use lanspread_ports::path::RelPath;
-use lanspread_ports::unpack::UnpackError;
+use lanspread_ports::unpack::{UnpackError, UnpackedFile};
 use std::fmt;
 
 /// One filesystem operation requested by a machine. Each maps to one or a
@@ -29,6 +29,9 @@ pub enum FsOp {
     },
     /// Free bytes on the device, if known. Answer: [`OpValue::FreeSpace`].
     FreeSpace,
+    /// BLAKE3 hash of a whole regular file, read in pieces (never held in
+    /// memory at once). Answer: [`OpValue::Hash`].
+    HashFile(RelPath),
     /// Creates one directory (the parent exists).
     CreateDir(RelPath),
     /// Creates a directory and its missing ancestors.
@@ -77,7 +80,8 @@ pub enum FsOp {
     /// Removes a directory tree, never following symlinks (fails on a
     /// symlink at `path` itself).
     RemoveDirAll(RelPath),
-    /// Unpacks `archive` into `target` through the unpacker port.
+    /// Unpacks `archive` into `target` through the unpacker port. Answer:
+    /// [`OpValue::Unpacked`].
     Unpack {
         /// The archive.
         archive: RelPath,
@@ -89,7 +93,10 @@ pub enum FsOp {
 impl FsOp {
     /// Whether the operation changes the filesystem.
     pub fn is_mutating(&self) -> bool {
-        !matches!(self, FsOp::Metadata(_) | FsOp::MetadataMany(_) | FsOp::ReadDir(_) | FsOp::ReadFile { .. } | FsOp::FreeSpace)
+        !matches!(
+            self,
+            FsOp::Metadata(_) | FsOp::MetadataMany(_) | FsOp::ReadDir(_) | FsOp::ReadFile { .. } | FsOp::FreeSpace | FsOp::HashFile(_)
+        )
     }
 }
 
@@ -101,6 +108,7 @@ impl fmt::Display for FsOp {
             FsOp::ReadDir(p) => write!(f, "read_dir {p}"),
             FsOp::ReadFile { path, .. } => write!(f, "read {path}"),
             FsOp::FreeSpace => f.write_str("free_space"),
+            FsOp::HashFile(p) => write!(f, "hash {p}"),
             FsOp::CreateDir(p) => write!(f, "create_dir {p}"),
             FsOp::CreateDirAll(p) => write!(f, "create_dir_all {p}"),
             FsOp::Preallocate { path, len } => write!(f, "preallocate {path} ({len} bytes)"),
@@ -139,6 +147,11 @@ pub enum OpValue {
     Data(Vec<u8>),
     /// Answer to [`FsOp::FreeSpace`].
     FreeSpace(Option<u64>),
+    /// Answer to [`FsOp::HashFile`].
+    Hash([u8; 32]),
+    /// Answer to [`FsOp::Unpack`]: the files the archive produced, relative
+    /// to the target.
+    Unpacked(Vec<UnpackedFile>),
 }
 
 /// Why an [`FsOp`] failed.

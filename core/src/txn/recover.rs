@@ -30,6 +30,10 @@
 //! * Anything else (foreign or unmarked directories, symlinks where our
 //!   directories should be, a `version.ini` directory...) is left alone and
 //!   reported in [`RecoveryReport::problems`].
+//! * The kept directory (`<game dir>/.lanspread-kept/`) is never touched.
+//!   A `.local.backup/` it deletes holds nothing of the user's: an update
+//!   or uninstall moves the user's files out of `local/`, durably, before
+//!   renaming it (see [`crate::txn::keep`]).
 //!
 //! The intent is removed only after every other change was made durable, so
 //! a crash during recovery leaves the intent in place and recovery simply

@@ -55,25 +55,33 @@ fn drive<M: Machine>(m: &mut M, mut answer: impl FnMut(&FsOp) -> OpResult) -> (V
     (ops, outcome)
 }
 
-/// A root `g` holding an installed, downloaded game and nothing else.
+/// A root `g` holding a downloaded game lanspread installed (its `local/`
+/// holds only the marker) and nothing else.
 fn installed_root(op: &FsOp) -> OpResult {
     match op {
         FsOp::Metadata(path) if path.as_str() == "g" => meta(FileKind::Dir, 0),
+        FsOp::Metadata(path) if path.as_str() == "g/local/.lanspread_owned" => meta(FileKind::File, 0),
         FsOp::ReadDir(path) if path.as_str() == "g" => entries(&[("local", FileKind::Dir), ("version.ini", FileKind::File)]),
-        FsOp::Metadata(_) | FsOp::ReadFile { .. } => not_found(),
+        FsOp::ReadDir(path) if path.as_str() == "g/local" => entries(&[(".lanspread_owned", FileKind::File)]),
+        FsOp::Metadata(_) | FsOp::ReadFile { .. } | FsOp::ReadDir(_) => not_found(),
         _ => Ok(OpValue::Unit),
     }
 }
 
+const KEEP: KeepOptions = KeepOptions { adopt: false, time: 7 };
+
 #[test]
 fn uninstall_asks_for_exactly_this_sequence() {
-    let (ops, out) = drive(&mut Uninstall::uninstall(p("g")), installed_root);
-    out.unwrap();
+    let (ops, out) = drive(&mut Uninstall::uninstall(p("g"), KEEP), installed_root);
+    assert_eq!(out.unwrap().kept, None, "nothing of the user's");
     assert_eq!(
         ops,
         [
             "metadata g",
             "read_dir g",
+            "metadata g/local/.lanspread_owned",
+            "read_dir g/local",
+            "read_dir .lanspread-kept",
             "write g/.lanspread.json.tmp (49 bytes)",
             "sync g/.lanspread.json.tmp",
             "rename g/.lanspread.json.tmp -> g/.lanspread.json",
@@ -90,7 +98,7 @@ fn uninstall_asks_for_exactly_this_sequence() {
 #[test]
 fn a_failure_before_the_commit_point_runs_recovery_and_reports_the_failure() {
     let mut renamed_intent = false;
-    let (ops, out) = drive(&mut Uninstall::uninstall(p("g")), |op| match op {
+    let (ops, out) = drive(&mut Uninstall::uninstall(p("g"), KEEP), |op| match op {
         FsOp::Rename { to, .. } if to.as_str() == "g/.local.backup" => {
             Err(OpError::Fs(FsError::new(FsErrorKind::PermissionDenied, "denied")))
         }
@@ -110,7 +118,14 @@ fn a_failure_before_the_commit_point_runs_recovery_and_reports_the_failure() {
     let after = ops.iter().position(|o| o == "rename g/local -> g/.local.backup").unwrap();
     assert_eq!(
         ops[after + 1..],
-        ["metadata g", "read_dir g", "read g/.lanspread.json", "remove_file g/.lanspread.json", "sync_dir g"],
+        [
+            "metadata g",
+            "read_dir g",
+            "read g/.lanspread.json",
+            "metadata g/local/.lanspread_owned",
+            "remove_file g/.lanspread.json",
+            "sync_dir g"
+        ],
         "recovery keeps local/ and clears the intent"
     );
 }
@@ -118,9 +133,32 @@ fn a_failure_before_the_commit_point_runs_recovery_and_reports_the_failure() {
 #[test]
 fn refusals_happen_before_any_change() {
     // Nothing to install: only reads.
-    let (ops, out) = drive(&mut Install::install(p("g"), |n: &str| n.ends_with(".zip")), installed_root);
+    let (ops, out) = drive(&mut Install::install(p("g"), |n: &str| n.ends_with(".zip"), KEEP), installed_root);
     assert!(matches!(out, Err(TxnError::NothingToInstall { .. })));
-    assert_eq!(ops, ["metadata g", "read_dir g"]);
+    assert_eq!(ops, ["metadata g", "read_dir g", "metadata g/local/.lanspread_owned"]);
+    // A local/ lanspread did not install: an update or uninstall is refused
+    // after the observation, unless adopted.
+    let unmarked = |op: &FsOp| match op {
+        FsOp::Metadata(path) if path.as_str() == "g/local/.lanspread_owned" => not_found(),
+        FsOp::ReadDir(path) if path.as_str() == "g" => {
+            entries(&[("local", FileKind::Dir), ("version.ini", FileKind::File), ("a.zip", FileKind::File)])
+        }
+        other => installed_root(other),
+    };
+    let (ops, out) = drive(&mut Install::install(p("g"), |n: &str| n.ends_with(".zip"), KEEP), unmarked);
+    assert!(matches!(out, Err(TxnError::NotOwned { .. })), "{out:?}");
+    assert_eq!(ops, ["metadata g", "read_dir g", "metadata g/local/.lanspread_owned"]);
+    let (ops, out) = drive(&mut Uninstall::uninstall(p("g"), KEEP), unmarked);
+    let e = out.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "game root g: local/ was not installed by lanspread; nothing was changed. \
+         To let lanspread take it over and keep your files, run again with --adopt"
+    );
+    assert_eq!(ops.len(), 3, "{ops:?}");
+    let (ops, out) = drive(&mut Uninstall::uninstall(p("g"), KeepOptions { adopt: true, ..KEEP }), unmarked);
+    out.unwrap();
+    assert!(ops.contains(&"rename g/local -> g/.local.backup".to_owned()), "adopted: {ops:?}");
     // Commit without a download in progress.
     let m = Manifest {
         version: Version::new("1").unwrap(),
@@ -195,8 +233,8 @@ fn the_async_api_futures_are_send() {
             _: &RelPath,
             _: &RelPath,
             _: ProgressFn<'_>,
-        ) -> Result<(), lanspread_ports::UnpackError> {
-            Ok(())
+        ) -> Result<Vec<lanspread_ports::unpack::UnpackedFile>, lanspread_ports::UnpackError> {
+            Ok(Vec::new())
         }
     }
     let mem = lanspread_memfs::MemFs::new();
@@ -210,8 +248,8 @@ fn the_async_api_futures_are_send() {
     assert_send(&begin_download(fs, &root, &m));
     assert_send(&commit_download(fs, &root, &m, b"1"));
     assert_send(&abort_download(fs, &root));
-    assert_send(&install(arc, &NoUnpacker, &root, progress));
-    assert_send(&uninstall(fs, &root));
+    assert_send(&install(arc, &NoUnpacker, &root, KEEP, progress));
+    assert_send(&uninstall(fs, &root, KEEP));
     assert_send(&remove_downloaded(fs, &catalog, &id));
     assert_send(&recover_root(fs, &root));
     assert_send(&recover_all(fs, &catalog));

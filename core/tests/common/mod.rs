@@ -7,11 +7,12 @@ use bytes::Bytes;
 use lanspread_core::game::{EntryKind, FileEntry, Manifest, Version};
 use lanspread_core::layout;
 use lanspread_core::scan::chunk_hash;
+use lanspread_core::txn::keep::{decode_record, KeepOptions};
 use lanspread_core::{Catalog, CatalogEntry, GameId};
 use lanspread_memfs::{MemFs, Node};
 use lanspread_ports::fs::Fs;
 use lanspread_ports::path::RelPath;
-use lanspread_ports::unpack::{ProgressFn, UnpackError, UnpackProgress, Unpacker};
+use lanspread_ports::unpack::{ProgressFn, UnpackError, UnpackProgress, UnpackedFile, Unpacker};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -39,7 +40,8 @@ pub fn p(s: &str) -> RelPath {
 
 /// A fake archive format: one entry per line, `path=content` for a file,
 /// `dir:path` for a directory, `!corrupt` fails the unpack right there
-/// (after the earlier entries were written).
+/// (after the earlier entries were written). Like a real unpacker it
+/// returns the files it wrote, hashed from the bytes it wrote.
 pub struct FakeUnpacker;
 
 pub fn fake_archive(entries: &[(&str, &str)]) -> String {
@@ -55,8 +57,15 @@ impl Unpacker for FakeUnpacker {
         file_name.ends_with(".fake")
     }
 
-    async fn unpack(&self, fs: Arc<dyn Fs>, archive: &RelPath, target: &RelPath, progress: ProgressFn<'_>) -> Result<(), UnpackError> {
+    async fn unpack(
+        &self,
+        fs: Arc<dyn Fs>,
+        archive: &RelPath,
+        target: &RelPath,
+        progress: ProgressFn<'_>,
+    ) -> Result<Vec<UnpackedFile>, UnpackError> {
         let io = |e: lanspread_ports::fs::FsError| UnpackError::Io(e.to_string());
+        let mut written = BTreeMap::new();
         let data = fs.read_file(archive, 1 << 20).await.map_err(io)?;
         let text = String::from_utf8(data).map_err(|_| UnpackError::Corrupt(archive.to_string()))?;
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -77,10 +86,13 @@ impl Unpacker for FakeUnpacker {
                 let h = fs.open_write(&dest).await.map_err(io)?;
                 h.set_len(0).await.map_err(io)?;
                 h.write_at(0, Bytes::copy_from_slice(content.as_bytes())).await.map_err(io)?;
+                written.insert(rel, content.as_bytes().to_vec());
             }
             progress(UnpackProgress { done: i as u64 + 1, total: Some(lines.len() as u64) });
         }
-        Ok(())
+        let produced =
+            written.into_iter().map(|(path, data)| UnpackedFile { path, size: data.len() as u64, hash: *blake3::hash(&data).as_bytes() });
+        Ok(produced.collect())
     }
 }
 
@@ -220,11 +232,70 @@ pub fn plant_outside(fs: &MemFs) {
     fs.write_file("games/other/local/x", "1");
 }
 
-/// Everything but the game root `games/<id>`.
+/// Everything but the game root `games/<id>` and the kept files
+/// (`games/.lanspread-kept`).
 pub fn outside_of(tree: &BTreeMap<String, Node>, id: &str) -> BTreeMap<String, Node> {
     let root = format!("games/{id}");
     let pre = format!("{root}/");
-    tree.iter().filter(|(k, _)| **k != root && !k.starts_with(&pre)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    let kept = format!("games/{}", layout::KEPT);
+    let kept_pre = format!("{kept}/");
+    let mine = |k: &str| k == root || k.starts_with(&pre) || k == kept || k.starts_with(&kept_pre);
+    tree.iter().filter(|(k, _)| !mine(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Options of a test's install or uninstall (the kept directory is
+/// `<id>-1000`).
+pub fn keep(adopt: bool) -> KeepOptions {
+    KeepOptions { adopt, time: 1000 }
+}
+
+/// A `local/` tree (relative paths) without its record, after checking
+/// the record parses and every file it lists is there as recorded, unless
+/// the user changed it (`changed` lists such paths).
+pub fn strip_record(local: &BTreeMap<String, Node>, changed: &[&str]) -> Result<BTreeMap<String, Node>, String> {
+    let mut tree = local.clone();
+    let Some(node) = tree.remove(layout::RECORD) else { return Ok(tree) };
+    let Node::File(bytes) = node else { return Err(format!("the record is {node:?}")) };
+    let record = decode_record(&bytes).map_err(|e| format!("the record does not parse: {e}"))?;
+    for (path, produced) in &record {
+        if changed.contains(&path.as_str()) {
+            continue;
+        }
+        match tree.get(path.as_str()) {
+            Some(Node::File(d)) if d.len() as u64 == produced.size && *blake3::hash(d).as_bytes() == produced.hash => {}
+            other => return Err(format!("the record lists {path} ({} bytes) but local/ has {other:?}", produced.size)),
+        }
+    }
+    Ok(tree)
+}
+
+/// Files in the kept directories of `id` under `games`: (directory name,
+/// relative path, content).
+pub fn kept_files(tree: &BTreeMap<String, Node>, id: &str) -> Vec<(String, String, Vec<u8>)> {
+    let pre = format!("games/{}/", layout::KEPT);
+    let mut out = Vec::new();
+    for (path, node) in tree {
+        let (Some(rest), Node::File(d)) = (path.strip_prefix(&pre), node) else { continue };
+        let Some((dir, rel)) = rest.split_once('/') else { continue };
+        if dir.starts_with(&format!("{id}-")) {
+            out.push((dir.to_owned(), rel.to_owned(), d.clone()));
+        }
+    }
+    out
+}
+
+/// Every user file (path relative to `local/`, content) is in `local/` or
+/// in a kept directory of `g`, at the same relative path: never lost.
+pub fn check_user_files(tree: &BTreeMap<String, Node>, user: &[(&str, &str)]) -> Result<(), String> {
+    let kept = kept_files(tree, "g");
+    for (rel, content) in user {
+        let in_local = tree.get(&format!("games/g/local/{rel}")) == Some(&Node::File(content.as_bytes().to_vec()));
+        let in_kept = kept.iter().any(|(_, r, d)| r == rel && d == content.as_bytes());
+        if !in_local && !in_kept {
+            return Err(format!("the user's {rel} ({content:?}) is lost"));
+        }
+    }
+    Ok(())
 }
 
 /// Root-level names that must not survive a recovery (in a non-hostile root).

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod many;
+#[path = "mdns_v6.rs"]
+mod mdns_v6;
+
 /// Hosts of the test LAN: two seeders and two downloaders.
 const HOSTS: usize = 4;
 /// Lines of each log printed when a scenario fails.
@@ -45,7 +49,7 @@ struct Scenario {
     run: fn(&Cx, &mut Procs) -> Result<String, String>,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario { key: "a", name: "mdns: two seeders + one downloader, real mDNS, byte-identical, installed", run: mdns },
     Scenario { key: "b", name: "kill: a seeder is SIGKILLed mid-download, the other one finishes it", run: kill },
     Scenario {
@@ -53,6 +57,8 @@ const SCENARIOS: [Scenario; 3] = [
         name: "mixed: s2n-quic seeder + quinn seeder; quinn and s2n-quic downloaders, by mDNS and pinned cross-stack",
         run: mixed,
     },
+    Scenario { key: "d", name: "many: 16,000 files and a zip of them, RLIMIT_NOFILE 256 on both sides, verified", run: many::many },
+    Scenario { key: "v6", name: "mdns-v6: a seeder reachable only at its IPv6 link-local address joins by mDNS", run: mdns_v6::mdns_v6 },
 ];
 
 /// Runs every scenario (or those in `only`) on a fresh LAN.
@@ -60,7 +66,8 @@ pub fn run_all(bin: &Path, work: &Path, keep: bool, only: Option<&[String]>) -> 
     let started = Instant::now();
     if let Some(only) = only {
         if let Some(bad) = only.iter().find(|k| !SCENARIOS.iter().any(|s| s.key == k.as_str())) {
-            return Err(format!("--only: no scenario {bad:?} (a, b, c)"));
+            let keys: Vec<&str> = SCENARIOS.iter().map(|s| s.key).collect();
+            return Err(format!("--only: no scenario {bad:?} ({})", keys.join(", ")));
         }
     }
     eprintln!("lan: removing leftovers of an earlier run, if any");
