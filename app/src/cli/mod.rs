@@ -38,7 +38,7 @@ pub struct NetArgs {
     /// Catalog file (default: DIR/catalog.toml).
     #[arg(long, value_name = "FILE")]
     pub catalog: Option<PathBuf>,
-    /// Address to listen on (default 0.0.0.0:0 for clients, 0.0.0.0:47800 for serve).
+    /// Address to listen on (default [::]:0 for clients, [::]:47800 for serve; both IPv4 and IPv6).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// QUIC implementation.
@@ -85,7 +85,7 @@ enum Command {
         /// Install over a local/ lanspread did not make, keeping its files as yours.
         #[arg(long)]
         adopt: bool,
-        /// Seconds to wait for a peer holding the game.
+        /// Seconds to wait for a peer holding the game, and, once the download runs, for a new one when every holder left or was banned.
         #[arg(long, default_value_t = 10.0)]
         wait: f64,
         /// Machine-readable output.

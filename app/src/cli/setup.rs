@@ -162,6 +162,18 @@ pub struct Running {
 
 /// Starts a peer on real adapters.
 pub async fn start(net: &NetArgs, default_port: u16, what: &str, auto_install: bool) -> Result<Running, String> {
+    start_with(net, default_port, what, auto_install, None).await
+}
+
+/// [`start`], with how long a download waits for a new holder when none is
+/// usable (`None`: the runtime's default).
+pub async fn start_with(
+    net: &NetArgs,
+    default_port: u16,
+    what: &str,
+    auto_install: bool,
+    holder_wait: Option<Duration>,
+) -> Result<Running, String> {
     let file = load_file_config()?;
     let games = check_games_dir(&net.games)?;
     let catalog = load_catalog(&games, net.catalog.as_deref())?;
@@ -185,13 +197,16 @@ pub async fn start(net: &NetArgs, default_port: u16, what: &str, auto_install: b
     };
     let mut static_peers = net.peers.clone();
     static_peers.extend(file.peers.iter().copied());
-    let config = PeerConfig {
+    let mut config = PeerConfig {
         catalog: catalog.clone(),
         static_peers,
         party_key: net.party_key.clone().or(file.party_key),
         auto_install,
         ..PeerConfig::default()
     };
+    if let Some(wait) = holder_wait {
+        config.sched.holder_wait = wait;
+    }
     let ports = Ports {
         fs,
         fs_provider: Some(Arc::new(lanspread_capfs::CapFsProvider)),
@@ -291,7 +306,10 @@ pub async fn get(game: String, net: NetArgs, install: bool, adopt: bool, wait: f
     let id = GameId::new(game.clone()).map_err(|e| format!("{game:?}: {e}"))?;
     // The runtime's own install after a download never adopts: with
     // --adopt, the install is asked for explicitly once the download is in.
-    let mut r = start(&net, 0, "get", install && !adopt).await?;
+    // --wait bounds both the wait for a first holder and, once the
+    // download runs, the wait for a new one when none is usable.
+    let holder_wait = Duration::from_secs_f64(wait.max(0.0));
+    let mut r = start_with(&net, 0, "get", install && !adopt, Some(holder_wait)).await?;
     if !r.catalog.contains(&id) {
         r.handle.shutdown().await;
         return Err(format!(
@@ -366,6 +384,9 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, adopt: bool,
             }
             PeerEvent::PeerBanned { peer, reason } => {
                 bar.println(format!("peer {peer} banned: {reason}"));
+            }
+            PeerEvent::DownloadWaiting { reason, .. } => {
+                bar.println(format!("{reason}; waiting up to {wait:.0} s for another peer that holds {id}"));
             }
             PeerEvent::InstallBegin { update, .. } if !json => say!("{} {id}...", if update { "updating" } else { "installing" }),
             PeerEvent::InstallFinished { .. } => {

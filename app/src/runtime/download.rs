@@ -244,7 +244,7 @@ async fn transfer(
                 }
                 TransferAction::PeerBanned { peer, reason } => sh.emit(PeerEvent::PeerBanned { peer, reason }),
                 TransferAction::WaitingForHolders { why, until } => {
-                    tracing::warn!("{id}: {why}; waiting {:?} for another holder", until.saturating_since(now));
+                    sh.emit(PeerEvent::DownloadWaiting { id: id.clone(), reason: why, deadline: until });
                 }
                 TransferAction::Complete => end = Some(Ok(())),
                 TransferAction::Failed(why) => end = Some(Err(format!("download of {id} failed: {why}"))),

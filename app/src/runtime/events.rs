@@ -2,7 +2,7 @@
 
 use lanspread_core::db::GameView;
 use lanspread_core::game::{GameId, Version};
-use lanspread_ports::{PeerId, RelPath};
+use lanspread_ports::{PeerId, RelPath, Timestamp};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -149,6 +149,16 @@ pub enum PeerEvent {
         /// Totals.
         stats: TransferStats,
     },
+    /// No usable holder is left (every one left or was banned): the
+    /// download waits for a new one until `deadline`, then fails.
+    DownloadWaiting {
+        /// Game.
+        id: GameId,
+        /// Why no holder is usable.
+        reason: String,
+        /// When the download fails if no holder came.
+        deadline: Timestamp,
+    },
     /// A download failed or was cancelled.
     DownloadFailed {
         /// Game.
@@ -249,6 +259,7 @@ impl PeerEvent {
             | DownloadProgress { id, .. }
             | DownloadFinished { id, .. }
             | DownloadFailed { id, .. }
+            | DownloadWaiting { id, .. }
             | InstallBegin { id, .. }
             | InstallProgress { id, .. }
             | InstallFinished { id }

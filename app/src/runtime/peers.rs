@@ -278,8 +278,8 @@ pub(crate) fn learn_peer(sh: &Arc<Shared>, id: PeerId, addr: SocketAddr) -> bool
 /// picks it up on its next membership check, not on a liveness tick); so
 /// is a known peer's when it shows addresses we did not know while we
 /// have no connection to it (mDNS resolves addresses one by one, and the
-/// first ones may have been unreachable). Refuses our own id, banned
-/// peers, and adverts without a usable address.
+/// first ones may have been unreachable). Refuses our own id and adverts
+/// without a usable address. (Bans are per download, see `download.rs`.)
 pub(crate) fn learn_peer_addrs(sh: &Arc<Shared>, id: PeerId, addrs: &[SocketAddr]) -> bool {
     if id == sh.ports.transport.local_id() {
         return false;
@@ -295,9 +295,6 @@ pub(crate) fn learn_peer_addrs(sh: &Arc<Shared>, id: PeerId, addrs: &[SocketAddr
         let mut grew = false;
         for a in &order {
             grew |= st.known_ids.insert(*a, id) != Some(id);
-        }
-        if st.banned.contains(&id) {
-            return false;
         }
         // Keep the address that worked if the peer still has it.
         let primary = st.db.peer(&id).map(|p| p.addr).filter(|a| order.contains(a)).unwrap_or(first);

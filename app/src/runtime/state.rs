@@ -24,8 +24,6 @@ pub(crate) struct State {
     pub peer_revs: BTreeMap<PeerId, u64>,
     /// Identities already seen per address (key changes are refused).
     pub known_ids: BTreeMap<std::net::SocketAddr, PeerId>,
-    /// Peers banned for corrupt data.
-    pub banned: std::collections::BTreeSet<PeerId>,
 }
 
 /// The connection to one peer, dialed at most once at a time.
@@ -64,7 +62,6 @@ impl Shared {
                 cancels: BTreeMap::new(),
                 peer_revs: BTreeMap::new(),
                 known_ids: BTreeMap::new(),
-                banned: Default::default(),
             }),
             scanner: tokio::sync::Mutex::new(Scanner::default()),
             conns: Mutex::new(BTreeMap::new()),
