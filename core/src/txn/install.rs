@@ -335,19 +335,14 @@ impl<F: Fn(&str) -> bool> Planner for InstallPlanner<F> {
         if self.kind == InstallKind::Installed {
             return Ok(self.unpack_steps(f));
         }
-        require_owned(f, &self.keep)?;
-        let survey = Survey::new(root, f.local_marked);
-        let reads = survey.start();
-        self.survey = Some(survey);
-        Ok(Decision::Read(reads))
+        start_survey(&mut self.survey, f, &self.keep)
     }
 
     fn read(&mut self, f: &RootFacts, results: Vec<(FsOp, OpResult)>) -> Result<Decision, TxnError> {
-        let survey = self.survey.as_mut().ok_or_else(|| internal(f, "no survey"))?;
-        let next = survey.feed(results)?;
-        if !next.is_empty() {
-            return Ok(Decision::Read(next));
-        }
+        let survey = match feed_survey(&mut self.survey, f, results)? {
+            Ok(survey) => survey,
+            Err(more) => return Ok(more),
+        };
         self.sorted = survey.sort();
         Ok(self.unpack_steps(f))
     }
@@ -445,19 +440,14 @@ impl Planner for UninstallPlanner {
         }
         f.require_absent(layout::INSTALLING)?;
         f.require_absent(layout::BACKUP)?;
-        require_owned(f, &self.keep)?;
-        let survey = Survey::new(root, f.local_marked);
-        let reads = survey.start();
-        self.survey = Some(survey);
-        Ok(Decision::Read(reads))
+        start_survey(&mut self.survey, f, &self.keep)
     }
 
     fn read(&mut self, f: &RootFacts, results: Vec<(FsOp, OpResult)>) -> Result<Decision, TxnError> {
-        let survey = self.survey.as_mut().ok_or_else(|| internal(f, "no survey"))?;
-        let next = survey.feed(results)?;
-        if !next.is_empty() {
-            return Ok(Decision::Read(next));
-        }
+        let survey = match feed_survey(&mut self.survey, f, results)? {
+            Ok(survey) => survey,
+            Err(more) => return Ok(more),
+        };
         let sorted = survey.sort();
         self.steps(f, sorted).map(Decision::Execute)
     }
@@ -472,5 +462,32 @@ impl Planner for UninstallPlanner {
 
     fn output(&mut self) -> UninstallOutcome {
         UninstallOutcome { kept: self.out.as_ref().map(|m| m.to.clone()) }
+    }
+}
+
+/// Refuses an unowned `local/` (unless adopted), then starts the read-only
+/// survey of who owns each of its files: the first stage of an update and
+/// of an uninstall.
+fn start_survey(slot: &mut Option<Survey>, f: &RootFacts, keep: &KeepOptions) -> Result<Decision, TxnError> {
+    require_owned(f, keep)?;
+    let survey = Survey::new(&f.root, f.local_marked);
+    let reads = survey.start();
+    *slot = Some(survey);
+    Ok(Decision::Read(reads))
+}
+
+/// Feeds the survey's reads: `Ok(Ok(survey))` once it has seen the whole
+/// tree, `Ok(Err(decision))` while it needs more reads.
+fn feed_survey<'s>(
+    slot: &'s mut Option<Survey>,
+    f: &RootFacts,
+    results: Vec<(FsOp, OpResult)>,
+) -> Result<Result<&'s mut Survey, Decision>, TxnError> {
+    let survey = slot.as_mut().ok_or_else(|| internal(f, "no survey"))?;
+    let next = survey.feed(results)?;
+    if next.is_empty() {
+        Ok(Ok(survey))
+    } else {
+        Ok(Err(Decision::Read(next)))
     }
 }
