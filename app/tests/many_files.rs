@@ -132,5 +132,4 @@ fn a_game_of_16000_files_is_served_fetched_and_installed_with_256_descriptors() 
         assert_eq!(installed[Path::new(&zipped_name(i))], content(i)[..200], "{}", zipped_name(i));
     }
     eprintln!("16,200 files fetched and 5,000 installed in {:?}", started.elapsed());
-
 }

@@ -80,10 +80,9 @@ impl ServeView {
         match req {
             Request::ListGames => Reply::Message(Response::Games(self.games.values().map(|g| g.summary.clone()).collect())),
             Request::GetGame { id } => match self.games.get(id) {
-                Some(g) => Reply::Message(Response::Game(Box::new(GameDetails {
-                    summary: g.summary.clone(),
-                    manifest: (*g.manifest).clone(),
-                }))),
+                Some(g) => {
+                    Reply::Message(Response::Game(Box::new(GameDetails { summary: g.summary.clone(), manifest: (*g.manifest).clone() })))
+                }
                 None => refuse(ErrorCode::UnknownGame, format!("game {id} is not served here")),
             },
             Request::GetUnit { id, digest, unit } => self.unit(id, digest, *unit),

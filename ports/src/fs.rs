@@ -293,7 +293,10 @@ pub trait Fs: Send + Sync + 'static {
         for piece in pieces {
             let data = self.open_read(&piece.path).await?.read_at(piece.offset, piece.len).await?;
             if data.len() != piece.len {
-                return Err(FsError::new(FsErrorKind::Io, format!("{}: {} bytes at {} are past the end", piece.path, piece.len, piece.offset)));
+                return Err(FsError::new(
+                    FsErrorKind::Io,
+                    format!("{}: {} bytes at {} are past the end", piece.path, piece.len, piece.offset),
+                ));
             }
             out.push(data);
         }
