@@ -61,6 +61,14 @@ pub struct GameView {
     pub size: u64,
     /// Summary of the state.
     pub availability: Availability,
+    /// Whether the local copy is offered to peers (downloaded, with a
+    /// manifest the name rule accepts).
+    #[serde(default)]
+    pub shared: bool,
+    /// What the scan found wrong with the local copy, for the user (e.g.
+    /// "not shared: ... are the same path on a case-insensitive disk").
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 /// Which peers to download a version from, with one pinned manifest.
@@ -275,7 +283,21 @@ impl GameDb {
             Availability::Unavailable
         };
         let size = remote_summary.map(|s| s.size).or_else(|| local.and_then(|g| g.manifest.as_ref()).map(|m| m.total_size())).unwrap_or(0);
-        GameView { id: id.clone(), name, catalog, local_version, installed, latest_remote, peers_with_latest, size, availability }
+        let shared = local.is_some_and(|g| g.version.is_some() && g.manifest.is_some());
+        let problems = local.map(|g| g.problems.clone()).unwrap_or_default();
+        GameView {
+            id: id.clone(),
+            name,
+            catalog,
+            local_version,
+            installed,
+            latest_remote,
+            peers_with_latest,
+            size,
+            availability,
+            shared,
+            problems,
+        }
     }
 }
 

@@ -62,6 +62,9 @@ pub fn print_games(games: &[GameView], json: bool) {
             size(g.size),
             g.peers_with_latest.len(),
         );
+        for problem in &g.problems {
+            say!("{:<20} ! {problem}", "");
+        }
     }
 }
 

@@ -245,7 +245,7 @@ pub async fn serve(net: NetArgs) -> Result<(), String> {
     let mut r = start(&net, DEFAULT_PORT, "serve", false).await?;
     let served = loop {
         match r.events.recv().await {
-            Some(PeerEvent::LibrarySnapshot { games, .. }) => break games.iter().filter(|g| g.local_version.is_some()).count(),
+            Some(PeerEvent::LibrarySnapshot { games, .. }) => break games.iter().filter(|g| g.shared).count(),
             Some(PeerEvent::RuntimeFailure(e)) => eprintln!("lanspread: {e}"),
             Some(_) => {}
             None => return Err("the peer stopped unexpectedly".into()),
