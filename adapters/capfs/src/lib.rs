@@ -277,6 +277,11 @@ impl<'a> ParentCache<'a> {
 /// Opens the regular file `name` in `dir` (`path` is its full path, for
 /// errors), never following a link and never blocking on a special file.
 fn open_in(dir: &Dir, name: &str, path: &RelPath, write: bool) -> FsResult<(File, u64)> {
+    if write {
+        if let Some(file) = create_new_in(dir, name) {
+            return Ok((file, 0));
+        }
+    }
     if let Ok(m) = dir.symlink_metadata(name) {
         check_regular(kind_of(m.file_type()), path)?;
     }
@@ -291,6 +296,19 @@ fn open_in(dir: &Dir, name: &str, path: &RelPath, write: bool) -> FsResult<(File
     let m = file.metadata().map_err(|e| io_err(e, &path.to_string()))?;
     check_regular(kind_of(m.file_type()), path)?;
     Ok((file, m.len()))
+}
+
+/// Creates `name` in `dir` if nothing is there (`O_CREAT | O_EXCL`, which
+/// never follows a link: a dangling symlink makes it fail with `EEXIST`).
+/// A file made here is new and regular, so the checks [`open_in`] makes on
+/// an existing entry (two `statx` per file) are not needed: a download or an
+/// install of 16,000 new files saves 32,000 system calls. `None`: something
+/// is there (or the create failed), and the caller opens it the checked way.
+fn create_new_in(dir: &Dir, name: &str) -> Option<File> {
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create_new(true).follow(FollowSymlinks::No);
+    nonblocking(&mut opts);
+    dir.open_with(name, &opts).ok()
 }
 
 impl Inner {
