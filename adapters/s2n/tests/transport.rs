@@ -85,7 +85,8 @@ fn refuses_link_local_at_once() {
         let started = std::time::Instant::now();
         let r = a.connect(target, Some(b.local_id())).await;
         assert!(matches!(r, Err(lanspread_ports::TransportError::Connect { .. })), "{:?}", r.map(|c| c.remote_addr()));
-        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // Refused by the endpoint itself, not after a handshake timeout (seconds).
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         // The same endpoints still talk over IPv4 on that link.
         let v4: SocketAddr = format!("10.99.0.2:{}", b.local_addr().port()).parse().unwrap();
         transport_suite::dial_and_echo(&a, &b, v4).await;
