@@ -246,6 +246,13 @@ impl Manifest {
         *blake3::hash(&bytes).as_bytes()
     }
 
+    /// Each entry's path beneath `root` (its game root), in manifest order:
+    /// computed once per manifest by those who address its files often
+    /// (the server per unit request, the downloader per write).
+    pub fn paths_under(&self, root: &RelPath) -> Result<Vec<RelPath>, lanspread_ports::PathError> {
+        self.files.iter().map(|f| root.join(f.path.as_str())).collect()
+    }
+
     /// Looks a file up by path.
     pub fn file(&self, path: &RelPath) -> Option<&FileEntry> {
         self.files.binary_search_by(|f| f.path.cmp(path)).ok().map(|i| &self.files[i])

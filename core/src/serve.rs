@@ -35,13 +35,17 @@ pub struct ServedGame {
     pub manifest: Arc<Manifest>,
     /// The manifest's units.
     pub layout: Arc<UnitLayout>,
+    /// Each manifest entry's path beneath the game directory (empty if one
+    /// cannot be formed, and then no unit is served).
+    paths: Vec<RelPath>,
 }
 
 impl ServedGame {
     /// Serves `manifest` under `summary`.
     pub fn new(summary: GameSummary, manifest: Manifest) -> Self {
         let layout = Arc::new(UnitLayout::of(&manifest));
-        ServedGame { summary, manifest: Arc::new(manifest), layout }
+        let paths = manifest.paths_under(&summary.id.root()).unwrap_or_default();
+        ServedGame { summary, manifest: Arc::new(manifest), layout, paths }
     }
 }
 
@@ -125,10 +129,9 @@ impl ServeView {
         }
         let mut out = Vec::with_capacity(pieces.len());
         for p in pieces {
-            let file = &game.manifest.files[p.file.index()];
-            match id.root().join(file.path.as_str()) {
-                Ok(path) => out.push(ReadPiece { path, offset: p.offset, len: p.len as usize }),
-                Err(e) => return refuse(ErrorCode::BadRequest, e.to_string()),
+            match game.paths.get(p.file.index()) {
+                Some(path) => out.push(ReadPiece { path: path.clone(), offset: p.offset, len: p.len as usize }),
+                None => return refuse(ErrorCode::BadRequest, format!("{id}: a path of its manifest is too long to serve")),
             }
         }
         Reply::Pieces { pieces: out, len: game.layout.len(unit) }

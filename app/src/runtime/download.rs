@@ -340,8 +340,7 @@ struct Job {
 
 impl Job {
     fn new(sh: Arc<Shared>, id: &GameId, manifest: &Manifest, layout: Arc<UnitLayout>) -> Result<Self, String> {
-        let root = id.root();
-        let paths = manifest.files.iter().map(|f| root.join(f.path.as_str()).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        let paths = manifest.paths_under(&id.root()).map_err(|e| e.to_string())?;
         let sentinel = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
         Ok(Job {
             sh,
