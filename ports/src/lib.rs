@@ -2,8 +2,8 @@
 //!
 //! Every trait here is `async_trait`, object safe and meant to be used as
 //! `Arc<dyn Trait>`. The domain crate (`lanspread-core`) and the runtime
-//! (`lanspread-app`) only ever talk to the outside world through these
-//! traits; adapters under `adapters/` implement them.
+//! (in the library `lanspread`) only ever talk to the outside world through
+//! these traits; adapters under `adapters/` implement them.
 //!
 //! This crate depends on no runtime and no IO crate.
 #![forbid(unsafe_code)]

@@ -17,7 +17,7 @@ use crate::clock::SimClock;
 use crate::game::SimUnpacker;
 use crate::net::{HostConfig, HostId, SimNet};
 use crate::rng::SimRng;
-use lanspread_app::runtime::{start_peer, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+use lanspread::runtime::{start_peer, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
 use lanspread_core::catalog::Catalog;
 use lanspread_memfs::MemFs;
 use lanspread_ports::{Clock, PeerId};

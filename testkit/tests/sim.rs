@@ -1,6 +1,6 @@
 //! Many-peer scenarios in simulation, asserted on (deterministic) virtual time.
 
-use lanspread_app::runtime::{OperationKind, PeerCommand, PeerEvent};
+use lanspread::runtime::{OperationKind, PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
 use lanspread_memfs::{CrashModel, MemFs, Node};
 use lanspread_testkit::game::catalog_of;
@@ -311,7 +311,7 @@ fn update_keeps_the_old_version_playable_until_commit() {
 }
 
 /// The stats of the last `DownloadFinished` of `id` on `peer`.
-fn last_transfer(sim: &Sim, peer: &str, id: &GameId) -> lanspread_app::runtime::TransferStats {
+fn last_transfer(sim: &Sim, peer: &str, id: &GameId) -> lanspread::runtime::TransferStats {
     sim.events(peer)
         .into_iter()
         .rev()

@@ -3,7 +3,7 @@
 //! hostile requests.
 
 use bytes::Bytes;
-use lanspread_app::runtime::{PeerCommand, PeerEvent};
+use lanspread::runtime::{PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
 use lanspread_core::protocol::{self, Hello, Request, Response, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION};
 use lanspread_core::wire;

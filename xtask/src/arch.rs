@@ -1,5 +1,5 @@
 //! The dependency rule of the hexagonal workspace, checked from `cargo metadata`
-//! and from the sources of `core`.
+//! and from the sources of `core` and of the `lanspread` library.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -28,6 +28,18 @@ const ADAPTER_SUPPORT: &[&str] = &["lanspread-tls"];
 /// Text that must never appear in core's sources.
 const CORE_FORBIDDEN_TEXT: &[&str] =
     &["std::fs", "std::net::Tcp", "std::net::Udp", "Instant::now", "SystemTime::now", "tokio", "std::thread"];
+
+/// The library crate of the app layer: the runtime and the builder.
+const LIBRARY: &str = "lanspread";
+/// Its sources.
+const LIBRARY_SRC: &str = "app/lanspread/src";
+/// CLI machinery the library must not depend on (it belongs to `lanspread-cli`).
+const LIBRARY_FORBIDDEN_DEPS: &[&str] = &["clap", "indicatif", "tracing-subscriber", "directories", "anyhow"];
+/// Adapter crates the library names only in its builder.
+const ADAPTER_CRATES: &[&str] =
+    &["lanspread_quinn", "lanspread_s2n", "lanspread_mdns", "lanspread_capfs", "lanspread_tls", "lanspread_unpack", "lanspread_clock"];
+/// The one module of the library that may name them.
+const LIBRARY_BUILDER: &str = "builder.rs";
 
 #[derive(Debug)]
 struct Pkg {
@@ -75,6 +87,9 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
             if dep == "lanspread-testkit" && normal {
                 v.push(format!("{} depends on lanspread-testkit outside dev-dependencies: testkit is only a dev-dependency", p.name));
             }
+            if p.name == LIBRARY && normal && LIBRARY_FORBIDDEN_DEPS.contains(&dep.as_str()) {
+                v.push(format!("{LIBRARY} depends on {dep}: the library holds no CLI machinery (that is lanspread-cli's)"));
+            }
             match p.layer.as_str() {
                 "ports" if normal && !PORTS_ALLOWED.contains(&dep.as_str()) => v.push(format!(
                     "ports: {} depends on {dep}: ports holds traits and plain types and depends on no runtime, IO or lanspread crate",
@@ -105,23 +120,25 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
         }
     }
     // Sources of core: no IO, no clock, no runtime, even through a full path.
-    let mut stack = vec![root.join("core/src")];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|x| x == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                for (n, line) in text.lines().enumerate() {
-                    let code = line.split("//").next().unwrap_or("");
-                    for bad in CORE_FORBIDDEN_TEXT {
-                        if code.contains(bad) {
-                            v.push(format!("{}:{}: core mentions `{bad}`: core does no IO and reads no clock", path.display(), n + 1));
-                        }
-                    }
-                }
+    for (path, n, code) in code_lines(&root.join("core/src")) {
+        for bad in CORE_FORBIDDEN_TEXT {
+            if code.contains(bad) {
+                v.push(format!("{}:{n}: core mentions `{bad}`: core does no IO and reads no clock", path.display()));
+            }
+        }
+    }
+    // Sources of the library: only the builder names adapter crates.
+    let builder = root.join(LIBRARY_SRC).join(LIBRARY_BUILDER);
+    for (path, n, code) in code_lines(&root.join(LIBRARY_SRC)) {
+        if path == builder {
+            continue;
+        }
+        for adapter in ADAPTER_CRATES {
+            if code.contains(adapter) {
+                v.push(format!(
+                    "{}:{n}: {LIBRARY} mentions `{adapter}` outside {LIBRARY_BUILDER}: only the builder chooses adapters",
+                    path.display()
+                ));
             }
         }
     }
@@ -136,6 +153,33 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(v)
+}
+
+/// Every line of the Rust sources beneath `dir` (path, 1-based line number,
+/// the text before any `//`), files in a stable order.
+fn code_lines(dir: &Path) -> Vec<(std::path::PathBuf, usize, String)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            out.push((path.clone(), n + 1, line.split("//").next().unwrap_or("").to_owned()));
+        }
+    }
+    out
 }
 
 /// `cargo xtask arch`.

@@ -76,7 +76,7 @@ pub fn lanspread_bin(root: &Path, bin: Option<PathBuf>) -> Result<PathBuf, Strin
     let bin = match bin {
         Some(b) => b.canonicalize().map_err(|e| format!("--bin {}: {e}", b.display()))?,
         None => {
-            sh(cargo().args(["build", "--release", "-p", "lanspread-app", "--bin", "lanspread"]))?;
+            sh(cargo().args(["build", "--release", "-p", "lanspread-cli", "--bin", "lanspread"]))?;
             target_dir(root).join("release").join("lanspread")
         }
     };

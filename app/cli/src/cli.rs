@@ -1,32 +1,38 @@
-//! The `lanspread` program: the only place where adapters are chosen.
+//! The command line: arguments, and the entry point that dispatches them.
 
-mod demo;
-mod limits;
-mod output;
-mod setup;
-
+use crate::{demo, limits, setup};
 use clap::{Parser, Subcommand, ValueEnum};
+use lanspread::TransportKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Share a game library across the LAN, peer to peer.
 #[derive(Parser, Debug)]
-#[command(name = "lanspread", version, about)]
+// `about` is spelled out: it was the description of the former
+// `lanspread-app` package, and the help must not change with the split.
+#[command(name = "lanspread", version, about = "The lanspread peer runtime (assembled from ports) and the lanspread program")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-/// Which QUIC stack to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
+/// Which QUIC stack to use (the command line's face of [`TransportKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportArg {
     /// s2n-quic.
     S2n,
     /// quinn.
-    #[default]
     Quinn,
+}
+
+impl From<TransportArg> for TransportKind {
+    fn from(arg: TransportArg) -> Self {
+        match arg {
+            TransportArg::S2n => TransportKind::S2n,
+            TransportArg::Quinn => TransportKind::Quinn,
+        }
+    }
 }
 
 /// Options shared by the commands that join the LAN.
@@ -43,7 +49,7 @@ pub struct NetArgs {
     pub listen: Option<SocketAddr>,
     /// QUIC implementation.
     #[arg(long, value_enum)]
-    pub transport: Option<TransportKind>,
+    pub transport: Option<TransportArg>,
     /// A peer to dial directly (repeatable), for networks where multicast is blocked.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<SocketAddr>,
@@ -138,8 +144,8 @@ enum Command {
         #[arg(long, default_value_t = 192)]
         size_mib: u64,
         /// QUIC implementation of the seeders (the downloader uses the other one when `mixed`).
-        #[arg(long, value_enum, default_value_t = TransportKind::Quinn)]
-        transport: TransportKind,
+        #[arg(long, value_enum, default_value_t = TransportArg::Quinn)]
+        transport: TransportArg,
         /// Keep the demo directory instead of deleting it.
         #[arg(long)]
         keep: bool,
@@ -195,7 +201,7 @@ pub fn main() -> ExitCode {
             Command::Remove(a) => setup::local_op(setup::LocalOp::Remove, &a.game, &a.games, a.catalog.as_deref()).await,
             Command::Status { games, catalog, json } => setup::status(&games, catalog.as_deref(), json).await,
             Command::GenGame { games, id, size_mib, version, seed } => demo::gen_game(&games, &id, size_mib, &version, seed),
-            Command::Demo { seeders, size_mib, transport, keep } => demo::run(seeders, size_mib, transport, keep).await,
+            Command::Demo { seeders, size_mib, transport, keep } => demo::run(seeders, size_mib, transport.into(), keep).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));

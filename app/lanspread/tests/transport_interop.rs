@@ -1,7 +1,7 @@
 //! Interop of the two QUIC transport adapters: s2n-quic dials quinn and
 //! quinn dials s2n-quic (same ALPN, rustls on both sides, same exporter).
 
-#[path = "../../adapters/tls/tests-common/transport_suite.rs"]
+#[path = "../../../adapters/tls/tests-common/transport_suite.rs"]
 mod transport_suite;
 
 use lanspread_ports::Transport;
@@ -98,7 +98,7 @@ async fn keep_alive_across_stacks() {
 }
 
 /// Manual benchmark:
-/// `cargo test -p lanspread-app --test transport_interop -- --ignored --nocapture`.
+/// `cargo test -p lanspread --test transport_interop -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput_one_way_256mib() {

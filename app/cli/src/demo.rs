@@ -1,19 +1,15 @@
 //! `lanspread demo`: a throwaway LAN of several peers in this process, on
 //! loopback with real QUIC, sharing a generated game.
 
-use super::output::say;
-use super::setup::{self, Running};
-use super::{output, TransportKind};
-use crate::runtime::{start_peer, NoDiscovery, PeerConfig, PeerEvent, Ports};
+use crate::output::{self, say};
+use crate::setup::{self, Running};
+use lanspread::{Builder, DiscoveryKind, PeerEvent, TransportKind};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
-use lanspread_ports::Fs;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 const GAME: &str = "demo-arena";
 
@@ -114,21 +110,21 @@ fn hash_tree(root: &Path) -> std::io::Result<Vec<(PathBuf, [u8; 32])>> {
 }
 
 async fn start_demo_peer(dir: &Path, kind: TransportKind, static_peers: Vec<SocketAddr>, catalog: &Catalog) -> Result<Running, String> {
-    let identity = lanspread_tls::Identity::generate().map_err(|e| e.to_string())?;
-    let transport = setup::make_transport(kind, SocketAddr::from(([127, 0, 0, 1], 0)), &identity)?;
-    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?);
-    let config = PeerConfig { catalog: catalog.clone(), static_peers, ..PeerConfig::default() };
-    let ports = Ports {
-        fs,
-        fs_provider: None,
-        transport,
-        discovery: Arc::new(NoDiscovery),
-        unpacker: Arc::new(lanspread_unpack::MultiUnpacker::standard()),
-        clock: Arc::new(lanspread_clock::TokioClock::new()),
-    };
-    let (tx, events) = mpsc::unbounded_channel();
-    let handle = start_peer(config, ports, tx);
-    Ok(Running { handle, events, catalog: catalog.clone(), _lock: None })
+    // A throwaway peer: a fresh identity, no lock, no discovery, loopback.
+    let assembled = Builder::new()
+        .game_dir(dir)
+        .dir_lock(false)
+        .fs_provider(None)
+        .catalog(catalog.clone())
+        .ephemeral_identity()
+        .transport(kind)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .discovery(DiscoveryKind::None)
+        .static_peers(static_peers)
+        .assemble()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Running::start(assembled, catalog.clone()))
 }
 
 pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool) -> Result<(), String> {

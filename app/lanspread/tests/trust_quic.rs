@@ -2,7 +2,7 @@
 //! keeps strangers out, a lying seeder is banned, a pinned peer's key change
 //! is refused by the transport.
 
-use lanspread_app::runtime::{start_peer, NoDiscovery, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+use lanspread::runtime::{start_peer, NoDiscovery, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
 use lanspread_ports::{Fs, Transport, TransportError};

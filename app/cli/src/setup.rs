@@ -1,19 +1,19 @@
-//! Assembling a peer from real adapters: config, identity, lock, ports.
+//! Starting a peer for a command: the config file, the per-directory
+//! identity and the catalog live here; the peer is assembled with
+//! [`lanspread::Builder`].
 
-use super::output;
-use super::output::say;
-use super::{NetArgs, TransportKind};
-use crate::runtime::NoDiscovery;
-use crate::runtime::{start_peer, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+use crate::cli::NetArgs;
+use crate::output;
+use crate::output::say;
 use indicatif::{ProgressBar, ProgressStyle};
+use lanspread::builder::{self, DirLock};
+use lanspread::{start_peer, Builder, DiscoveryKind, PeerCommand, PeerEvent, PeerRuntimeHandle, TransportKind};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
 use lanspread_core::scan::Scanner;
 use lanspread_core::txn;
-use lanspread_ports::{Discovery, Fs, Transport};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -21,7 +21,10 @@ use tokio::sync::mpsc;
 pub const DEFAULT_PORT: u16 = 47800;
 
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The builder's warning that mDNS is unavailable is said by this program
+    // in its own words (see `start_with`); RUST_LOG shows it too.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lanspread::builder=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
@@ -68,88 +71,16 @@ pub fn load_catalog(games: &Path, catalog: Option<&Path>) -> Result<Catalog, Str
     }
 }
 
+/// The game directory, checked and canonical (the key of its identity).
 fn check_games_dir(games: &Path) -> Result<PathBuf, String> {
-    match std::fs::metadata(games) {
-        Ok(m) if m.is_dir() => games.canonicalize().map_err(|e| format!("game directory {}: {e}", games.display())),
-        Ok(_) => Err(format!("game directory {} is not a directory", games.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("game directory {} does not exist", games.display())),
-        Err(e) => Err(format!("game directory {}: {e}", games.display())),
-    }
+    builder::check_game_dir(games).map_err(|e| e.to_string())
 }
 
-/// Exclusive lock of a game directory, held while the process runs.
-pub struct DirLock {
-    _file: fd_lock::RwLockWriteGuard<'static, std::fs::File>,
-}
-
-/// Takes the lock of `games`, or names the process that holds it.
-pub fn lock_games_dir(games: &Path, what: &str) -> Result<DirLock, String> {
-    let path = games.join(".lanspread.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let lock: &'static mut fd_lock::RwLock<std::fs::File> = Box::leak(Box::new(fd_lock::RwLock::new(file)));
-    match lock.try_write() {
-        Ok(mut guard) => {
-            use std::io::{Seek, Write};
-            let _ = guard.set_len(0);
-            let _ = guard.seek(std::io::SeekFrom::Start(0));
-            let _ = write!(guard, "pid {} ({what})", std::process::id());
-            let _ = guard.flush();
-            Ok(DirLock { _file: guard })
-        }
-        Err(_) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder.trim().to_owned() };
-            Err(format!("game directory {} is in use by another lanspread: {holder}", games.display()))
-        }
-    }
-}
-
-/// Builds a listening transport of `kind`.
-pub fn make_transport(kind: TransportKind, addr: SocketAddr, identity: &lanspread_tls::Identity) -> Result<Arc<dyn Transport>, String> {
-    let limits = lanspread_tls::TransportLimits::default();
-    Ok(match kind {
-        TransportKind::Quinn => {
-            lanspread_quinn::QuinnTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?
-        }
-        TransportKind::S2n => {
-            lanspread_s2n::S2nTransport::listen(addr, identity, limits).map_err(|e| format!("listening on {addr}: {e}"))?
-        }
-    })
-}
-
-/// Listens on `configured`, or by default on `[::]:port` (dual stack: one
-/// socket for IPv4 and IPv6, so peers that mDNS shows at IPv6 link-local
-/// addresses can be dialed and can dial us), falling back to `0.0.0.0:port`
-/// where IPv6 is unavailable (disabled in the kernel).
-fn listen_transport(
-    kind: TransportKind,
-    configured: Option<SocketAddr>,
-    port: u16,
-    identity: &lanspread_tls::Identity,
-) -> Result<Arc<dyn Transport>, String> {
-    if let Some(addr) = configured {
-        return make_transport(kind, addr, identity);
-    }
-    let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    make_transport(kind, dual, identity).or_else(|e| {
-        let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-        tracing::info!("{e}; trying {v4} (IPv4 only)");
-        make_transport(kind, v4, identity).map_err(|_| e)
-    })
-}
-
-/// The identity of a game directory: one per directory, kept in the config
-/// directory (never inside the game directory, never compiled in).
-pub fn identity_for(games: &Path) -> Result<lanspread_tls::Identity, String> {
+/// Where the identity of a game directory lives: one per directory, kept in
+/// the config directory (never inside the game directory, never compiled in).
+pub fn identity_for(games: &Path) -> PathBuf {
     let key = blake3::hash(games.as_os_str().as_encoded_bytes()).to_hex();
-    let dir = config_dir().join("identities").join(&key.as_str()[..16]);
-    lanspread_tls::Identity::load_or_create(&dir).map_err(|e| format!("identity in {}: {e}", dir.display()))
+    config_dir().join("identities").join(&key.as_str()[..16])
 }
 
 /// A running peer with its event stream.
@@ -158,6 +89,15 @@ pub struct Running {
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     pub catalog: Catalog,
     pub _lock: Option<DirLock>,
+}
+
+impl Running {
+    /// Starts an assembled peer.
+    pub fn start(assembled: builder::Assembled, catalog: Catalog) -> Running {
+        let (tx, events) = mpsc::unbounded_channel();
+        let handle = start_peer(assembled.config, assembled.ports, tx);
+        Running { handle, events, catalog, _lock: assembled.lock }
+    }
 }
 
 /// Starts a peer on real adapters.
@@ -177,47 +117,34 @@ pub async fn start_with(
     let file = load_file_config()?;
     let games = check_games_dir(&net.games)?;
     let catalog = load_catalog(&games, net.catalog.as_deref())?;
-    let lock = lock_games_dir(&games, what)?;
-    let identity = identity_for(&games)?;
-    let kind = net.transport.or(file.transport).unwrap_or_default();
-    let transport = listen_transport(kind, net.listen.or(file.listen), default_port, &identity)?;
-    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
+    let kind = net.transport.map(TransportKind::from).or(file.transport).unwrap_or_default();
     let no_mdns = net.no_mdns || file.no_mdns.unwrap_or(false);
-    let discovery: Arc<dyn Discovery> = if no_mdns {
-        Arc::new(NoDiscovery)
-    } else {
-        let cfg = lanspread_mdns::MdnsConfig { self_id: Some(identity.peer_id()), ..Default::default() };
-        match lanspread_mdns::MdnsDiscovery::new(cfg) {
-            Ok(d) => d,
-            Err(e) => {
-                eprintln!("lanspread: mDNS unavailable ({e}); only --peer addresses will be used");
-                Arc::new(NoDiscovery)
-            }
-        }
-    };
     let mut static_peers = net.peers.clone();
     static_peers.extend(file.peers.iter().copied());
-    let mut config = PeerConfig {
-        catalog: catalog.clone(),
-        static_peers,
-        party_key: net.party_key.clone().or(file.party_key),
-        auto_install,
-        ..PeerConfig::default()
+    let builder = Builder::new()
+        .game_dir(&games)
+        .lock_label(what)
+        .catalog(catalog.clone())
+        .identity_dir(identity_for(&games))
+        .transport(kind)
+        .discovery(if no_mdns { DiscoveryKind::None } else { DiscoveryKind::Mdns })
+        .static_peers(static_peers)
+        .party_key(net.party_key.clone().or(file.party_key))
+        .config(move |c| {
+            c.auto_install = auto_install;
+            if let Some(wait) = holder_wait {
+                c.sched.holder_wait = wait;
+            }
+        });
+    let builder = match net.listen.or(file.listen) {
+        Some(addr) => builder.listen(addr),
+        None => builder.listen_port(default_port),
     };
-    if let Some(wait) = holder_wait {
-        config.sched.holder_wait = wait;
+    let assembled = builder.assemble().await.map_err(|e| e.to_string())?;
+    if let Some(e) = &assembled.mdns_unavailable {
+        eprintln!("lanspread: mDNS unavailable ({e}); only --peer addresses will be used");
     }
-    let ports = Ports {
-        fs,
-        fs_provider: Some(Arc::new(lanspread_capfs::CapFsProvider)),
-        transport,
-        discovery,
-        unpacker: Arc::new(lanspread_unpack::MultiUnpacker::standard()),
-        clock: Arc::new(lanspread_clock::TokioClock::new()),
-    };
-    let (tx, events) = mpsc::unbounded_channel();
-    let handle = start_peer(config, ports, tx);
-    Ok(Running { handle, events, catalog, _lock: Some(lock) })
+    Ok(Running::start(assembled, catalog))
 }
 
 async fn wait_for_signal() {
@@ -442,14 +369,14 @@ pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Pa
     if !catalog.contains(&id) {
         return Err(format!("{id} is not in the catalog"));
     }
-    let _lock = lock_games_dir(&games, "local operation")?;
-    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
+    let _lock = builder::lock_games_dir(&games, "local operation").map_err(|e| e.to_string())?;
+    let fs = builder::open_game_dir(&games).map_err(|e| e.to_string())?;
     let root = id.root();
     txn::recover_root(fs.as_ref(), &root).await.map_err(|e| format!("recovery of {id}: {e}"))?;
     match op {
         LocalOp::Install { adopt } => {
-            let unpacker = lanspread_unpack::MultiUnpacker::standard();
-            let out = txn::install(fs.clone(), &unpacker, &root, keep_options(adopt), &|_| {}).await.map_err(|e| e.to_string())?;
+            let unpacker = builder::standard_unpacker();
+            let out = txn::install(fs.clone(), unpacker.as_ref(), &root, keep_options(adopt), &|_| {}).await.map_err(|e| e.to_string())?;
             say!("{id}: {:?} done", out.kind);
             say_kept(&id, &games, out.kept.as_ref());
         }
@@ -469,7 +396,7 @@ pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Pa
 pub async fn status(games: &Path, catalog: Option<&Path>, json: bool) -> Result<(), String> {
     let games = check_games_dir(games)?;
     let catalog = load_catalog(&games, catalog)?;
-    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(&games).map_err(|e| format!("game directory {}: {e}", games.display()))?);
+    let fs = builder::open_game_dir(&games).map_err(|e| e.to_string())?;
     let mut scanner = Scanner::new(lanspread_core::scan::ScanIndex::load(fs.as_ref()).await);
     let lib = scanner.scan_all(fs.as_ref(), &catalog).await.map_err(|e| format!("scanning {}: {e}", games.display()))?;
     // Keep the scan cache, so the next status (or serve) only re-reads what changed.

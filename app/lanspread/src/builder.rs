@@ -1,0 +1,819 @@
+//! Assembling a peer from real adapters: the game directory (checked and
+//! locked), the identity, a listening QUIC transport, discovery, the real
+//! filesystem, the unpacker and the clock.
+//!
+//! This is the only module of the library that names adapter crates; which
+//! of them exist depends on the Cargo features (`quinn`, `s2n`, `mdns`,
+//! `capfs`). Choosing an adapter whose feature is off is an error
+//! ([`BuildError::FeatureDisabled`]), never a silent substitute.
+//!
+//! ```no_run
+//! # async fn run(catalog: lanspread_core::catalog::Catalog) -> Result<(), lanspread::BuildError> {
+//! use lanspread::{Builder, DiscoveryKind, TransportKind};
+//! let assembled = Builder::new()
+//!     .game_dir("/games")
+//!     .catalog(catalog)
+//!     .identity_dir("/home/me/.config/lanspread/identities/games")
+//!     .transport(TransportKind::Quinn)
+//!     .discovery(DiscoveryKind::Mdns)
+//!     .lock_label("serve")
+//!     .config(|c| c.auto_install = false)
+//!     .assemble()
+//!     .await?;
+//! let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
+//! let handle = lanspread::start_peer(assembled.config, assembled.ports, tx);
+//! # handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+use crate::runtime::{NoDiscovery, PeerConfig, Ports};
+use lanspread_core::catalog::Catalog;
+use lanspread_ports::{Clock, Discovery, DiscoveryError, Fs, FsError, FsProvider, Transport, TransportError, Unpacker};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which QUIC stack a peer listens with.
+///
+/// Deserializes from the lowercase names `"quinn"` and `"s2n"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// quinn (Cargo feature `quinn`).
+    #[default]
+    Quinn,
+    /// s2n-quic (Cargo feature `s2n`).
+    S2n,
+}
+
+impl TransportKind {
+    /// The Cargo feature that provides this transport.
+    pub fn feature(self) -> &'static str {
+        match self {
+            TransportKind::Quinn => "quinn",
+            TransportKind::S2n => "s2n",
+        }
+    }
+
+    /// Whether this build of the library has the transport.
+    pub fn available(self) -> bool {
+        match self {
+            TransportKind::Quinn => cfg!(feature = "quinn"),
+            TransportKind::S2n => cfg!(feature = "s2n"),
+        }
+    }
+}
+
+/// How a peer finds other peers (besides [`Builder::static_peers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    /// mDNS (Cargo feature `mdns`). Where mDNS cannot start, the peer runs
+    /// without discovery: see [`Assembled::mdns_unavailable`].
+    Mdns,
+    /// No discovery: peers come only from [`Builder::static_peers`].
+    None,
+}
+
+impl Default for DiscoveryKind {
+    /// [`DiscoveryKind::Mdns`] when the `mdns` feature is on, else
+    /// [`DiscoveryKind::None`].
+    fn default() -> Self {
+        if cfg!(feature = "mdns") {
+            DiscoveryKind::Mdns
+        } else {
+            DiscoveryKind::None
+        }
+    }
+}
+
+/// Why a peer could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Neither [`Builder::game_dir`] nor [`Builder::custom_fs`] was given.
+    #[error("no game directory given")]
+    MissingGameDir,
+    /// The game directory does not exist.
+    #[error("game directory {} does not exist", .path.display())]
+    GameDirNotFound {
+        /// The directory as given.
+        path: PathBuf,
+    },
+    /// The game directory is not a directory.
+    #[error("game directory {} is not a directory", .path.display())]
+    NotADirectory {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The game directory could not be inspected or resolved.
+    #[error("game directory {}: {source}", .path.display())]
+    GameDir {
+        /// The directory as given.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The real filesystem could not be opened beneath the game directory.
+    #[error("game directory {}: {source}", .path.display())]
+    OpenGameDir {
+        /// The game directory.
+        path: PathBuf,
+        /// What the filesystem adapter said.
+        #[source]
+        source: FsError,
+    },
+    /// The lock file of the game directory could not be opened.
+    #[error("{}: {source}", .path.display())]
+    LockFile {
+        /// The lock file (`<game dir>/.lanspread.lock`).
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the lock of the game directory.
+    #[error("game directory {} is in use by another lanspread: {holder}", .path.display())]
+    DirectoryInUse {
+        /// The game directory.
+        path: PathBuf,
+        /// What the lock file says about its holder (`pid N (what)`), or
+        /// `another process` when it says nothing.
+        holder: String,
+    },
+    /// A QUIC transport needs an identity and none was given (see
+    /// [`Builder::identity_dir`], [`Builder::ephemeral_identity`]).
+    #[error("no identity given: a QUIC transport needs an identity directory or an identity")]
+    MissingIdentity,
+    /// The identity could not be loaded from, or created in, its directory.
+    #[error("identity in {}: {source}", .dir.display())]
+    Identity {
+        /// The identity directory.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A fresh identity could not be generated.
+    #[error("generating an identity: {0}")]
+    GenerateIdentity(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The transport could not listen.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address it tried.
+        addr: SocketAddr,
+        /// What the transport said.
+        #[source]
+        source: Box<TransportError>,
+    },
+    /// The chosen adapter needs a Cargo feature this build lacks (the
+    /// feature's name).
+    #[error("lanspread was built without the `{0}` feature")]
+    FeatureDisabled(&'static str),
+}
+
+/// Exclusive lock of a game directory (`<game dir>/.lanspread.lock`, which
+/// names its holder), held until dropped.
+pub struct DirLock {
+    _file: fd_lock::RwLockWriteGuard<'static, std::fs::File>,
+}
+
+impl fmt::Debug for DirLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirLock").finish_non_exhaustive()
+    }
+}
+
+/// Checks that `path` is an existing directory and returns its canonical
+/// path.
+pub fn check_game_dir(path: &Path) -> Result<PathBuf, BuildError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => path.canonicalize().map_err(|source| BuildError::GameDir { path: path.to_path_buf(), source }),
+        Ok(_) => Err(BuildError::NotADirectory { path: path.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BuildError::GameDirNotFound { path: path.to_path_buf() }),
+        Err(source) => Err(BuildError::GameDir { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Takes the lock of the game directory `games`, writing `pid N (what)`
+/// into the lock file; fails with [`BuildError::DirectoryInUse`] naming the
+/// holder when another process (or another lock in this one) has it.
+pub fn lock_games_dir(games: &Path, what: &str) -> Result<DirLock, BuildError> {
+    let path = games.join(".lanspread.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BuildError::LockFile { path: path.clone(), source })?;
+    let lock: &'static mut fd_lock::RwLock<std::fs::File> = Box::leak(Box::new(fd_lock::RwLock::new(file)));
+    match lock.try_write() {
+        Ok(mut guard) => {
+            use std::io::{Seek, Write};
+            let _ = guard.set_len(0);
+            let _ = guard.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(guard, "pid {} ({what})", std::process::id());
+            let _ = guard.flush();
+            Ok(DirLock { _file: guard })
+        }
+        Err(_) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = if holder.trim().is_empty() { "another process".to_owned() } else { holder.trim().to_owned() };
+            Err(BuildError::DirectoryInUse { path: games.to_path_buf(), holder })
+        }
+    }
+}
+
+/// The real filesystem beneath the game directory `games` (feature
+/// `capfs`). It takes no lock: see [`lock_games_dir`].
+pub fn open_game_dir(games: &Path) -> Result<Arc<dyn Fs>, BuildError> {
+    #[cfg(feature = "capfs")]
+    {
+        let fs = lanspread_capfs::CapFs::open(games).map_err(|source| BuildError::OpenGameDir { path: games.to_path_buf(), source })?;
+        Ok(Arc::new(fs))
+    }
+    #[cfg(not(feature = "capfs"))]
+    {
+        let _ = games;
+        Err(BuildError::FeatureDisabled("capfs"))
+    }
+}
+
+/// The unpacker of real games: zip, tar (plain, gzip, zstd) and RAR through
+/// an external tool.
+pub fn standard_unpacker() -> Arc<dyn Unpacker> {
+    Arc::new(lanspread_unpack::MultiUnpacker::standard())
+}
+
+/// The clock of a real peer (tokio time).
+pub fn standard_clock() -> Arc<dyn Clock> {
+    Arc::new(lanspread_clock::TokioClock::new())
+}
+
+/// Where the identity comes from (read only by the QUIC transports).
+#[cfg_attr(not(any(feature = "quinn", feature = "s2n")), allow(dead_code))]
+enum IdentitySource {
+    None,
+    Dir(PathBuf),
+    #[cfg(any(feature = "quinn", feature = "s2n"))]
+    Given(lanspread_tls::Identity),
+    Ephemeral,
+}
+
+/// Where the transport listens (read only by the QUIC transports).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(any(feature = "quinn", feature = "s2n")), allow(dead_code))]
+enum Listen {
+    /// Exactly this address.
+    Exact(SocketAddr),
+    /// `[::]:port` (dual stack), falling back to `0.0.0.0:port`.
+    DualStack(u16),
+}
+
+enum TransportChoice {
+    Kind(TransportKind),
+    Custom(Arc<dyn Transport>),
+}
+
+enum DiscoveryChoice {
+    Kind(DiscoveryKind),
+    Custom(Arc<dyn Discovery>),
+}
+
+type ConfigFn = Box<dyn FnOnce(&mut PeerConfig) + Send>;
+
+/// Assembles a peer from real adapters (or custom ports), in the style of
+/// iroh's `Endpoint::builder()`: set what differs from the defaults, then
+/// [`assemble`](Builder::assemble) and hand the result to
+/// [`start_peer`](crate::start_peer).
+///
+/// Defaults: quinn, mDNS (when their features are on), listening on
+/// `[::]:0` (dual stack), an empty catalog, no static peers, no party key,
+/// the game directory locked with the label `lanspread`.
+pub struct Builder {
+    game_dir: Option<PathBuf>,
+    dir_lock: bool,
+    lock_label: String,
+    catalog: Catalog,
+    identity: IdentitySource,
+    transport: TransportChoice,
+    discovery: DiscoveryChoice,
+    static_peers: Vec<SocketAddr>,
+    party_key: Option<String>,
+    listen: Listen,
+    fs: Option<Arc<dyn Fs>>,
+    fs_provider: Option<Option<Arc<dyn FsProvider>>>,
+    unpacker: Option<Arc<dyn Unpacker>>,
+    clock: Option<Arc<dyn Clock>>,
+    config: Vec<ConfigFn>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("game_dir", &self.game_dir)
+            .field("dir_lock", &self.dir_lock)
+            .field("lock_label", &self.lock_label)
+            .field("static_peers", &self.static_peers)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// A builder with the defaults.
+    pub fn new() -> Self {
+        Builder {
+            game_dir: None,
+            dir_lock: true,
+            lock_label: "lanspread".to_owned(),
+            catalog: Catalog::default(),
+            identity: IdentitySource::None,
+            transport: TransportChoice::Kind(TransportKind::default()),
+            discovery: DiscoveryChoice::Kind(DiscoveryKind::default()),
+            static_peers: Vec::new(),
+            party_key: None,
+            listen: Listen::DualStack(0),
+            fs: None,
+            fs_provider: None,
+            unpacker: None,
+            clock: None,
+            config: Vec::new(),
+        }
+    }
+
+    /// The game directory: checked (it must exist and be a directory),
+    /// locked (see [`lock_label`](Builder::lock_label)), and opened with the
+    /// real filesystem (feature `capfs`) unless
+    /// [`custom_fs`](Builder::custom_fs) is given; the real filesystem's
+    /// provider also serves `SetGameDir`.
+    pub fn game_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.game_dir = Some(path.into());
+        self
+    }
+
+    /// Whether to lock the game directory (default: yes). A throwaway peer
+    /// in a directory of its own may skip the lock.
+    pub fn dir_lock(mut self, lock: bool) -> Self {
+        self.dir_lock = lock;
+        self
+    }
+
+    /// What the lock file says holds the directory (`pid N (label)`).
+    pub fn lock_label(mut self, label: impl Into<String>) -> Self {
+        self.lock_label = label.into();
+        self
+    }
+
+    /// The games this peer may announce and serve.
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// The directory of the TLS identity: loaded from it, or created in it
+    /// on first use. A QUIC transport needs an identity.
+    pub fn identity_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::Dir(dir.into());
+        self
+    }
+
+    /// This TLS identity.
+    #[cfg(any(feature = "quinn", feature = "s2n"))]
+    pub fn identity(mut self, identity: lanspread_tls::Identity) -> Self {
+        self.identity = IdentitySource::Given(identity);
+        self
+    }
+
+    /// A fresh TLS identity, generated by [`assemble`](Builder::assemble)
+    /// and kept nowhere (demos, tests).
+    pub fn ephemeral_identity(mut self) -> Self {
+        self.identity = IdentitySource::Ephemeral;
+        self
+    }
+
+    /// The QUIC stack to listen with (default: quinn).
+    pub fn transport(mut self, kind: TransportKind) -> Self {
+        self.transport = TransportChoice::Kind(kind);
+        self
+    }
+
+    /// A transport of the caller's, already listening; no identity is
+    /// needed then.
+    pub fn custom_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = TransportChoice::Custom(transport);
+        self
+    }
+
+    /// How to find peers (default: mDNS when the feature is on).
+    pub fn discovery(mut self, kind: DiscoveryKind) -> Self {
+        self.discovery = DiscoveryChoice::Kind(kind);
+        self
+    }
+
+    /// A discovery of the caller's.
+    pub fn custom_discovery(mut self, discovery: Arc<dyn Discovery>) -> Self {
+        self.discovery = DiscoveryChoice::Custom(discovery);
+        self
+    }
+
+    /// Addresses to dial even without discovery (replaces earlier ones).
+    pub fn static_peers(mut self, peers: Vec<SocketAddr>) -> Self {
+        self.static_peers = peers;
+        self
+    }
+
+    /// The LAN party key (`None`: no key).
+    pub fn party_key(mut self, key: Option<String>) -> Self {
+        self.party_key = key;
+        self
+    }
+
+    /// Listens on exactly `addr` (no fallback).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Listen::Exact(addr);
+        self
+    }
+
+    /// Listens on `[::]:port` (dual stack: one socket for IPv4 and IPv6),
+    /// falling back to `0.0.0.0:port` where IPv6 is unavailable. The
+    /// default, with port 0.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen = Listen::DualStack(port);
+        self
+    }
+
+    /// Adjusts the runtime's settings after the builder filled in the
+    /// catalog, static peers and party key (auto-install, scheduler
+    /// tunables, timeouts...). Calls run in order.
+    pub fn config(mut self, f: impl FnOnce(&mut PeerConfig) + Send + 'static) -> Self {
+        self.config.push(Box::new(f));
+        self
+    }
+
+    /// A filesystem of the caller's instead of the real one (simulations,
+    /// tests). With a [`game_dir`](Builder::game_dir) too, that directory
+    /// is still checked and locked.
+    pub fn custom_fs(mut self, fs: Arc<dyn Fs>) -> Self {
+        self.fs = Some(fs);
+        self
+    }
+
+    /// What opens another game directory on `SetGameDir` (`None`: the
+    /// command is refused). Default: the real filesystem's provider when
+    /// the real filesystem is used, else none.
+    pub fn fs_provider(mut self, provider: Option<Arc<dyn FsProvider>>) -> Self {
+        self.fs_provider = Some(provider);
+        self
+    }
+
+    /// An unpacker of the caller's instead of [`standard_unpacker`].
+    pub fn custom_unpacker(mut self, unpacker: Arc<dyn Unpacker>) -> Self {
+        self.unpacker = Some(unpacker);
+        self
+    }
+
+    /// A clock of the caller's instead of [`standard_clock`].
+    pub fn custom_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Refuses choices this build cannot honour or that lack a part, before
+    /// anything is touched.
+    fn check(&self) -> Result<(), BuildError> {
+        if let TransportChoice::Kind(kind) = self.transport {
+            if !kind.available() {
+                return Err(BuildError::FeatureDisabled(kind.feature()));
+            }
+        }
+        if matches!(self.discovery, DiscoveryChoice::Kind(DiscoveryKind::Mdns)) && !cfg!(feature = "mdns") {
+            return Err(BuildError::FeatureDisabled("mdns"));
+        }
+        if self.game_dir.is_none() && self.fs.is_none() {
+            return Err(BuildError::MissingGameDir);
+        }
+        if self.fs.is_none() && !cfg!(feature = "capfs") {
+            return Err(BuildError::FeatureDisabled("capfs"));
+        }
+        if matches!(self.transport, TransportChoice::Kind(_)) && matches!(self.identity, IdentitySource::None) {
+            return Err(BuildError::MissingIdentity);
+        }
+        Ok(())
+    }
+
+    /// Checks and locks the game directory, loads (or creates) the
+    /// identity, listens, opens the filesystem and starts discovery, in
+    /// that order; the first failure is returned and what was made so far
+    /// is dropped (the lock released).
+    pub async fn assemble(self) -> Result<Assembled, BuildError> {
+        self.check()?;
+        let Builder {
+            game_dir,
+            dir_lock,
+            lock_label,
+            catalog,
+            identity,
+            transport,
+            discovery,
+            static_peers,
+            party_key,
+            listen,
+            fs,
+            fs_provider,
+            unpacker,
+            clock,
+            config: adjust,
+        } = self;
+        let game_dir = game_dir.as_deref().map(check_game_dir).transpose()?;
+        let lock = match &game_dir {
+            Some(dir) if dir_lock => Some(lock_games_dir(dir, &lock_label)?),
+            _ => None,
+        };
+        let transport = match transport {
+            TransportChoice::Custom(t) => t,
+            TransportChoice::Kind(kind) => quic_transport(kind, identity, listen)?,
+        };
+        let (fs, fs_provider) = match (fs, &game_dir) {
+            (Some(fs), _) => (fs, fs_provider.flatten()),
+            (None, Some(dir)) => (open_game_dir(dir)?, fs_provider.unwrap_or_else(real_fs_provider)),
+            (None, None) => return Err(BuildError::MissingGameDir),
+        };
+        let mut mdns_unavailable = None;
+        let discovery: Arc<dyn Discovery> = match discovery {
+            DiscoveryChoice::Custom(d) => d,
+            DiscoveryChoice::Kind(DiscoveryKind::None) => Arc::new(NoDiscovery),
+            DiscoveryChoice::Kind(DiscoveryKind::Mdns) => match mdns(transport.as_ref())? {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!("mDNS unavailable ({e}); only static peer addresses will be used");
+                    mdns_unavailable = Some(e);
+                    Arc::new(NoDiscovery)
+                }
+            },
+        };
+        let mut config = PeerConfig { catalog, static_peers, party_key, ..PeerConfig::default() };
+        for f in adjust {
+            f(&mut config);
+        }
+        let ports = Ports {
+            fs,
+            fs_provider,
+            transport,
+            discovery,
+            unpacker: unpacker.unwrap_or_else(standard_unpacker),
+            clock: clock.unwrap_or_else(standard_clock),
+        };
+        Ok(Assembled { config, ports, lock, mdns_unavailable })
+    }
+}
+
+/// A peer ready to start: `start_peer(a.config, a.ports, events)`. Keep
+/// [`lock`](Assembled::lock) alive while the peer runs.
+pub struct Assembled {
+    /// The runtime's settings.
+    pub config: PeerConfig,
+    /// The adapters.
+    pub ports: Ports,
+    /// The lock of the game directory (`None` when there is no game
+    /// directory or the lock was turned off).
+    pub lock: Option<DirLock>,
+    /// Why mDNS could not start, when [`DiscoveryKind::Mdns`] was chosen and
+    /// the peer runs without discovery instead (also logged as a warning).
+    pub mdns_unavailable: Option<DiscoveryError>,
+}
+
+impl fmt::Debug for Assembled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Assembled").field("lock", &self.lock).field("mdns_unavailable", &self.mdns_unavailable).finish_non_exhaustive()
+    }
+}
+
+/// The real filesystem's provider, when the real filesystem is built in.
+fn real_fs_provider() -> Option<Arc<dyn FsProvider>> {
+    #[cfg(feature = "capfs")]
+    {
+        Some(Arc::new(lanspread_capfs::CapFsProvider))
+    }
+    #[cfg(not(feature = "capfs"))]
+    {
+        None
+    }
+}
+
+/// mDNS discovery that skips our own records; the inner error says why mDNS
+/// is unavailable on this machine.
+#[cfg(feature = "mdns")]
+fn mdns(transport: &dyn Transport) -> Result<Result<Arc<dyn Discovery>, DiscoveryError>, BuildError> {
+    let cfg = lanspread_mdns::MdnsConfig { self_id: Some(transport.local_id()), ..Default::default() };
+    Ok(lanspread_mdns::MdnsDiscovery::new(cfg).map(|d| d as Arc<dyn Discovery>))
+}
+
+#[cfg(not(feature = "mdns"))]
+fn mdns(_transport: &dyn Transport) -> Result<Result<Arc<dyn Discovery>, DiscoveryError>, BuildError> {
+    Err(BuildError::FeatureDisabled("mdns"))
+}
+
+#[cfg(any(feature = "quinn", feature = "s2n"))]
+fn load_identity(source: IdentitySource) -> Result<lanspread_tls::Identity, BuildError> {
+    match source {
+        IdentitySource::None => Err(BuildError::MissingIdentity),
+        IdentitySource::Dir(dir) => {
+            lanspread_tls::Identity::load_or_create(&dir).map_err(|e| BuildError::Identity { dir, source: Box::new(e) })
+        }
+        IdentitySource::Given(identity) => Ok(identity),
+        IdentitySource::Ephemeral => lanspread_tls::Identity::generate().map_err(|e| BuildError::GenerateIdentity(Box::new(e))),
+    }
+}
+
+/// Loads the identity and listens with `kind`.
+#[cfg(any(feature = "quinn", feature = "s2n"))]
+fn quic_transport(kind: TransportKind, identity: IdentitySource, listen: Listen) -> Result<Arc<dyn Transport>, BuildError> {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let identity = load_identity(identity)?;
+    match listen {
+        Listen::Exact(addr) => make_transport(kind, addr, &identity),
+        Listen::DualStack(port) => {
+            // One socket for IPv4 and IPv6, so peers that mDNS shows at IPv6
+            // link-local addresses can be dialed and can dial us; IPv4 only
+            // where IPv6 is disabled in the kernel.
+            let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+            make_transport(kind, dual, &identity).or_else(|e| {
+                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+                tracing::info!("{e}; trying {v4} (IPv4 only)");
+                make_transport(kind, v4, &identity).map_err(|_| e)
+            })
+        }
+    }
+}
+
+#[cfg(not(any(feature = "quinn", feature = "s2n")))]
+fn quic_transport(kind: TransportKind, _identity: IdentitySource, _listen: Listen) -> Result<Arc<dyn Transport>, BuildError> {
+    Err(BuildError::FeatureDisabled(kind.feature()))
+}
+
+/// A transport of `kind` listening on `addr`.
+#[cfg(any(feature = "quinn", feature = "s2n"))]
+fn make_transport(kind: TransportKind, addr: SocketAddr, identity: &lanspread_tls::Identity) -> Result<Arc<dyn Transport>, BuildError> {
+    let limits = lanspread_tls::TransportLimits::default();
+    let listening: Result<Arc<dyn Transport>, TransportError> = match kind {
+        #[cfg(feature = "quinn")]
+        TransportKind::Quinn => lanspread_quinn::QuinnTransport::listen(addr, identity, limits).map(|t| t as Arc<dyn Transport>),
+        #[cfg(feature = "s2n")]
+        TransportKind::S2n => lanspread_s2n::S2nTransport::listen(addr, identity, limits).map(|t| t as Arc<dyn Transport>),
+        #[allow(unreachable_patterns)]
+        other => return Err(BuildError::FeatureDisabled(other.feature())),
+    };
+    listening.map_err(|source| BuildError::Listen { addr, source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_game_dir_is_an_error() {
+        let r = Builder::new().discovery(DiscoveryKind::None).ephemeral_identity().assemble().await;
+        assert!(matches!(r, Err(BuildError::MissingGameDir)), "{r:?}");
+    }
+
+    #[test]
+    fn a_missing_or_non_directory_game_dir_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope");
+        match check_game_dir(&missing) {
+            Err(e @ BuildError::GameDirNotFound { .. }) => {
+                assert_eq!(e.to_string(), format!("game directory {} does not exist", missing.display()))
+            }
+            other => panic!("{other:?}"),
+        }
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(check_game_dir(&file), Err(BuildError::NotADirectory { .. })));
+        assert_eq!(check_game_dir(tmp.path()).unwrap(), tmp.path().canonicalize().unwrap());
+    }
+
+    #[tokio::test]
+    async fn assemble_refuses_a_missing_game_dir_before_anything_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Builder::new().game_dir(tmp.path().join("nope")).discovery(DiscoveryKind::None).ephemeral_identity().assemble().await;
+        assert!(matches!(r, Err(BuildError::GameDirNotFound { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn a_held_lock_names_its_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = lock_games_dir(tmp.path(), "serve").unwrap();
+        match lock_games_dir(tmp.path(), "get") {
+            Err(BuildError::DirectoryInUse { path, holder }) => {
+                assert_eq!(path, tmp.path());
+                assert_eq!(holder, format!("pid {} (serve)", std::process::id()));
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(first);
+        let again = lock_games_dir(tmp.path(), "get").unwrap();
+        assert_eq!(std::fs::read_to_string(tmp.path().join(".lanspread.lock")).unwrap(), format!("pid {} (get)", std::process::id()));
+        drop(again);
+    }
+
+    #[tokio::test]
+    async fn a_quic_transport_needs_an_identity() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Builder::new().game_dir(tmp.path()).discovery(DiscoveryKind::None).assemble().await;
+        assert!(matches!(r, Err(BuildError::MissingIdentity)), "{r:?}");
+        // Refused before the directory is locked.
+        assert!(!tmp.path().join(".lanspread.lock").exists());
+    }
+
+    #[tokio::test]
+    async fn a_transport_without_its_feature_is_a_typed_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        for kind in [TransportKind::Quinn, TransportKind::S2n] {
+            if kind.available() {
+                continue;
+            }
+            let r = Builder::new().game_dir(tmp.path()).transport(kind).ephemeral_identity().assemble().await;
+            match r {
+                Err(e @ BuildError::FeatureDisabled(f)) => {
+                    assert_eq!(f, kind.feature());
+                    assert_eq!(e.to_string(), format!("lanspread was built without the `{f}` feature"));
+                }
+                other => panic!("{kind:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[cfg(not(feature = "s2n"))]
+    #[tokio::test]
+    async fn s2n_without_its_feature_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = Builder::new().game_dir(tmp.path()).transport(TransportKind::S2n).ephemeral_identity().assemble().await;
+        assert!(matches!(r, Err(BuildError::FeatureDisabled("s2n"))), "{r:?}");
+    }
+
+    #[test]
+    fn transport_kinds_deserialize_from_lowercase_names() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            t: TransportKind,
+        }
+        let parse = |s: &str| serde_json_like(s).map(|t: T| t.t);
+        assert_eq!(parse("quinn"), Some(TransportKind::Quinn));
+        assert_eq!(parse("s2n"), Some(TransportKind::S2n));
+        assert_eq!(parse("Quinn"), None);
+    }
+
+    /// `{"t": "<s>"}` through serde's value deserializer.
+    fn serde_json_like<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
+        use serde::de::value::{Error, MapDeserializer};
+        T::deserialize(MapDeserializer::<_, Error>::new(std::iter::once(("t", s)))).ok()
+    }
+
+    #[cfg(all(feature = "quinn", feature = "capfs"))]
+    #[tokio::test]
+    async fn assembles_a_locked_peer_on_real_adapters() {
+        let games = tempfile::tempdir().unwrap();
+        let ids = tempfile::tempdir().unwrap();
+        let peer: SocketAddr = "127.0.0.1:47999".parse().unwrap();
+        let build = || {
+            Builder::new()
+                .game_dir(games.path())
+                .identity_dir(ids.path().join("id"))
+                .transport(TransportKind::Quinn)
+                .discovery(DiscoveryKind::None)
+                .listen("127.0.0.1:0".parse().unwrap())
+                .static_peers(vec![peer])
+                .party_key(Some("words".into()))
+                .lock_label("test")
+                .config(|c| c.auto_install = false)
+        };
+        let a = build().assemble().await.unwrap();
+        assert!(a.lock.is_some());
+        assert!(a.mdns_unavailable.is_none());
+        assert!(a.ports.fs_provider.is_some());
+        assert_eq!(a.config.static_peers, vec![peer]);
+        assert_eq!(a.config.party_key.as_deref(), Some("words"));
+        assert!(!a.config.auto_install);
+        assert!(a.ports.transport.local_addr().ip().is_loopback());
+        let id = a.ports.transport.local_id();
+        // The lock is held: a second peer on the directory is refused.
+        let r = build().assemble().await;
+        assert!(matches!(&r, Err(BuildError::DirectoryInUse { holder, .. }) if holder.ends_with("(test)")), "{r:?}");
+        a.ports.transport.shutdown().await;
+        drop(a);
+        // The identity is kept in its directory.
+        let b = build().assemble().await.unwrap();
+        assert_eq!(b.ports.transport.local_id(), id);
+        b.ports.transport.shutdown().await;
+    }
+}
