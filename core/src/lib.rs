@@ -14,6 +14,7 @@ pub mod db;
 pub mod game;
 pub mod layout;
 pub mod names;
+pub mod peer;
 pub mod protocol;
 pub mod scan;
 pub mod sched;

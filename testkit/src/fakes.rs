@@ -100,4 +100,4 @@ impl Fs for LyingFs {
 }
 
 /// Discovery that finds nobody (peers known only through static addresses).
-pub use lanspread::runtime::NoDiscovery;
+pub use lanspread::NoDiscovery;

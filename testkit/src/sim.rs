@@ -17,7 +17,7 @@ use crate::clock::SimClock;
 use crate::game::SimUnpacker;
 use crate::net::{HostConfig, HostId, SimNet};
 use crate::rng::SimRng;
-use lanspread::runtime::{start_peer, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+use lanspread::{EventsError, Peer, PeerCommand, PeerConfig, PeerEvent};
 use lanspread_core::catalog::Catalog;
 use lanspread_memfs::MemFs;
 use lanspread_ports::{Clock, PeerId};
@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Milliseconds.
 pub fn ms(n: u64) -> Duration {
@@ -36,6 +35,10 @@ pub fn ms(n: u64) -> Duration {
 pub fn seed_or(default: u64) -> u64 {
     std::env::var("LANSPREAD_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
+
+/// Events a simulated peer buffers for the recorder (which drains them on
+/// every turn of the runtime; a full buffer fails the scenario loudly).
+const SIM_EVENT_CAPACITY: usize = 8192;
 
 /// A recorded event: virtual time, peer name, event.
 pub type Recorded = (Duration, String, PeerEvent);
@@ -58,7 +61,7 @@ pub struct SimPeer {
     pub discovery: bool,
     /// Serve from this filesystem instead of `fs` (e.g. a lying one).
     pub fs_override: Option<Arc<dyn lanspread_ports::Fs>>,
-    handle: Option<PeerRuntimeHandle>,
+    handle: Option<Peer>,
     port: u16,
 }
 
@@ -169,15 +172,34 @@ impl Sim {
             Some(f) => f.clone(),
             None => Arc::new(p.fs.clone()),
         };
-        let ports = Ports { fs, fs_provider: None, transport, discovery, unpacker: Arc::new(SimUnpacker), clock: Arc::new(self.clock) };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        p.handle = Some(start_peer(p.config.clone(), ports, tx));
+        // Simulated peers are built through the same builder apps use,
+        // with the simulation's ports.
+        let mut config = p.config.clone();
+        config.event_capacity = config.event_capacity.max(SIM_EVENT_CAPACITY);
+        let peer = lanspread::Builder::new()
+            .custom_fs(fs)
+            .fs_provider(None)
+            .custom_transport(transport)
+            .custom_discovery(discovery)
+            .custom_unpacker(Arc::new(SimUnpacker))
+            .custom_clock(Arc::new(self.clock))
+            .config(move |c| *c = config)
+            .assemble()
+            .expect("simulated ports always assemble")
+            .start();
+        let mut events = peer.subscribe();
+        p.handle = Some(peer);
         let log = self.log.clone();
         let clock = self.clock;
         let who = name.to_owned();
         let trace = std::env::var_os("LANSPREAD_SIM_TRACE").is_some();
         tokio::spawn(async move {
-            while let Some(e) = rx.recv().await {
+            loop {
+                let e = match events.recv().await {
+                    Ok(e) => e,
+                    Err(EventsError::Lagged { missed }) => panic!("the recorder of {who} fell {missed} events behind"),
+                    Err(EventsError::Closed) => break,
+                };
                 if trace {
                     eprintln!("{:>12?} {who} {e:?}", clock.now().as_duration());
                 }

@@ -1,6 +1,6 @@
 //! Many-peer scenarios in simulation, asserted on (deterministic) virtual time.
 
-use lanspread::runtime::{OperationKind, PeerCommand, PeerEvent};
+use lanspread::{OperationKind, PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
 use lanspread_memfs::{CrashModel, MemFs, Node};
 use lanspread_testkit::game::catalog_of;
@@ -76,7 +76,7 @@ fn swarm(name: &str, seed: u64, rates: &[f64], down: f64, size: u64) -> (f64, Ve
         sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat.clone()));
         wait_holders(&sim, "d", "arena", rates.len()).await;
         let id = gid("arena");
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(3600), |e| installed(e, &id) || failed(e, &id)).await;
         let begin = event_time(&sim, "d", |e| matches!(e, PeerEvent::DownloadBegin { .. })).expect("began");
         let (end, ev) = sim.wait_for("d", ms(1), |e| finished(e, &id)).await;
@@ -109,7 +109,7 @@ fn one_seeder_one_downloader_byte_identical_and_installed() {
         let id = gid("arena");
         sim.send("d", PeerCommand::GetGame(id.clone()));
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::GotGameFiles { .. })).await;
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(60), |e| installed(e, &id)).await;
         assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena");
         let dfs = &sim.peer("d").fs;
@@ -164,7 +164,7 @@ fn seeder_crash_mid_download_still_completes() {
         sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat));
         wait_holders(&sim, "d", "arena", 3).await;
         let id = gid("arena");
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::DownloadProgress { done, .. } if *done > 16 * MIB)).await;
         sim.crash("s2", CrashModel::AllUpToK);
         sim.wait_for("d", Duration::from_secs(120), |e| installed(e, &id) || failed(e, &id)).await;
@@ -199,7 +199,7 @@ fn all_seeders_vanishing_fails_cleanly_and_keeps_the_old_install() {
         let id = gid("arena");
         sim.send("d", PeerCommand::FetchLatestFromPeers(id.clone()));
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::GotGameFiles { .. })).await;
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::DownloadProgress { done, .. } if *done > 4 * MIB)).await;
         sim.crash("s1", CrashModel::AllUpToK);
         sim.crash("s2", CrashModel::AllUpToK);
@@ -228,8 +228,9 @@ fn an_install_over_a_hand_made_local_is_refused_then_adopted_keeping_the_users_f
         let ended = |e: &PeerEvent| matches!(e, PeerEvent::InstallFailed { id: i, .. } | PeerEvent::InstallFinished { id: i } if *i == gid("arena"));
         sim.send("d", PeerCommand::InstallGame { id: id.clone(), adopt: false });
         let (_, e) = sim.wait_for("d", Duration::from_secs(30), ended).await;
-        let PeerEvent::InstallFailed { reason, .. } = e else { panic!("an install over a hand-made local/ went ahead: {e:?}") };
-        assert!(reason.contains("not installed by lanspread") && reason.contains("--adopt"), "{reason}");
+        let PeerEvent::InstallFailed { error, .. } = e else { panic!("an install over a hand-made local/ went ahead: {e:?}") };
+        assert_eq!(error.code, lanspread::ErrorCode::NotOwned, "{error:?}");
+        assert!(error.message.contains("not installed by lanspread") && error.message.contains("--adopt"), "{error:?}");
         assert_eq!(fs.read("arena/local/game.exe").as_deref(), Some(&b"hand-installed exe"[..]), "nothing was changed");
         assert!(!fs.exists(".lanspread-kept") && !fs.exists("arena/local/.lanspread_owned"));
 
@@ -286,7 +287,7 @@ fn update_keeps_the_old_version_playable_until_commit() {
         wait_holders(&sim, "d", "arena", 1).await;
         sim.send("d", PeerCommand::FetchLatestFromPeers(id.clone()));
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::GotGameFiles { .. })).await;
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         // Until B is committed, A stays playable.
         let mut samples = 0;
         while event_time(&sim, "d", |e| finished(e, &id)).is_none() {
@@ -311,7 +312,7 @@ fn update_keeps_the_old_version_playable_until_commit() {
 }
 
 /// The stats of the last `DownloadFinished` of `id` on `peer`.
-fn last_transfer(sim: &Sim, peer: &str, id: &GameId) -> lanspread::runtime::TransferStats {
+fn last_transfer(sim: &Sim, peer: &str, id: &GameId) -> lanspread::TransferStats {
     sim.events(peer)
         .into_iter()
         .rev()
@@ -335,7 +336,7 @@ fn an_interrupted_download_resumes_with_the_data_already_there() {
         sim.spawn("d", hd, MemFs::new(), Sim::config(cat));
         wait_holders(&sim, "d", "arena", 1).await;
         let id = gid("arena");
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         let half = |e: &PeerEvent| matches!(e, PeerEvent::DownloadProgress { done, total, .. } if *done * 2 >= *total);
         sim.wait_for("d", Duration::from_secs(60), half).await;
         // The process dies; what it wrote is still there (no power loss).
@@ -349,7 +350,7 @@ fn an_interrupted_download_resumes_with_the_data_already_there() {
             })
         })
         .await;
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_until("the resumed download", Duration::from_secs(60), |s| {
             s.events("d")[before..].iter().any(|(_, e)| finished(e, &id) || failed(e, &id))
         })
@@ -385,7 +386,7 @@ fn an_update_fetches_only_the_chunks_that_changed() {
         let id = gid("arena");
         sim.send("d", PeerCommand::FetchLatestFromPeers(id.clone()));
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::GotGameFiles { .. })).await;
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(60), |e| finished(e, &id)).await;
         let stats = last_transfer(&sim, "d", &id);
         // Units may span small files: what is fetched is the new map and
@@ -438,7 +439,7 @@ fn snapshots_never_show_a_finished_operation_with_stale_state() {
         sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat));
         wait_holders(&sim, "d", "arena", 1).await;
         let id = gid("arena");
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(60), |e| installed(e, &id)).await;
         // Operations are visible while they run.
         assert!(sim.events("d").iter().any(
@@ -467,7 +468,7 @@ fn crash_restart_scenario(seed: u64) -> Vec<Recorded> {
         sim.spawn("d", hd, dfs, Sim::config(cat));
         wait_holders(&sim, "d", "arena", 2).await;
         let id = gid("arena");
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         // Crash somewhere between the start and shortly after the install.
         let at = ms(sim.rng.range(0..700u64));
         sim.sleep(at).await;
@@ -491,7 +492,7 @@ fn crash_restart_scenario(seed: u64) -> Vec<Recorded> {
         }
         wait_holders(&sim, "d", "arena", 2).await;
         let before = sim.events("d").len();
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_until("download after restart", Duration::from_secs(120), |s| {
             s.events("d")[before..].iter().any(|(_, e)| installed(e, &id) || failed(e, &id))
         })
@@ -552,7 +553,7 @@ fn thirty_peers_several_games_joins_and_leaves() {
                 w.push(gid(&format!("game{}", (i + 1) % 3)));
             }
             for id in &w {
-                sim.send(name, PeerCommand::DownloadGameFiles(id.clone()));
+                sim.send(name, PeerCommand::download(id.clone()));
             }
             wants.insert(name.clone(), w);
         }
@@ -566,7 +567,7 @@ fn thirty_peers_several_games_joins_and_leaves() {
         sim.crash("p29", CrashModel::AllUpToK);
         for name in ["p26", "p27"] {
             sim.wait_for(name, Duration::from_secs(30), |e| matches!(e, PeerEvent::PeerCount(n) if *n >= 20)).await;
-            sim.send(name, PeerCommand::DownloadGameFiles(gid("game1")));
+            sim.send(name, PeerCommand::download(gid("game1")));
             wants.insert(name.to_owned(), vec![gid("game1")]);
         }
         for (name, ids) in &wants {
@@ -611,7 +612,7 @@ fn random_swarm(seed: u64) {
         sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat));
         wait_holders(&sim, "d", "arena", n).await;
         let id = gid("arena");
-        sim.send("d", PeerCommand::DownloadGameFiles(id.clone()));
+        sim.send("d", PeerCommand::download(id.clone()));
         // Up to n-1 seeders crash at random times.
         let crashes = sim.rng.range(0..n);
         for i in 0..crashes {

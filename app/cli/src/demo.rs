@@ -3,7 +3,7 @@
 
 use crate::output::{self, say};
 use crate::setup::{self, Running};
-use lanspread::{Builder, DiscoveryKind, PeerEvent, TransportKind};
+use lanspread::{Builder, DiscoveryKind, TransportKind};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
 use std::io::Write;
@@ -122,7 +122,6 @@ async fn start_demo_peer(dir: &Path, kind: TransportKind, static_peers: Vec<Sock
         .discovery(DiscoveryKind::None)
         .static_peers(static_peers)
         .assemble()
-        .await
         .map_err(|e| e.to_string())?;
     Ok(Running::start(assembled, catalog.clone()))
 }
@@ -146,24 +145,18 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
     for i in 1..=seeders {
         let mut p = start_demo_peer(&base.join(format!("seeder-{i}")), kind, vec![], &catalog).await?;
         // Wait until the seeder has scanned (and hashed) its library.
-        loop {
-            match p.events.recv().await {
-                Some(PeerEvent::LibrarySnapshot { .. }) => break,
-                Some(_) => {}
-                None => return Err("a demo seeder stopped".into()),
-            }
-        }
-        say!("seeder {i}: {} at {}", p.handle.id, p.handle.addr);
+        setup::first_snapshot(&mut p.events).await?;
+        say!("seeder {i}: {} at {}", p.peer.id(), p.peer.addr());
         peers.push(p);
     }
     let down_dir = base.join("downloader");
     std::fs::create_dir_all(&down_dir).map_err(|e| e.to_string())?;
-    let addrs = peers.iter().map(|p| p.handle.addr).collect();
-    let mut downloader = start_demo_peer(&down_dir, kind, addrs, &catalog).await?;
-    say!("downloader: {} fetching {GAME} from every seeder at once", downloader.handle.id);
+    let addrs = peers.iter().map(|p| p.peer.addr()).collect();
+    let downloader = start_demo_peer(&down_dir, kind, addrs, &catalog).await?;
+    say!("downloader: {} fetching {GAME} from every seeder at once", downloader.peer.id());
     let id = GameId::new(GAME).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let result = setup::get_inner(&mut downloader, &id, true, false, 15.0, false).await;
+    let result = setup::get_inner(&downloader, &id, true, false, 15.0, false).await;
     let elapsed = t.elapsed().as_secs_f64();
     let verify = result.and_then(|()| {
         let want = hash_tree(&first.join(GAME)).map_err(|e| e.to_string())?;
@@ -179,9 +172,9 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
         let packs = std::fs::read_dir(installed.join("data")).map_err(|e| e.to_string())?.count();
         Ok((want.len(), packs))
     });
-    downloader.handle.shutdown().await;
+    downloader.peer.shutdown().await;
     for p in peers {
-        p.handle.shutdown().await;
+        p.peer.shutdown().await;
     }
     let (files, packs) = verify?;
     say!(

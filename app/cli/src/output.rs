@@ -1,6 +1,6 @@
 //! Human and JSON output.
 
-use lanspread::runtime::{PeerShare, TransferStats};
+use lanspread::{PeerShare, TransferStats};
 use lanspread_core::db::{Availability, GameView};
 use lanspread_core::game::GameId;
 

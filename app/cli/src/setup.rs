@@ -6,8 +6,8 @@ use crate::cli::NetArgs;
 use crate::output;
 use crate::output::say;
 use indicatif::{ProgressBar, ProgressStyle};
-use lanspread::builder::{self, DirLock};
-use lanspread::{start_peer, Builder, DiscoveryKind, PeerCommand, PeerEvent, PeerRuntimeHandle, TransportKind};
+use lanspread::builder;
+use lanspread::{Builder, DiscoveryKind, DownloadOptions, Events, EventsError, Peer, PeerEvent, Progress, TransportKind};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
 use lanspread_core::scan::Scanner;
@@ -15,7 +15,7 @@ use lanspread_core::txn;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 /// Default port of `serve`.
 pub const DEFAULT_PORT: u16 = 47800;
@@ -85,18 +85,44 @@ pub fn identity_for(games: &Path) -> PathBuf {
 
 /// A running peer with its event stream.
 pub struct Running {
-    pub handle: PeerRuntimeHandle,
-    pub events: mpsc::UnboundedReceiver<PeerEvent>,
+    /// The peer (it holds the game directory's lock while it runs).
+    pub peer: Peer,
+    /// Its events since it started.
+    pub events: Events,
     pub catalog: Catalog,
-    pub _lock: Option<DirLock>,
 }
 
 impl Running {
     /// Starts an assembled peer.
     pub fn start(assembled: builder::Assembled, catalog: Catalog) -> Running {
-        let (tx, events) = mpsc::unbounded_channel();
-        let handle = start_peer(assembled.config, assembled.ports, tx);
-        Running { handle, events, catalog, _lock: assembled.lock }
+        let peer = assembled.start();
+        let events = peer.subscribe();
+        Running { peer, events, catalog }
+    }
+}
+
+/// The next event, or `None` once the peer stopped. A lag is harmless
+/// here: callers read state from the snapshot, events only for messages.
+async fn next_event(events: &mut Events) -> Option<PeerEvent> {
+    loop {
+        match events.recv().await {
+            Ok(e) => return Some(e),
+            Err(EventsError::Lagged { .. }) => continue,
+            Err(EventsError::Closed) => return None,
+        }
+    }
+}
+
+/// Waits for the peer's first snapshot (after its start-up scan), printing
+/// the failures reported before it.
+pub async fn first_snapshot(events: &mut Events) -> Result<Vec<lanspread::GameView>, String> {
+    loop {
+        match next_event(events).await {
+            Some(PeerEvent::LibrarySnapshot { games, .. }) => return Ok(games),
+            Some(PeerEvent::RuntimeFailure(e)) => eprintln!("lanspread: {e}"),
+            Some(_) => {}
+            None => return Err("the peer stopped unexpectedly".into()),
+        }
     }
 }
 
@@ -140,7 +166,7 @@ pub async fn start_with(
         Some(addr) => builder.listen(addr),
         None => builder.listen_port(default_port),
     };
-    let assembled = builder.assemble().await.map_err(|e| e.to_string())?;
+    let assembled = builder.assemble().map_err(|e| e.to_string())?;
     if let Some(e) = &assembled.mdns_unavailable {
         eprintln!("lanspread: mDNS unavailable ({e}); only --peer addresses will be used");
     }
@@ -170,18 +196,11 @@ async fn wait_for_signal() {
 
 pub async fn serve(net: NetArgs) -> Result<(), String> {
     let mut r = start(&net, DEFAULT_PORT, "serve", false).await?;
-    let served = loop {
-        match r.events.recv().await {
-            Some(PeerEvent::LibrarySnapshot { games, .. }) => break games.iter().filter(|g| g.shared).count(),
-            Some(PeerEvent::RuntimeFailure(e)) => eprintln!("lanspread: {e}"),
-            Some(_) => {}
-            None => return Err("the peer stopped unexpectedly".into()),
-        }
-    };
-    say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.handle.addr, r.handle.id.to_hex());
+    let served = first_snapshot(&mut r.events).await?.iter().filter(|g| g.shared).count();
+    say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.peer.addr(), r.peer.id().to_hex());
     let mut events = r.events;
     let printer = tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
+        while let Some(e) = next_event(&mut events).await {
             match e {
                 PeerEvent::PeerJoined { peer, addr } => say!("peer {peer} joined from {addr}"),
                 PeerEvent::PeerLeft(peer) => say!("peer {peer} left"),
@@ -196,78 +215,53 @@ pub async fn serve(net: NetArgs) -> Result<(), String> {
     });
     wait_for_signal().await;
     say!("stopping...");
-    r.handle.shutdown().await;
+    r.peer.shutdown().await;
     printer.abort();
     Ok(())
 }
 
 pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
     let mut r = start(&net, 0, "games", false).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.0));
-    let mut last = None;
-    loop {
-        tokio::select! {
-            e = r.events.recv() => match e {
-                Some(PeerEvent::LibrarySnapshot { games, .. }) => last = Some(games),
-                Some(PeerEvent::RuntimeFailure(e)) => eprintln!("lanspread: {e}"),
-                Some(_) => {}
-                None => break,
-            },
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    r.handle.send(PeerCommand::ListGames);
-    let games = loop {
-        match tokio::time::timeout(Duration::from_secs(2), r.events.recv()).await {
-            Ok(Some(PeerEvent::LibrarySnapshot { games, .. })) => break games,
-            Ok(Some(_)) => continue,
-            _ => break last.unwrap_or_default(),
-        }
-    };
-    r.handle.shutdown().await;
+    first_snapshot(&mut r.events).await?;
+    // Listen for peers for `wait` seconds, then show what is known.
+    tokio::time::sleep(Duration::from_secs_f64(wait.max(0.0))).await;
+    let games = r.peer.snapshot().games.clone();
+    r.peer.shutdown().await;
     output::print_games(&games, json);
     Ok(())
 }
 
 pub async fn get(game: String, net: NetArgs, install: bool, adopt: bool, wait: f64, json: bool) -> Result<(), String> {
     let id = GameId::new(game.clone()).map_err(|e| format!("{game:?}: {e}"))?;
-    // The runtime's own install after a download never adopts: with
-    // --adopt, the install is asked for explicitly once the download is in.
     // --wait bounds both the wait for a first holder and, once the
     // download runs, the wait for a new one when none is usable.
     let holder_wait = Duration::from_secs_f64(wait.max(0.0));
-    let mut r = start_with(&net, 0, "get", install && !adopt, Some(holder_wait)).await?;
+    let r = start_with(&net, 0, "get", false, Some(holder_wait)).await?;
     if !r.catalog.contains(&id) {
-        r.handle.shutdown().await;
+        r.peer.shutdown().await;
         return Err(format!(
             "{id} is not in your catalog ({}); add an entry [[games]] id = \"{id}\" name = \"...\"",
             net.catalog.clone().unwrap_or_else(|| net.games.join("catalog.toml")).display()
         ));
     }
-    let result = get_inner(&mut r, &id, install, adopt, wait, json).await;
-    r.handle.shutdown().await;
+    let result = get_inner(&r, &id, install, adopt, wait, json).await;
+    r.peer.shutdown().await;
     result
 }
 
-pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, adopt: bool, wait: f64, json: bool) -> Result<(), String> {
-    let started = Instant::now();
-    // Wait until some peer advertises the game.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.max(0.0));
-    loop {
-        let e = tokio::select! {
-            e = r.events.recv() => e.ok_or("the peer stopped")?,
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(format!("no peer on the LAN offers {id} (waited {wait:.0} s; is a `lanspread serve` running? try --peer ADDR)"));
-            }
-        };
-        if let PeerEvent::LibrarySnapshot { games, .. } = &e {
-            if games.iter().any(|g| &g.id == id && !g.peers_with_latest.is_empty()) {
-                break;
-            }
-        }
+/// Waits until some peer advertises `id`.
+async fn wait_for_holder(peer: &Peer, id: &GameId, wait: f64) -> Result<(), String> {
+    let mut library = peer.library();
+    let has_holder = |s: &std::sync::Arc<lanspread::Snapshot>| s.games.iter().any(|g| &g.id == id && !g.peers_with_latest.is_empty());
+    let found = tokio::time::timeout(Duration::from_secs_f64(wait.max(0.0)), library.wait_for(has_holder)).await;
+    match found {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err("the peer stopped".into()),
+        Err(_) => Err(format!("no peer on the LAN offers {id} (waited {wait:.0} s; is a `lanspread serve` running? try --peer ADDR)")),
     }
-    // Holders found later join the running download.
-    r.handle.send(PeerCommand::GetGame(id.clone()));
+}
+
+fn progress_bar(id: &GameId, json: bool) -> ProgressBar {
     let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
@@ -275,63 +269,80 @@ pub async fn get_inner(r: &mut Running, id: &GameId, install: bool, adopt: bool,
             .progress_chars("=> "),
     );
     bar.set_prefix(format!("{id}"));
-    let mut summary = serde_json::json!({ "game": id.as_str() });
+    bar
+}
+
+/// Shows a download's progress and the events worth a line (bans, waits)
+/// until the download ends.
+async fn show_download(bar: &ProgressBar, mut progress: watch::Receiver<Progress>, mut events: Events, id: &GameId, wait: f64) {
     loop {
-        let e = r.events.recv().await.ok_or("the peer stopped")?;
-        if e.game() != Some(id) && !matches!(e, PeerEvent::PeerBanned { .. } | PeerEvent::RuntimeFailure(_)) {
-            continue;
+        tokio::select! {
+            changed = progress.changed() => {
+                if changed.is_err() { return }
+                let p = progress.borrow_and_update().clone();
+                bar.set_length(p.total.unwrap_or(0));
+                bar.set_position(p.done);
+                bar.set_message(output::shares(&p.peers, p.done));
+            }
+            e = next_event(&mut events) => match e {
+                Some(PeerEvent::PeerBanned { peer, reason }) => bar.println(format!("peer {peer} banned: {reason}")),
+                Some(PeerEvent::DownloadWaiting { id: of, reason, .. }) if &of == id => {
+                    bar.println(format!("{reason}; waiting up to {wait:.0} s for another peer that holds {id}"));
+                }
+                Some(PeerEvent::DownloadBegin { id: of, peers, total, .. }) if &of == id => {
+                    bar.set_length(total);
+                    bar.set_message(format!("from {} peer(s)", peers.len()));
+                }
+                Some(_) => {}
+                None => return,
+            }
         }
-        match e {
-            PeerEvent::GotGameFiles { .. } => r.handle.send(PeerCommand::DownloadGameFiles(id.clone())),
-            PeerEvent::DownloadBegin { total, peers, version, .. } => {
-                bar.set_length(total);
-                bar.set_message(format!("from {} peer(s)", peers.len()));
-                summary["version"] = serde_json::json!(version.as_str());
-            }
-            PeerEvent::DownloadProgress { done, peers, .. } => {
-                bar.set_position(done);
-                bar.set_message(output::shares(&peers, done));
-            }
-            PeerEvent::DownloadFinished { stats, .. } => {
-                bar.finish_and_clear();
-                if !json {
-                    output::print_transfer(id, &stats);
-                }
-                summary["download"] = serde_json::to_value(&stats).unwrap_or_default();
-                if !install {
-                    break;
-                }
-                if adopt {
-                    r.handle.send(PeerCommand::InstallGame { id: id.clone(), adopt });
-                }
-            }
-            PeerEvent::DownloadFailed { reason, .. } => {
-                bar.abandon();
-                return Err(format!("download of {id} failed: {reason}"));
-            }
-            PeerEvent::PeerBanned { peer, reason } => {
-                bar.println(format!("peer {peer} banned: {reason}"));
-            }
-            PeerEvent::DownloadWaiting { reason, .. } => {
-                bar.println(format!("{reason}; waiting up to {wait:.0} s for another peer that holds {id}"));
-            }
-            PeerEvent::InstallBegin { update, .. } if !json => say!("{} {id}...", if update { "updating" } else { "installing" }),
-            PeerEvent::InstallFinished { .. } => {
-                if !json {
-                    say!("installed {id}");
-                }
-                summary["installed"] = serde_json::json!(true);
-                break;
-            }
-            PeerEvent::InstallFailed { reason, .. } => return Err(format!("install of {id} failed: {reason}")),
-            PeerEvent::UserFilesKept { kept, .. } => {
-                if !json {
-                    say!("{id}: your files that could not stay in local/ were moved to {kept} in the game directory");
-                }
-                summary["kept"] = serde_json::json!(kept.as_str());
-            }
-            _ => {}
+    }
+}
+
+pub async fn get_inner(r: &Running, id: &GameId, install: bool, adopt: bool, wait: f64, json: bool) -> Result<(), String> {
+    let started = Instant::now();
+    wait_for_holder(&r.peer, id, wait).await?;
+    let events = r.peer.subscribe();
+    let download = r.peer.download(id, DownloadOptions::default()).await.map_err(|e| format!("download of {id} failed: {e}"))?;
+    let bar = progress_bar(id, json);
+    let progress = download.progress();
+    let result = download.wait();
+    tokio::pin!(result);
+    let report = tokio::select! {
+        report = &mut result => report,
+        () = show_download(&bar, progress, events, id, wait) => result.await,
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            bar.abandon();
+            return Err(format!("download of {id} failed: {e}"));
         }
+    };
+    bar.finish_and_clear();
+    if !json {
+        output::print_transfer(id, &report.stats);
+    }
+    let mut summary = serde_json::json!({ "game": id.as_str(), "version": report.version.as_str() });
+    summary["download"] = serde_json::to_value(&report.stats).unwrap_or_default();
+    if install {
+        let update = r.peer.snapshot().games.iter().any(|g| &g.id == id && g.installed);
+        if !json {
+            say!("{} {id}...", if update { "updating" } else { "installing" });
+        }
+        let op = r.peer.install(id, adopt).await.map_err(|e| format!("install of {id} failed: {e}"))?;
+        let done = op.await.map_err(|e| format!("install of {id} failed: {e}"))?;
+        if let Some(kept) = &done.kept {
+            if !json {
+                say!("{id}: your files that could not stay in local/ were moved to {kept} in the game directory");
+            }
+            summary["kept"] = serde_json::json!(kept.as_str());
+        }
+        if !json {
+            say!("installed {id}");
+        }
+        summary["installed"] = serde_json::json!(true);
     }
     summary["secs"] = serde_json::json!(started.elapsed().as_secs_f64());
     if json {

@@ -10,7 +10,7 @@
 //! ```no_run
 //! # async fn run(catalog: lanspread_core::catalog::Catalog) -> Result<(), lanspread::BuildError> {
 //! use lanspread::{Builder, DiscoveryKind, TransportKind};
-//! let assembled = Builder::new()
+//! let peer = Builder::new()
 //!     .game_dir("/games")
 //!     .catalog(catalog)
 //!     .identity_dir("/home/me/.config/lanspread/identities/games")
@@ -18,11 +18,9 @@
 //!     .discovery(DiscoveryKind::Mdns)
 //!     .lock_label("serve")
 //!     .config(|c| c.auto_install = false)
-//!     .assemble()
+//!     .spawn()
 //!     .await?;
-//! let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
-//! let handle = lanspread::start_peer(assembled.config, assembled.ports, tx);
-//! # handle.shutdown().await;
+//! # peer.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -287,8 +285,8 @@ type ConfigFn = Box<dyn FnOnce(&mut PeerConfig) + Send>;
 
 /// Assembles a peer from real adapters (or custom ports), in the style of
 /// iroh's `Endpoint::builder()`: set what differs from the defaults, then
-/// [`assemble`](Builder::assemble) and hand the result to
-/// [`start_peer`](crate::start_peer).
+/// [`spawn`](Builder::spawn) the peer (or [`assemble`](Builder::assemble)
+/// the ports first and [`start`](Assembled::start) them).
 ///
 /// Defaults: quinn, mDNS (when their features are on), listening on
 /// `[::]:0` (dual stack), an empty catalog, no static peers, no party key,
@@ -511,11 +509,17 @@ impl Builder {
         Ok(())
     }
 
+    /// Assembles the ports (see [`Builder::assemble`]) and starts the peer.
+    pub async fn spawn(self) -> Result<crate::Peer, BuildError> {
+        Ok(self.assemble()?.start())
+    }
+
     /// Checks and locks the game directory, loads (or creates) the
     /// identity, listens, opens the filesystem and starts discovery, in
     /// that order; the first failure is returned and what was made so far
-    /// is dropped (the lock released).
-    pub async fn assemble(self) -> Result<Assembled, BuildError> {
+    /// is dropped (the lock released). Does not start the peer. Call it
+    /// inside a tokio runtime (the transports spawn their drivers there).
+    pub fn assemble(self) -> Result<Assembled, BuildError> {
         self.check()?;
         let Builder {
             game_dir,
@@ -577,8 +581,8 @@ impl Builder {
     }
 }
 
-/// A peer ready to start: `start_peer(a.config, a.ports, events)`. Keep
-/// [`lock`](Assembled::lock) alive while the peer runs.
+/// A peer ready to [`start`](Assembled::start), which keeps the
+/// [`lock`](Assembled::lock) for as long as the peer runs.
 pub struct Assembled {
     /// The runtime's settings.
     pub config: PeerConfig,
@@ -590,6 +594,14 @@ pub struct Assembled {
     /// Why mDNS could not start, when [`DiscoveryKind::Mdns`] was chosen and
     /// the peer runs without discovery instead (also logged as a warning).
     pub mdns_unavailable: Option<DiscoveryError>,
+}
+
+impl Assembled {
+    /// Starts the peer on these ports (inside a tokio runtime).
+    pub fn start(self) -> crate::Peer {
+        let guard = self.lock.map(|l| Box::new(l) as Box<dyn std::any::Any + Send + Sync>);
+        crate::runtime::start(self.config, self.ports, guard)
+    }
 }
 
 impl fmt::Debug for Assembled {
@@ -682,7 +694,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_game_dir_is_an_error() {
-        let r = Builder::new().discovery(DiscoveryKind::None).ephemeral_identity().assemble().await;
+        let r = Builder::new().discovery(DiscoveryKind::None).ephemeral_identity().assemble();
         assert!(matches!(r, Err(BuildError::MissingGameDir)), "{r:?}");
     }
 
@@ -705,7 +717,7 @@ mod tests {
     #[tokio::test]
     async fn assemble_refuses_a_missing_game_dir_before_anything_else() {
         let tmp = tempfile::tempdir().unwrap();
-        let r = Builder::new().game_dir(tmp.path().join("nope")).discovery(DiscoveryKind::None).ephemeral_identity().assemble().await;
+        let r = Builder::new().game_dir(tmp.path().join("nope")).discovery(DiscoveryKind::None).ephemeral_identity().assemble();
         assert!(matches!(r, Err(BuildError::GameDirNotFound { .. })), "{r:?}");
     }
 
@@ -729,7 +741,7 @@ mod tests {
     #[tokio::test]
     async fn a_quic_transport_needs_an_identity() {
         let tmp = tempfile::tempdir().unwrap();
-        let r = Builder::new().game_dir(tmp.path()).discovery(DiscoveryKind::None).assemble().await;
+        let r = Builder::new().game_dir(tmp.path()).discovery(DiscoveryKind::None).assemble();
         assert!(matches!(r, Err(BuildError::MissingIdentity)), "{r:?}");
         // Refused before the directory is locked.
         assert!(!tmp.path().join(".lanspread.lock").exists());
@@ -742,7 +754,7 @@ mod tests {
             if kind.available() {
                 continue;
             }
-            let r = Builder::new().game_dir(tmp.path()).transport(kind).ephemeral_identity().assemble().await;
+            let r = Builder::new().game_dir(tmp.path()).transport(kind).ephemeral_identity().assemble();
             match r {
                 Err(e @ BuildError::FeatureDisabled(f)) => {
                     assert_eq!(f, kind.feature());
@@ -757,7 +769,7 @@ mod tests {
     #[tokio::test]
     async fn s2n_without_its_feature_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let r = Builder::new().game_dir(tmp.path()).transport(TransportKind::S2n).ephemeral_identity().assemble().await;
+        let r = Builder::new().game_dir(tmp.path()).transport(TransportKind::S2n).ephemeral_identity().assemble();
         assert!(matches!(r, Err(BuildError::FeatureDisabled("s2n"))), "{r:?}");
     }
 
@@ -797,7 +809,7 @@ mod tests {
                 .lock_label("test")
                 .config(|c| c.auto_install = false)
         };
-        let a = build().assemble().await.unwrap();
+        let a = build().assemble().unwrap();
         assert!(a.lock.is_some());
         assert!(a.mdns_unavailable.is_none());
         assert!(a.ports.fs_provider.is_some());
@@ -807,12 +819,12 @@ mod tests {
         assert!(a.ports.transport.local_addr().ip().is_loopback());
         let id = a.ports.transport.local_id();
         // The lock is held: a second peer on the directory is refused.
-        let r = build().assemble().await;
+        let r = build().assemble();
         assert!(matches!(&r, Err(BuildError::DirectoryInUse { holder, .. }) if holder.ends_with("(test)")), "{r:?}");
         a.ports.transport.shutdown().await;
         drop(a);
         // The identity is kept in its directory.
-        let b = build().assemble().await.unwrap();
+        let b = build().assemble().unwrap();
         assert_eq!(b.ports.transport.local_id(), id);
         b.ports.transport.shutdown().await;
     }

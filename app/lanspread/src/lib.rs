@@ -1,29 +1,56 @@
-//! lanspread as a library: the peer runtime (generic over the ports) and a
-//! [`Builder`] that assembles a peer from real adapters.
+//! lanspread as a library: a peer that shares a game library across a LAN.
+//!
+//! A [`Builder`] assembles a peer from real adapters (or custom ports) and
+//! spawns it; the [`Peer`] handle resolves, downloads, installs, updates,
+//! uninstalls and removes games, each long operation as an [`Operation`]
+//! with a progress stream and a typed result. The state is a watch of
+//! [`Snapshot`]s; [`Events`] fan out to any number of subscribers.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), lanspread::BuildError> {
-//! let assembled = lanspread::Builder::new()
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use lanspread::{Builder, DownloadOptions, GameId};
+//! let peer = Builder::new()
 //!     .game_dir("/games")
-//!     .identity_dir("/home/me/.config/lanspread/identities/games")
-//!     .assemble()
+//!     .identity_dir("/home/me/.config/lanspread/identity")
+//!     .spawn()
 //!     .await?;
-//! let (tx, _events) = tokio::sync::mpsc::unbounded_channel();
-//! let handle = lanspread::start_peer(assembled.config, assembled.ports, tx);
-//! // Keep `assembled.lock` alive while the peer runs.
-//! # handle.shutdown().await;
+//! let game = GameId::new("openarena")?;
+//! let download = peer.download(&game, DownloadOptions::default()).await?;
+//! let report = download.await?;
+//! println!("{} bytes in {:.1} s", report.stats.bytes, report.stats.secs);
+//! peer.install(&game, false).await?.await?;
+//! peer.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
 //!
+//! Apps written against the reference system's interface send
+//! [`PeerCommand`]s with [`Peer::send`] and read [`PeerEvent`]s.
+//!
 //! Which adapters can be chosen depends on the Cargo features: `quinn`,
 //! `mdns` and `capfs` by default, `s2n` on request. Only [`builder`] names
-//! adapter crates; [`runtime`] talks to the world through port traits.
+//! adapter crates; the runtime talks to the world through port traits, and
+//! the peer's state is owned by one sans-IO [`lanspread_core::peer::PeerMachine`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod builder;
-pub mod runtime;
+mod command;
+mod peer;
+mod progress;
+mod runtime;
 
 pub use builder::{Assembled, BuildError, Builder, DirLock, DiscoveryKind, TransportKind};
-pub use runtime::{start_peer, NoDiscovery, OperationKind, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+pub use command::PeerCommand;
+pub use peer::{Events, EventsError, Operation, Peer};
+pub use progress::Progress;
+pub use runtime::{NoDiscovery, PeerConfig, Ports};
+
+pub use lanspread_core::catalog::{Catalog, CatalogEntry};
+pub use lanspread_core::db::{Availability, GameView};
+pub use lanspread_core::game::{GameId, Version};
+pub use lanspread_core::peer::{
+    DownloadError, DownloadOptions, DownloadReport, ErrorCode, Failure, HasCode, InstallError, InstallReport, OperationKind, PeerEvent,
+    PeerInfo, PeerShare, RemoveError, ResolveError, Resolved, SetGameDirError, Snapshot, TransferStats, UninstallError, UninstallReport,
+};
+pub use lanspread_ports::{PeerId, RelPath};

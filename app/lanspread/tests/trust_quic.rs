@@ -2,15 +2,14 @@
 //! keeps strangers out, a lying seeder is banned, a pinned peer's key change
 //! is refused by the transport.
 
-use lanspread::runtime::{start_peer, NoDiscovery, PeerCommand, PeerConfig, PeerEvent, PeerRuntimeHandle, Ports};
+use lanspread::{Builder, DiscoveryKind, Events, PeerCommand, PeerEvent};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
-use lanspread_ports::{Fs, Transport, TransportError};
+use lanspread_ports::{Transport, TransportError};
 use lanspread_tls::{Identity, TransportLimits};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 const CATALOG: &str = "[[games]]\nid = \"arena\"\nname = \"Arena\"\n";
 
@@ -25,8 +24,8 @@ fn transport(s2n: bool) -> Arc<dyn Transport> {
 }
 
 struct Peer {
-    handle: PeerRuntimeHandle,
-    events: mpsc::UnboundedReceiver<PeerEvent>,
+    handle: lanspread::Peer,
+    events: Events,
     _dir: tempfile::TempDir,
 }
 
@@ -38,24 +37,22 @@ fn peer(s2n: bool, key: Option<&str>, seed_game: bool, static_peers: Vec<SocketA
         std::fs::write(root.join("arena.bin"), vec![7u8; 3 << 20]).unwrap();
         std::fs::write(root.join("version.ini"), "1.0\n").unwrap();
     }
-    let fs: Arc<dyn Fs> = Arc::new(lanspread_capfs::CapFs::open(dir.path()).unwrap());
-    let config = PeerConfig {
-        catalog: Catalog::from_toml(CATALOG).unwrap(),
-        static_peers,
-        party_key: key.map(str::to_owned),
-        auto_install: false,
-        ..PeerConfig::default()
-    };
-    let ports = Ports {
-        fs,
-        fs_provider: None,
-        transport: transport(s2n),
-        discovery: Arc::new(NoDiscovery),
-        unpacker: Arc::new(lanspread_unpack::MultiUnpacker::standard()),
-        clock: Arc::new(lanspread_clock::TokioClock::new()),
-    };
-    let (tx, events) = mpsc::unbounded_channel();
-    Peer { handle: start_peer(config, ports, tx), events, _dir: dir }
+    // The game directory, unpacker and clock are the builder's real ones;
+    // the transport is chosen here so both QUIC stacks meet.
+    let handle = Builder::new()
+        .game_dir(dir.path())
+        .dir_lock(false)
+        .catalog(Catalog::from_toml(CATALOG).unwrap())
+        .custom_transport(transport(s2n))
+        .discovery(DiscoveryKind::None)
+        .static_peers(static_peers)
+        .party_key(key.map(str::to_owned))
+        .config(|c| c.auto_install = false)
+        .assemble()
+        .unwrap()
+        .start();
+    let events = handle.subscribe();
+    Peer { handle, events, _dir: dir }
 }
 
 /// Collects events for `d` and returns whether `pred` matched one.
@@ -63,8 +60,8 @@ async fn saw(p: &mut Peer, d: Duration, pred: impl Fn(&PeerEvent) -> bool) -> bo
     let deadline = tokio::time::Instant::now() + d;
     loop {
         match tokio::time::timeout_at(deadline, p.events.recv()).await {
-            Ok(Some(e)) if pred(&e) => return true,
-            Ok(Some(_)) => continue,
+            Ok(Ok(e)) if pred(&e) => return true,
+            Ok(Ok(_) | Err(lanspread::EventsError::Lagged { .. })) => continue,
             _ => return false,
         }
     }
@@ -78,11 +75,11 @@ fn holds(e: &PeerEvent) -> bool {
 async fn party_key_over_real_quic() {
     for (host_s2n, guest_s2n) in [(false, true), (true, false)] {
         let host = peer(host_s2n, Some("lan party 2026"), true, vec![]);
-        let mut friend = peer(guest_s2n, Some("lan party 2026"), false, vec![host.handle.addr]);
-        let mut stranger = peer(guest_s2n, None, false, vec![host.handle.addr]);
-        let mut wrong = peer(guest_s2n, Some("another party"), false, vec![host.handle.addr]);
+        let mut friend = peer(guest_s2n, Some("lan party 2026"), false, vec![host.handle.addr()]);
+        let mut stranger = peer(guest_s2n, None, false, vec![host.handle.addr()]);
+        let mut wrong = peer(guest_s2n, Some("another party"), false, vec![host.handle.addr()]);
         assert!(saw(&mut friend, Duration::from_secs(10), holds).await, "the friend sees the game");
-        friend.handle.send(PeerCommand::DownloadGameFiles(GameId::new("arena").unwrap()));
+        friend.handle.send(PeerCommand::download(GameId::new("arena").unwrap()));
         assert!(
             saw(&mut friend, Duration::from_secs(20), |e| matches!(e, PeerEvent::DownloadFinished { .. })).await,
             "the friend downloads it"

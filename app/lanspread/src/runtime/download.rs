@@ -1,267 +1,200 @@
-//! The download pipeline: resolve the latest manifest, then pull verified
-//! chunks from every peer holding that version, driven by the sans-IO
-//! scheduler of `lanspread_core::sched`, inside the sentinel transaction.
+//! The download pipeline's driver: inside the sentinel transaction, pull
+//! verified units from every holder of the pinned version. The chunk plan
+//! belongs to the sans-IO [`Transfer`]; this task spawns the fetches it
+//! asks for, writes what they verified, and feeds back results, timers and
+//! the holder news the peer machine sends.
 
 use super::budget::WRITER_DESCRIPTORS;
-use super::events::{OperationKind, PeerEvent, PeerShare, TransferStats};
-use super::peers;
-use super::state::Shared;
+use super::ctx::Ctx;
+use super::ops::settle;
+use crate::progress::Progress;
 use bytes::Bytes;
 use lanspread_core::game::{EntryKind, GameId, Hash, Manifest};
-use lanspread_core::protocol::{Request, Response};
+use lanspread_core::peer::{DownloadError, DownloadReport, OpToken, Outcome, PeerEvent, PeerShare, TransferStats};
+use lanspread_core::protocol::Request;
 use lanspread_core::scan;
 use lanspread_core::sched::{ChunkFailure, Transfer, TransferAction};
-use lanspread_core::txn;
+use lanspread_core::txn::{self, TxnError};
 use lanspread_core::units::{FileIdx, UnitIdx, UnitLayout};
 use lanspread_core::wire::{self, WireError};
-use lanspread_ports::{FsError, FsErrorKind, PeerId, RelPath, Timestamp, WritePiece};
-use std::collections::BTreeMap;
+use lanspread_ports::{FsError, FsErrorKind, PeerId, RelPath, WritePiece};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinSet;
 
-/// Asks the holders of the latest version for its manifest (pinned to the
-/// majority digest) and emits `GotGameFiles`.
-pub(crate) async fn resolve(sh: &Arc<Shared>, id: &GameId) -> Result<(Manifest, Vec<PeerId>), String> {
-    let sources = sh.st().db.download_sources(id).ok_or_else(|| format!("no peer on the LAN has {id}"))?;
-    if !sh.cfg.catalog.contains(id) {
-        return Err(format!("{id} is not in the catalog"));
-    }
-    let cached = sh.st().db.manifest_with_digest(id, &sources.digest).cloned();
-    let manifest = match cached {
-        Some(m) => m,
-        None => {
-            let mut last_err = String::from("no holder answered");
-            let mut found = None;
-            for peer in &sources.peers {
-                match peers::request(sh, *peer, &Request::GetGame { id: id.clone() }).await {
-                    Ok(Response::Game(details)) => {
-                        let m = details.manifest;
-                        if m.digest() != sources.digest || m.version != sources.version {
-                            last_err = format!("peer {peer} sent a manifest that differs from the one it advertises");
-                            continue;
-                        }
-                        if let Err(e) = m.validate(u64::MAX) {
-                            last_err = format!("peer {peer} sent an invalid manifest: {e}");
-                            continue;
-                        }
-                        sh.st().db.set_peer_manifest(peer, id, m.clone());
-                        found = Some(m);
-                        break;
-                    }
-                    Ok(other) => last_err = format!("peer {peer} answered {other:?}"),
-                    Err(e) => last_err = format!("peer {peer}: {e}"),
-                }
-            }
-            found.ok_or(last_err)?
-        }
-    };
-    let peers = sources.peers.clone();
-    sh.st().resolved.insert(id.clone(), (manifest.clone(), peers.clone()));
-    sh.emit(PeerEvent::GotGameFiles {
-        id: id.clone(),
-        version: manifest.version.clone(),
-        files: manifest.files.len(),
-        bytes: manifest.total_size(),
-        peers: peers.clone(),
-    });
-    Ok((manifest, peers))
+/// Holders of the download's version that joined or left the LAN.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HolderNews {
+    pub joined: Vec<PeerId>,
+    pub left: Vec<PeerId>,
 }
 
-/// How often a running download looks for peers that joined or left.
-const MEMBERSHIP_CHECK: std::time::Duration = std::time::Duration::from_millis(50);
+/// What the peer machine started.
+pub(crate) struct DownloadJob {
+    pub token: OpToken,
+    pub id: GameId,
+    pub manifest: Arc<Manifest>,
+    pub holders: Vec<PeerId>,
+    pub files: Option<BTreeSet<RelPath>>,
+}
+
+/// The inputs of a running download besides its job.
+pub(crate) struct Signals {
+    pub news: mpsc::UnboundedReceiver<HolderNews>,
+    pub cancel: watch::Receiver<bool>,
+    pub progress: watch::Sender<Progress>,
+}
+
+/// Runs one download to its end and reports it to the driver.
+pub(crate) async fn run(ctx: Arc<Ctx>, job: DownloadJob, mut signals: Signals) {
+    let result = attempt(&ctx, &job, &mut signals).await;
+    if let Ok(report) = &result {
+        if report.complete {
+            remember_verified(&ctx, &job.id, &job.manifest).await;
+        }
+    }
+    settle(&ctx, job.token, &job.id, Outcome::Downloaded(result)).await;
+}
 
 enum FetchError {
     Peer(ChunkFailure),
-    Local(String),
+    Local(FsError),
 }
 
-/// Runs a whole download (resolving first if needed), then installs if
-/// configured. Emits the lifecycle events.
-pub(crate) async fn download(sh: Arc<Shared>, id: GameId) {
-    if let Err(kind) = sh.begin_operation(&id, OperationKind::Downloading) {
-        sh.emit(PeerEvent::DownloadFailed { id, reason: format!("another operation ({kind:?}) is running on this game") });
-        return;
-    }
-    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    sh.st().cancels.insert(id.clone(), cancel_tx);
-    let result = run_download(&sh, &id, cancel_rx).await;
-    sh.st().cancels.remove(&id);
-    match result {
-        Ok((manifest, stats)) => {
-            sh.st().resolved.remove(&id);
-            let version = manifest.version.clone();
-            sh.finish_operation(&id, PeerEvent::DownloadFinished { id: id.clone(), version, stats }).await;
-            if sh.cfg.auto_install && !sh.is_shutting_down() {
-                super::ops::install(sh.clone(), id).await;
+/// Which chunks need no fetch: verified data already in place (an
+/// interrupted attempt, or the old version's unchanged chunks at the same
+/// offsets), and every chunk of a file outside the selection.
+async fn in_place(ctx: &Ctx, job: &DownloadJob, fresh: bool) -> Vec<Vec<bool>> {
+    let (id, manifest) = (&job.id, job.manifest.as_ref());
+    let fs = ctx.local.fs();
+    let mut in_place = if fresh {
+        Vec::new()
+    } else {
+        let index = ctx.local.scanner.lock().await.index.clone();
+        let known = |path: &RelPath, size: u64, mtime: Option<u128>| index.known_chunks(id, path, size, mtime).map(<[_]>::to_vec);
+        scan::reusable_chunks(fs.as_ref(), &id.root(), manifest, &known).await
+    };
+    if let Some(files) = &job.files {
+        if in_place.is_empty() {
+            in_place = manifest.files.iter().map(|f| vec![false; f.chunks.len()]).collect();
+        }
+        for (f, chunks) in manifest.files.iter().zip(in_place.iter_mut()) {
+            if !files.contains(&f.path) {
+                chunks.iter_mut().for_each(|c| *c = true);
             }
         }
-        Err(reason) => {
-            sh.finish_operation(&id, PeerEvent::DownloadFailed { id: id.clone(), reason }).await;
-        }
     }
+    in_place
 }
 
-async fn run_download(
-    sh: &Arc<Shared>,
-    id: &GameId,
-    mut cancel: tokio::sync::watch::Receiver<bool>,
-) -> Result<(Manifest, TransferStats), String> {
-    let resolved = sh.st().resolved.get(id).cloned();
-    let (manifest, sources) = match resolved {
-        Some(r) => r,
-        None => resolve(sh, id).await?,
-    };
-    let fs = sh.fs();
+/// Whether a selection leaves some file out.
+fn is_partial(job: &DownloadJob) -> bool {
+    job.files.as_ref().is_some_and(|sel| job.manifest.files.iter().any(|f| f.kind == EntryKind::File && !sel.contains(&f.path)))
+}
+
+async fn attempt(ctx: &Arc<Ctx>, job: &DownloadJob, signals: &mut Signals) -> Result<DownloadReport, DownloadError> {
+    let (id, manifest) = (&job.id, job.manifest.as_ref());
+    let fs = ctx.local.fs();
     let total = manifest.total_size();
     if let Ok(Some(free)) = fs.free_space().await {
         if free < total {
-            return Err(format!("not enough disk space: {id} needs {total} bytes, {free} are free"));
+            return Err(DownloadError::NoSpace { id: id.clone(), needed: total, free });
         }
     }
     let root = id.root();
-    let clock = sh.ports.clock.clone();
-    let t0 = clock.now();
     // A root that does not exist yet holds nothing stale to prune.
     let fresh = matches!(fs.metadata(&root).await, Err(e) if e.kind == FsErrorKind::NotFound);
-    txn::begin_download(fs.as_ref(), &root, &manifest).await.map_err(|e| e.to_string())?;
-    let t1 = clock.now();
-    let pruned = if fresh { Ok(0) } else { txn::prune_stale(fs.as_ref(), &root, &manifest).await };
-    match pruned {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("{id}: removed {n} entries the new version does not have"),
-        Err(e) => {
-            let _ = txn::abort_download(fs.as_ref(), &root).await;
-            return Err(e.to_string());
-        }
-    }
-    // Data already in place (an interrupted attempt, or the old version's
-    // unchanged chunks at the same offsets) is verified and not fetched.
-    let reusable = if fresh {
-        Vec::new()
-    } else {
-        let index = sh.scanner.lock().await.index.clone();
-        let known = |path: &RelPath, size: u64, mtime: Option<u128>| index.known_chunks(id, path, size, mtime).map(<[_]>::to_vec);
-        scan::reusable_chunks(fs.as_ref(), &root, &manifest, &known).await
-    };
-    let t2 = clock.now();
-    let result = transfer(sh, id, &manifest, &sources, &reusable, &mut cancel).await;
-    let t3 = clock.now();
-    let committed = match result {
-        Ok((sentinel, stats)) => {
-            let commit = txn::commit_download(fs.as_ref(), &root, &manifest, &sentinel).await;
-            commit.map(|()| stats).map_err(|e| format!("committing the download of {id} failed: {e}"))
-        }
-        Err(e) => Err(e),
-    };
-    match committed {
-        Ok(stats) => {
-            let t4 = clock.now();
-            remember_verified(sh, id, &manifest).await;
-            let t5 = clock.now();
-            tracing::debug!(
-                "{id}: begin {:?}, prune and reuse check {:?}, transfer {:?}, commit {:?}, index {:?}",
-                t1.saturating_since(t0),
-                t2.saturating_since(t1),
-                t3.saturating_since(t2),
-                t4.saturating_since(t3),
-                t5.saturating_since(t4)
-            );
-            Ok((manifest, stats))
-        }
-        // A failed transfer or commit resolves its intent (the data stays for
-        // a resume), so the next attempt is not refused as pending.
-        Err(e) => {
-            if let Err(e2) = txn::abort_download(fs.as_ref(), &root).await {
-                sh.emit(PeerEvent::RuntimeFailure(format!("cleaning up the download of {id}: {e2}")));
+    txn::begin_download(fs.as_ref(), &root, manifest).await?;
+    let result = async {
+        if !fresh {
+            let pruned = txn::prune_stale(fs.as_ref(), &root, manifest).await?;
+            if pruned > 0 {
+                tracing::info!("{id}: removed {pruned} entries the new version does not have");
             }
-            Err(e)
+        }
+        let in_place = in_place(ctx, job, fresh).await;
+        let (sentinel, stats) = transfer(ctx, job, &in_place, signals).await?;
+        if is_partial(job) {
+            // Never commit version.ini before every file is in place: the
+            // game stays "partial" and a later full download completes it.
+            txn::abort_download(fs.as_ref(), &root).await?;
+            return Ok(DownloadReport { version: manifest.version.clone(), stats, complete: false });
+        }
+        txn::commit_download(fs.as_ref(), &root, manifest, &sentinel).await?;
+        Ok(DownloadReport { version: manifest.version.clone(), stats, complete: true })
+    }
+    .await;
+    if result.is_err() {
+        // A failed transfer or commit resolves its intent (the data stays
+        // for a resume), so the next attempt is not refused as pending.
+        if let Err(e) = txn::abort_download(fs.as_ref(), &root).await {
+            ctx.emit(PeerEvent::RuntimeFailure(lanspread_core::peer::HasCode::failure(&DownloadError::Transaction(e))));
         }
     }
+    result
+}
+
+/// The running fetches of one transfer.
+struct Fetches {
+    tasks: JoinSet<(PeerId, UnitIdx, Result<Option<Sentinel>, FetchError>)>,
+    running: BTreeMap<(PeerId, UnitIdx), tokio::task::AbortHandle>,
+    turns: Turns,
 }
 
 async fn transfer(
-    sh: &Arc<Shared>,
-    id: &GameId,
-    manifest: &Manifest,
-    sources: &[PeerId],
-    reusable: &[Vec<bool>],
-    cancel: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(Vec<u8>, TransferStats), String> {
-    let clock = sh.ports.clock.clone();
+    ctx: &Arc<Ctx>,
+    job: &DownloadJob,
+    in_place: &[Vec<bool>],
+    signals: &mut Signals,
+) -> Result<(Vec<u8>, TransferStats), DownloadError> {
+    let id = &job.id;
+    let clock = ctx.ports.clock.clone();
     let started = clock.now();
-    let mut plan = Transfer::new(manifest, reusable, sh.cfg.sched.clone());
-    let job = Arc::new(Job::new(sh.clone(), id, manifest, plan.layout().clone())?);
-    let mut sentinel = vec![0u8; manifest.files[job.sentinel.index()].size as usize];
-    if plan.reused_bytes() > 0 {
-        tracing::info!("{id}: {} bytes are already in place and verified; fetching the rest", plan.reused_bytes());
-    }
+    let mut plan = Transfer::new(&job.manifest, in_place, ctx.cfg.sched.clone());
+    let shared = Arc::new(Shared::new(ctx, job, plan.layout().clone())?);
+    let mut sentinel = vec![0u8; job.manifest.files[shared.sentinel.index()].size as usize];
     // Bans live in this download's plan only: a peer that lied about this
     // version may still serve other games, or this one in a later attempt.
-    let mut usable: Vec<PeerId> = sources.to_vec();
-    for p in &usable {
+    let mut holders: BTreeSet<PeerId> = job.holders.iter().copied().collect();
+    for p in &holders {
         plan.handle_peer_added(*p, clock.now());
     }
-    if usable.is_empty() {
-        return Err(format!("no usable peer holds {id}"));
-    }
-    sh.emit(PeerEvent::DownloadBegin {
+    ctx.emit(PeerEvent::DownloadBegin {
         id: id.clone(),
-        version: manifest.version.clone(),
+        version: job.manifest.version.clone(),
         total: plan.total_bytes(),
-        peers: usable.clone(),
+        peers: holders.iter().copied().collect(),
     });
-
-    let mut tasks: JoinSet<(PeerId, UnitIdx, Result<Option<Sentinel>, FetchError>)> = JoinSet::new();
-    let mut running: BTreeMap<(PeerId, UnitIdx), tokio::task::AbortHandle> = BTreeMap::new();
-    let mut turns = Turns::default();
-    let mut next_progress = clock.now() + sh.cfg.progress_interval;
-    let mut next_membership = clock.now() + MEMBERSHIP_CHECK;
-    let mut stop = sh.shutdown_signal();
-    let outcome: Result<(), String> = loop {
-        let now = clock.now();
-        let mut end = None;
-        while let Some(action) = plan.poll_action(now) {
-            match action {
-                TransferAction::Request { peer, unit } => {
-                    let turn = turns.of(&job, unit);
-                    let job = job.clone();
-                    let abort = tasks.spawn(async move { (peer, unit, fetch_unit(&job, peer, unit, turn).await) });
-                    running.insert((peer, unit), abort);
-                }
-                TransferAction::Cancel { peer, unit } => {
-                    if let Some(a) = running.remove(&(peer, unit)) {
-                        a.abort();
-                    }
-                }
-                TransferAction::FileComplete(file) => turns.finished(file),
-                TransferAction::PeerBackedOff { peer, until } => {
-                    // Requests keep failing or timing out: the connection may
-                    // be dead without knowing it (a peer that lost power sends
-                    // no close). Dial afresh after the backoff.
-                    tracing::debug!("backing off {peer} for {:?}", until - now);
-                    peers::drop_connection(sh, &peer);
-                }
-                TransferAction::PeerBanned { peer, reason } => sh.emit(PeerEvent::PeerBanned { peer, reason }),
-                TransferAction::WaitingForHolders { why, until } => {
-                    sh.emit(PeerEvent::DownloadWaiting { id: id.clone(), reason: why, deadline: until });
-                }
-                TransferAction::Complete => end = Some(Ok(())),
-                TransferAction::Failed(why) => end = Some(Err(format!("download of {id} failed: {why}"))),
-            }
+    let mut fetches = Fetches { tasks: JoinSet::new(), running: BTreeMap::new(), turns: Turns::default() };
+    let mut next_progress = clock.now() + ctx.cfg.progress_interval;
+    let mut stop = ctx.shutdown_signal();
+    let outcome: Result<(), DownloadError> = loop {
+        if let Some(end) = apply_actions(ctx, &shared, &mut plan, &mut fetches, signals) {
+            break end;
         }
-        if let Some(e) = end {
-            break e;
-        }
-        let wake = [plan.poll_timeout(), Some(next_progress), Some(next_membership)].into_iter().flatten().min().unwrap_or(next_progress);
+        let wake = plan.poll_timeout().map_or(next_progress, |t| t.min(next_progress));
         let sleep_for = wake.saturating_since(clock.now());
         tokio::select! {
             biased;
-            _ = stop.changed() => break Err("the peer is shutting down".into()),
-            _ = cancel.changed() => break Err("cancelled".into()),
-            joined = tasks.join_next(), if !tasks.is_empty() => {
+            _ = stop.changed() => break Err(DownloadError::ShuttingDown),
+            _ = signals.cancel.changed() => break Err(DownloadError::Cancelled),
+            news = signals.news.recv() => {
+                let news = news.unwrap_or_default();
+                let now = clock.now();
+                for p in news.left {
+                    holders.remove(&p);
+                    plan.handle_peer_removed(&p, now);
+                }
+                for p in news.joined {
+                    if holders.insert(p) {
+                        plan.handle_peer_added(p, now);
+                    }
+                }
+            }
+            joined = fetches.tasks.join_next(), if !fetches.tasks.is_empty() => {
                 let Some(Ok((peer, unit, result))) = joined else { continue };
-                running.remove(&(peer, unit));
+                fetches.running.remove(&(peer, unit));
                 let now = clock.now();
                 match result {
                     Ok(got) => {
@@ -270,67 +203,98 @@ async fn transfer(
                         }
                         plan.handle_unit_done(&peer, unit, now);
                     }
-                    Err(FetchError::Peer(f)) => {
-                        if matches!(f, ChunkFailure::Transport(_)) && sh.st().db.peer(&peer).is_none() {
-                            plan.handle_peer_removed(&peer, now);
-                        } else {
-                            plan.handle_unit_failed(&peer, unit, f, now);
-                        }
-                    }
-                    Err(FetchError::Local(e)) => break Err(e),
+                    // A peer that left the LAN leaves the plan; others fail the unit.
+                    Err(FetchError::Peer(ChunkFailure::Transport(_))) if !holders.contains(&peer) => plan.handle_peer_removed(&peer, now),
+                    Err(FetchError::Peer(f)) => plan.handle_unit_failed(&peer, unit, f, now),
+                    Err(FetchError::Local(e)) => break Err(DownloadError::Write(e)),
                 }
             }
             _ = clock.sleep(sleep_for) => plan.handle_timeout(clock.now()),
         }
-        let now = clock.now();
-        if now >= next_membership {
-            next_membership = now + MEMBERSHIP_CHECK;
-            update_membership(sh, id, &job.digest, &mut plan, &mut usable, now);
-        }
-        if now >= next_progress {
-            next_progress = now + sh.cfg.progress_interval;
-            sh.emit(progress(id, &plan));
+        if clock.now() >= next_progress {
+            next_progress = clock.now() + ctx.cfg.progress_interval;
+            report_progress(ctx, id, &plan, signals);
         }
     };
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+    fetches.tasks.abort_all();
+    while fetches.tasks.join_next().await.is_some() {}
     outcome?;
-    sh.emit(progress(id, &plan));
+    report_progress(ctx, id, &plan, signals);
     let secs = clock.now().saturating_since(started).as_secs_f64();
-    let reused = plan.reused_bytes();
-    Ok((sentinel, TransferStats { bytes: plan.total_bytes() - reused, reused, secs, peers: shares(&plan) }))
+    let skipped = skipped_bytes(job);
+    let reused = plan.reused_bytes().saturating_sub(skipped);
+    let bytes = plan.total_bytes().saturating_sub(plan.reused_bytes());
+    Ok((sentinel, TransferStats { bytes, reused, secs, peers: shares(&plan) }))
 }
 
-/// Peers pruned by liveness leave the download; peers that joined the LAN
-/// with the same manifest join it.
-fn update_membership(sh: &Shared, id: &GameId, digest: &Hash, plan: &mut Transfer, usable: &mut Vec<PeerId>, now: Timestamp) {
-    let (gone, joined) = {
-        let st = sh.st();
-        let gone: Vec<PeerId> = usable.iter().filter(|p| st.db.peer(p).is_none()).copied().collect();
-        let joined: Vec<PeerId> = st
-            .db
-            .download_sources(id)
-            .filter(|s| s.digest == *digest)
-            .map(|s| s.peers.into_iter().filter(|p| !usable.contains(p)).collect())
-            .unwrap_or_default();
-        (gone, joined)
-    };
-    for p in gone {
-        plan.handle_peer_removed(&p, now);
-        usable.retain(|u| *u != p);
+/// Bytes of the files a selection leaves out (counted "in place" by the
+/// plan, but neither fetched nor reused).
+fn skipped_bytes(job: &DownloadJob) -> u64 {
+    let Some(sel) = &job.files else { return 0 };
+    job.manifest.files.iter().filter(|f| !sel.contains(&f.path)).map(|f| f.size).sum()
+}
+
+/// Carries out what the plan asks for; returns the end of the transfer if
+/// it came.
+fn apply_actions(
+    ctx: &Ctx,
+    shared: &Arc<Shared>,
+    plan: &mut Transfer,
+    fetches: &mut Fetches,
+    signals: &Signals,
+) -> Option<Result<(), DownloadError>> {
+    let now = ctx.ports.clock.now();
+    let id = &shared.id;
+    let mut end = None;
+    while let Some(action) = plan.poll_action(now) {
+        match action {
+            TransferAction::Request { peer, unit } => {
+                let turn = fetches.turns.of(shared, unit);
+                let shared = shared.clone();
+                let abort = fetches.tasks.spawn(async move { (peer, unit, fetch_unit(&shared, peer, unit, turn).await) });
+                fetches.running.insert((peer, unit), abort);
+            }
+            TransferAction::Cancel { peer, unit } => {
+                if let Some(a) = fetches.running.remove(&(peer, unit)) {
+                    a.abort();
+                }
+            }
+            TransferAction::FileComplete(file) => fetches.turns.finished(file),
+            TransferAction::PeerBackedOff { peer, until } => {
+                // Requests keep failing or timing out: the connection may
+                // be dead without knowing it (a peer that lost power sends
+                // no close). Dial afresh after the backoff.
+                tracing::debug!("backing off {peer} for {:?}", until - now);
+                ctx.pool.drop_connection(&peer);
+            }
+            TransferAction::PeerBanned { peer, reason } => ctx.emit(PeerEvent::PeerBanned { peer, reason }),
+            TransferAction::WaitingForHolders { why, until } => {
+                signals.progress.send_modify(|p| p.waiting = Some(why.clone()));
+                ctx.emit(PeerEvent::DownloadWaiting { id: id.clone(), reason: why, deadline: until });
+            }
+            TransferAction::Complete => end = Some(Ok(())),
+            TransferAction::Failed(why) => end = Some(Err(DownloadError::Transfer { id: id.clone(), reason: why })),
+        }
     }
-    for p in joined {
-        plan.handle_peer_added(p, now);
-        usable.push(p);
-    }
+    end
+}
+
+fn report_progress(ctx: &Ctx, id: &GameId, plan: &Transfer, signals: &Signals) {
+    let (done, total, rate, peers) = (plan.done_bytes(), plan.total_bytes(), plan.total_rate(), shares(plan));
+    signals.progress.send_replace(Progress::of_download(done, total, rate, peers.clone()));
+    ctx.emit(PeerEvent::DownloadProgress { id: id.clone(), done, total, rate, peers });
+}
+
+fn shares(plan: &Transfer) -> Vec<PeerShare> {
+    plan.peer_stats().into_iter().map(|(peer, s)| PeerShare { peer, bytes: s.bytes, rate: s.rate }).collect()
 }
 
 /// What the fetch tasks of one download share.
-struct Job {
-    sh: Arc<Shared>,
+struct Shared {
+    ctx: Arc<Ctx>,
     id: GameId,
     digest: Hash,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     layout: Arc<UnitLayout>,
     /// Each manifest entry's path beneath the game directory.
     paths: Vec<RelPath>,
@@ -338,15 +302,17 @@ struct Job {
     sentinel: FileIdx,
 }
 
-impl Job {
-    fn new(sh: Arc<Shared>, id: &GameId, manifest: &Manifest, layout: Arc<UnitLayout>) -> Result<Self, String> {
-        let paths = manifest.paths_under(&id.root()).map_err(|e| e.to_string())?;
-        let sentinel = manifest.files.iter().position(|f| f.is_sentinel()).ok_or("manifest has no version.ini")?;
-        Ok(Job {
-            sh,
-            id: id.clone(),
-            digest: manifest.digest(),
-            manifest: manifest.clone(),
+impl Shared {
+    fn new(ctx: &Arc<Ctx>, job: &DownloadJob, layout: Arc<UnitLayout>) -> Result<Self, DownloadError> {
+        let root = job.id.root();
+        let bad = |detail: String| DownloadError::Transaction(TxnError::BadManifest { root: root.clone(), detail });
+        let paths = job.manifest.paths_under(&root).map_err(|e| bad(e.to_string()))?;
+        let sentinel = job.manifest.files.iter().position(|f| f.is_sentinel()).ok_or_else(|| bad("no version.ini".into()))?;
+        Ok(Shared {
+            ctx: ctx.clone(),
+            id: job.id.clone(),
+            digest: job.manifest.digest(),
+            manifest: job.manifest.clone(),
             layout,
             paths,
             sentinel: FileIdx(sentinel as u32),
@@ -366,7 +332,7 @@ type Sentinel = (u64, Bytes);
 struct Turns(BTreeMap<FileIdx, Arc<Mutex<()>>>);
 
 impl Turns {
-    fn of(&mut self, job: &Job, unit: UnitIdx) -> Option<Arc<Mutex<()>>> {
+    fn of(&mut self, job: &Shared, unit: UnitIdx) -> Option<Arc<Mutex<()>>> {
         match job.layout.pieces(unit) {
             [p] if job.manifest.files[p.file.index()].chunks.len() > 1 => Some(self.0.entry(p.file).or_default().clone()),
             _ => None,
@@ -378,26 +344,12 @@ impl Turns {
     }
 }
 
-fn progress(id: &GameId, plan: &Transfer) -> PeerEvent {
-    PeerEvent::DownloadProgress {
-        id: id.clone(),
-        done: plan.done_bytes(),
-        total: plan.total_bytes(),
-        rate: plan.total_rate(),
-        peers: shares(plan),
-    }
-}
-
-fn shares(plan: &Transfer) -> Vec<PeerShare> {
-    plan.peer_stats().into_iter().map(|(peer, s)| PeerShare { peer, bytes: s.bytes, rate: s.rate }).collect()
-}
-
 /// Fetches one unit from `peer`, verifies every piece against its own
 /// chunk hash, and writes it. Returns the bytes of `version.ini` if the
 /// unit holds them (they are written by the commit, last).
-async fn fetch_unit(job: &Job, peer: PeerId, unit: UnitIdx, turn: Option<Arc<Mutex<()>>>) -> Result<Option<Sentinel>, FetchError> {
+async fn fetch_unit(job: &Shared, peer: PeerId, unit: UnitIdx, turn: Option<Arc<Mutex<()>>>) -> Result<Option<Sentinel>, FetchError> {
     let req = Request::GetUnit { id: job.id.clone(), digest: job.digest, unit };
-    let data = request_unit(&job.sh, peer, &req, job.layout.len(unit)).await?;
+    let data = request_unit(&job.ctx, peer, &req, job.layout.len(unit)).await?;
     let pieces = job.layout.verify(&job.manifest, unit, &data).map_err(|e| FetchError::Peer(ChunkFailure::Corrupt(e.to_string())))?;
     let mut sentinel = None;
     let mut writes = Vec::with_capacity(pieces.len());
@@ -408,19 +360,19 @@ async fn fetch_unit(job: &Job, peer: PeerId, unit: UnitIdx, turn: Option<Arc<Mut
             writes.push(WritePiece { path: job.paths[p.file.index()].clone(), offset: p.offset, data: bytes });
         }
     }
-    write(&job.sh, writes, turn).await.map_err(|e| FetchError::Local(format!("writing the download to disk failed: {e}")))?;
+    write(&job.ctx, writes, turn).await.map_err(FetchError::Local)?;
     Ok(sentinel)
 }
 
-async fn request_unit(sh: &Arc<Shared>, peer: PeerId, req: &Request, len: u64) -> Result<Bytes, FetchError> {
-    let conn = peers::connection(sh, peer).await.map_err(|e| FetchError::Peer(ChunkFailure::Transport(e)))?;
+async fn request_unit(ctx: &Ctx, peer: PeerId, req: &Request, len: u64) -> Result<Bytes, FetchError> {
+    let conn = ctx.pool.connection(peer).await.map_err(|e| FetchError::Peer(ChunkFailure::Transport(e)))?;
     match wire::request_data(conn.as_ref(), req, len).await {
         Ok(d) => Ok(d),
         Err(WireError::Length { expected, got }) => {
             Err(FetchError::Peer(ChunkFailure::Corrupt(format!("announced {got} bytes instead of {expected}"))))
         }
         Err(e @ WireError::Transport(_)) => {
-            peers::drop_connection(sh, &peer);
+            ctx.pool.drop_connection(&peer);
             Err(FetchError::Peer(ChunkFailure::Transport(e.to_string())))
         }
         Err(e) => Err(FetchError::Peer(ChunkFailure::Transport(e.to_string()))),
@@ -431,8 +383,8 @@ async fn request_unit(sh: &Arc<Shared>, peer: PeerId, req: &Request, len: u64) -
 /// budget; no file stays open afterwards. A chunk of a large file goes
 /// through a file handle (which may write it with direct IO), a batch of
 /// small files through one call of the `Fs` port.
-async fn write(sh: &Shared, mut writes: Vec<WritePiece>, turn: Option<Arc<Mutex<()>>>) -> Result<(), FsError> {
-    let fs = sh.fs();
+async fn write(ctx: &Ctx, mut writes: Vec<WritePiece>, turn: Option<Arc<Mutex<()>>>) -> Result<(), FsError> {
+    let fs = ctx.local.fs();
     match writes.len() {
         0 => Ok(()),
         1 => {
@@ -441,11 +393,11 @@ async fn write(sh: &Shared, mut writes: Vec<WritePiece>, turn: Option<Arc<Mutex<
                 Some(t) => Some(t.lock().await),
                 None => None,
             };
-            let _permit = sh.files.download(WRITER_DESCRIPTORS).await;
+            let _permit = ctx.files.download(WRITER_DESCRIPTORS).await;
             fs.open_write(&p.path).await?.write_at(p.offset, p.data).await
         }
         _ => {
-            let _permit = sh.files.download(1).await;
+            let _permit = ctx.files.download(1).await;
             fs.write_pieces(writes).await
         }
     }
@@ -453,19 +405,16 @@ async fn write(sh: &Shared, mut writes: Vec<WritePiece>, turn: Option<Arc<Mutex<
 
 /// Every chunk was verified against the manifest: tell the scan index, so
 /// the settle-rescan (and later serving) does not hash the game again.
-async fn remember_verified(sh: &Arc<Shared>, id: &GameId, manifest: &Manifest) {
-    let fs = sh.fs();
-    let files: Vec<_> = manifest
-        .files
-        .iter()
-        .filter(|f| f.kind == EntryKind::File)
-        .filter_map(|f| Some((f, id.root().join(f.path.as_str()).ok()?)))
-        .collect();
-    let paths: Vec<RelPath> = files.iter().map(|(_, p)| p.clone()).collect();
+async fn remember_verified(ctx: &Ctx, id: &GameId, manifest: &Manifest) {
+    let fs = ctx.local.fs();
+    let Ok(paths) = manifest.paths_under(&id.root()) else { return };
+    let files: Vec<(usize, RelPath)> =
+        manifest.files.iter().zip(paths).enumerate().filter(|(_, (f, _))| f.kind == EntryKind::File).map(|(i, (_, p))| (i, p)).collect();
+    let just_paths: Vec<RelPath> = files.iter().map(|(_, p)| p.clone()).collect();
     let observed: Vec<_> = files
         .iter()
-        .zip(fs.metadata_many(&paths).await)
-        .filter_map(|((f, _), m)| m.ok().map(|m| (f.path.clone(), m.len, m.modified_ns)))
+        .zip(fs.metadata_many(&just_paths).await)
+        .filter_map(|((i, _), m)| m.ok().map(|m| (manifest.files[*i].path.clone(), m.len, m.modified_ns)))
         .collect();
-    sh.scanner.lock().await.index.remember_verified(id, manifest, &observed);
+    ctx.local.scanner.lock().await.index.remember_verified(id, manifest, &observed);
 }

@@ -1,28 +1,29 @@
 //! The peer runtime, generic over the ports: no adapter is named here.
 //!
-//! [`start_peer`] boots four long-lived tasks (server, discovery, liveness,
-//! local game monitor) and a command loop, and returns a
-//! [`PeerRuntimeHandle`]. The UI drives it with [`PeerCommand`]s and
-//! observes [`PeerEvent`]s.
+//! [`start`] spawns the [driver](driver) (which owns the peer machine) and
+//! returns a [`crate::Peer`]. The driver runs three long-lived tasks (the
+//! server, discovery, the local game monitor); liveness is a timer of the
+//! machine. Tasks reach peer state only by messages to the driver.
 
 mod budget;
+pub(crate) mod ctx;
 mod download;
-mod events;
+pub(crate) mod driver;
+mod local;
+mod monitor;
 mod ops;
-mod peers;
+mod pool;
 mod server;
-mod state;
-mod tasks;
-
-pub use events::{OperationKind, PeerCommand, PeerEvent, PeerShare, TransferStats};
 
 use lanspread_core::catalog::Catalog;
+use lanspread_core::peer::Snapshot;
 use lanspread_core::sched::SchedulerConfig;
-use lanspread_ports::{Clock, Discovery, Fs, FsProvider, PeerId, Transport, Unpacker};
+use lanspread_core::serve::ServeView;
+use lanspread_ports::{Clock, Discovery, Fs, FsProvider, Transport, Unpacker};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
 
 /// Discovery that finds nobody: peers come only from static addresses
 /// (`--peer`), e.g. where multicast is blocked.
@@ -40,7 +41,7 @@ impl Discovery for NoDiscovery {
 }
 
 /// Runtime settings.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PeerConfig {
     /// Games this peer may announce and serve.
     pub catalog: Catalog,
@@ -56,9 +57,11 @@ pub struct PeerConfig {
     pub watch_debounce: Duration,
     /// Period of download progress events.
     pub progress_interval: Duration,
-    /// Chunk scheduler tunables.
+    /// Chunk scheduler tunables (`sched.holder_wait`: how long a download
+    /// waits for a usable holder).
     pub sched: SchedulerConfig,
-    /// Install automatically after a download.
+    /// Install automatically after a download started by
+    /// `PeerCommand::DownloadGameFiles`.
     pub auto_install: bool,
     /// Shared secret of a LAN party (off when `None`).
     pub party_key: Option<String>,
@@ -66,6 +69,9 @@ pub struct PeerConfig {
     pub max_streams_per_conn: usize,
     /// Timeout of one control request (hello, list, manifest, ping).
     pub request_timeout: Duration,
+    /// Events buffered per subscriber; one that falls further behind is
+    /// told it lagged.
+    pub event_capacity: usize,
 }
 
 impl Default for PeerConfig {
@@ -83,6 +89,7 @@ impl Default for PeerConfig {
             party_key: None,
             max_streams_per_conn: 64,
             request_timeout: Duration::from_secs(10),
+            event_capacity: 1024,
         }
     }
 }
@@ -104,54 +111,17 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Control handle of a running peer.
-pub struct PeerRuntimeHandle {
-    commands: mpsc::UnboundedSender<PeerCommand>,
-    done: tokio::sync::watch::Receiver<bool>,
-    /// Our identity.
-    pub id: PeerId,
-    /// Where our server listens.
-    pub addr: SocketAddr,
-    main: tokio::task::AbortHandle,
-    shared: Arc<state::Shared>,
-}
-
-impl PeerRuntimeHandle {
-    /// Sends a command (ignored after shutdown).
-    pub fn send(&self, cmd: PeerCommand) {
-        let _ = self.commands.send(cmd);
-    }
-
-    /// A clone of the command sender.
-    pub fn sender(&self) -> mpsc::UnboundedSender<PeerCommand> {
-        self.commands.clone()
-    }
-
-    /// Stops every task at once, without cleanup: what a crash or a power
-    /// cut does to the process (used by simulations and tests).
-    pub fn kill(self) {
-        self.main.abort();
-        self.shared.abort_all();
-    }
-
-    /// Stops the peer at a safe point and waits until every task ended.
-    pub async fn shutdown(mut self) {
-        let _ = self.commands.send(PeerCommand::Shutdown);
-        while !*self.done.borrow() {
-            if self.done.changed().await.is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// Starts a peer. Events arrive on `events`.
-pub fn start_peer(config: PeerConfig, ports: Ports, events: mpsc::UnboundedSender<PeerEvent>) -> PeerRuntimeHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-    let id = ports.transport.local_id();
-    let addr = ports.transport.local_addr();
-    let shared = state::Shared::new(config, ports, events);
-    let main = tokio::spawn(tasks::run(shared.clone(), rx, done_tx)).abort_handle();
-    PeerRuntimeHandle { commands: tx, done: done_rx, id, addr, main, shared }
+/// Starts a peer on `ports`; `guard` (e.g. the game directory's lock) is
+/// held as long as any handle lives.
+pub(crate) fn start(config: PeerConfig, ports: Ports, guard: Option<Box<dyn std::any::Any + Send + Sync>>) -> crate::Peer {
+    let (inbox_tx, inbox) = mpsc::unbounded_channel();
+    let (events, first_events) = broadcast::channel(config.event_capacity.max(16));
+    let ctx = ctx::Ctx::new(config, ports, events, inbox_tx.clone());
+    let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let published =
+        driver::Published { snapshot, serve: watch::channel(Arc::new(ServeView::default())).0, roots: watch::channel(Vec::new()).0 };
+    let (done_tx, done) = watch::channel(false);
+    let driver = driver::Driver::new(ctx.clone(), inbox, published);
+    let main = tokio::spawn(driver.run(done_tx)).abort_handle();
+    crate::Peer::from_parts(ctx, first_events, inbox_tx, snapshot_rx, done, main, guard)
 }

@@ -1,15 +1,18 @@
 //! The server task: accepts connections and answers every protocol request
 //! from the local library.
 
-use super::peers::{learn_peer, our_hello, party_proof, proof_matches};
-use super::state::Shared;
+use super::ctx::{Ctx, Input};
 use bytes::Bytes;
 use lanspread_core::protocol::{ErrorCode, Request, Response, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION};
-use lanspread_core::serve::Reply;
+use lanspread_core::serve::{Reply, ServeView};
 use lanspread_core::wire::{self, WireError};
 use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What the server may serve, published by the peer machine.
+pub(crate) type ServeRx = watch::Receiver<Arc<ServeView>>;
 
 /// Bytes read from disk per write to the stream.
 const SEND_PIECE: usize = 1 << 20;
@@ -17,7 +20,7 @@ const SEND_PIECE: usize = 1 << 20;
 /// Most connections served at once; further ones are closed at once.
 const MAX_CONNECTIONS: usize = 256;
 
-pub(crate) async fn run(sh: Arc<Shared>) {
+pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
     let mut stop = sh.shutdown_signal();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -33,15 +36,15 @@ pub(crate) async fn run(sh: Arc<Shared>) {
             conn.close(3, "too many connections");
             continue;
         };
-        let sh2 = sh.clone();
-        sh.spawn(async move {
-            serve_connection(sh2, conn).await;
+        let (sh2, serve) = (sh.clone(), serve.clone());
+        sh.tasks.spawn(async move {
+            serve_connection(sh2, conn, serve).await;
             drop(slot);
         });
     }
 }
 
-async fn serve_connection(sh: Arc<Shared>, conn: Arc<dyn Connection>) {
+async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeRx) {
     let authorized = Arc::new(AtomicBool::new(false));
     let limit = Arc::new(tokio::sync::Semaphore::new(sh.cfg.max_streams_per_conn));
     let mut stop = sh.shutdown_signal();
@@ -57,11 +60,11 @@ async fn serve_connection(sh: Arc<Shared>, conn: Arc<dyn Connection>) {
         // Bounded concurrency per connection: a flood of streams waits here
         // (and QUIC's stream credit stops the peer from opening more).
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
-        let (sh2, conn, authorized) = (sh.clone(), conn.clone(), authorized.clone());
-        sh.spawn(async move {
+        let (sh2, conn, authorized, serve) = (sh.clone(), conn.clone(), authorized.clone(), serve.clone());
+        sh.tasks.spawn(async move {
             let sh = sh2;
             let _permit = permit;
-            if let Err(e) = serve_stream(&sh, conn.as_ref(), &authorized, send, recv).await {
+            if let Err(e) = serve_stream(&sh, conn.as_ref(), &authorized, &serve, send, recv).await {
                 tracing::debug!("serving {}: {e}", conn.peer_id());
             }
         });
@@ -75,9 +78,10 @@ async fn respond(send: &mut dyn SendStream, resp: &Response) -> Result<(), WireE
 }
 
 async fn serve_stream(
-    sh: &Arc<Shared>,
+    sh: &Arc<Ctx>,
     conn: &dyn Connection,
     authorized: &AtomicBool,
+    serve: &ServeRx,
     mut send: Box<dyn SendStream>,
     mut recv: Box<dyn RecvStream>,
 ) -> Result<(), WireError> {
@@ -115,24 +119,18 @@ async fn serve_stream(
                 )
                 .await;
             }
-            if let Some(k) = sh.cfg.party_key.as_deref() {
-                let ok = match (h.party_proof, party_proof(k, conn, &them, &me, "client")) {
-                    (Some(got), Some(want)) => proof_matches(&got, &want),
-                    _ => false,
-                };
-                if !ok {
-                    return respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "this LAN party needs its key")).await;
-                }
+            if !sh.pool.admits(&h, conn) {
+                return respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "this LAN party needs its key")).await;
             }
             authorized.store(true, Ordering::SeqCst);
-            let hello = our_hello(sh, conn, &them, &me, "server");
+            let hello = sh.pool.our_hello(conn, &them, &me, "server");
             respond(send.as_mut(), &Response::Hello(hello)).await?;
             if h.listen_port != 0 {
                 // The address it dialed from, at its listen port; a link-local
                 // address keeps its scope id.
                 let mut addr = conn.remote_addr();
                 addr.set_port(h.listen_port);
-                learn_peer(sh, them, addr);
+                sh.tell(Input::Hello { peer: them, addr });
             }
             Ok(())
         }
@@ -140,12 +138,12 @@ async fn serve_stream(
             respond(send.as_mut(), &Response::error(ErrorCode::Unauthorized, "say Hello first")).await
         }
         Request::Ping { nonce } => {
-            let library_rev = sh.st().serve.revision;
-            sh.st().db.touch_peer(&conn.peer_id(), sh.ports.clock.now());
+            let library_rev = serve.borrow().revision;
+            sh.tell(Input::Seen(conn.peer_id()));
             respond(send.as_mut(), &Response::Pong { nonce, library_rev }).await
         }
         req => {
-            let view = sh.st().serve.clone();
+            let view = serve.borrow().clone();
             match view.handle(&req) {
                 Reply::Message(m) => respond(send.as_mut(), &m).await,
                 Reply::Data { path, offset, len } => send_data(sh, send.as_mut(), &path, offset, len).await,
@@ -155,14 +153,8 @@ async fn serve_stream(
     }
 }
 
-async fn send_data(
-    sh: &Shared,
-    send: &mut dyn SendStream,
-    path: &lanspread_ports::RelPath,
-    offset: u64,
-    len: u64,
-) -> Result<(), WireError> {
-    let fs = sh.fs();
+async fn send_data(sh: &Ctx, send: &mut dyn SendStream, path: &lanspread_ports::RelPath, offset: u64, len: u64) -> Result<(), WireError> {
+    let fs = sh.local.fs();
     // The descriptor is held for the whole send, under the server's budget.
     let _permit = sh.files.serve().await;
     let file = match fs.open_read(path).await {
@@ -193,14 +185,14 @@ async fn send_data(
 /// Sends a unit. One piece (a chunk of a large file) streams from an open
 /// file; many pieces (small files) are read in one batch of the `Fs` port,
 /// one blocking call that holds one file open at a time, and sent together.
-async fn send_pieces(sh: &Shared, send: &mut dyn SendStream, mut pieces: Vec<ReadPiece>, len: u64) -> Result<(), WireError> {
+async fn send_pieces(sh: &Ctx, send: &mut dyn SendStream, mut pieces: Vec<ReadPiece>, len: u64) -> Result<(), WireError> {
     if pieces.len() == 1 {
         let p = pieces.remove(0);
         return send_data(sh, send, &p.path, p.offset, p.len as u64).await;
     }
     let read = {
         let _permit = sh.files.serve().await;
-        sh.fs().read_pieces(&pieces).await
+        sh.local.fs().read_pieces(&pieces).await
     };
     let data = match read {
         Ok(d) => d,

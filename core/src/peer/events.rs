@@ -1,55 +1,16 @@
-//! Commands and events of the runtime.
+//! What the peer reports: events, operation kinds, transfer figures.
 
-use lanspread_core::db::GameView;
-use lanspread_core::game::{GameId, Version};
+use super::error::Failure;
+use crate::db::GameView;
+use crate::game::{GameId, Version};
 use lanspread_ports::{PeerId, RelPath, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-/// What the UI asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerCommand {
-    /// Emit a `LibrarySnapshot`.
-    ListGames,
-    /// Ask the peers holding the latest version for its manifest; answers `GotGameFiles`.
-    GetGame(GameId),
-    /// Same, for an update: ignores local files.
-    FetchLatestFromPeers(GameId),
-    /// Download the pinned latest version from all peers holding it.
-    DownloadGameFiles(GameId),
-    /// Install (or update) from the downloaded archives. An update of a
-    /// `local/` lanspread did not install is refused unless `adopt`.
-    InstallGame {
-        /// Game.
-        id: GameId,
-        /// Take over a `local/` without lanspread's marker (its files are
-        /// kept as the user's).
-        adopt: bool,
-    },
-    /// Remove `local/`, keeping the files the user created or changed. A
-    /// `local/` lanspread did not install is refused unless `adopt`.
-    UninstallGame {
-        /// Game.
-        id: GameId,
-        /// Take over a `local/` without lanspread's marker (its files are
-        /// kept as the user's).
-        adopt: bool,
-    },
-    /// Delete the downloaded files of a game that is not installed.
-    RemoveDownloadedGame(GameId),
-    /// Stop a running download (the game ends "not downloaded").
-    CancelDownload(GameId),
-    /// Switch to another game directory (refused while operations run).
-    SetGameDir(String),
-    /// Emit `PeerCount`.
-    GetPeerCount,
-    /// Stop the runtime.
-    Shutdown,
-}
-
 /// Kind of an active operation on a game.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum OperationKind {
     /// Fetching the manifest.
     Resolving,
@@ -66,7 +27,7 @@ pub enum OperationKind {
 }
 
 /// One peer's contribution to a transfer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerShare {
     /// The peer.
     pub peer: PeerId,
@@ -77,7 +38,7 @@ pub struct PeerShare {
 }
 
 /// Totals of a finished download.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransferStats {
     /// Bytes fetched from peers (the game's size minus `reused`).
     pub bytes: u64,
@@ -93,6 +54,7 @@ pub struct TransferStats {
 
 /// What the runtime reports.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PeerEvent {
     /// The unified view plus the active operations: the state a UI shows.
     LibrarySnapshot {
@@ -163,8 +125,8 @@ pub enum PeerEvent {
     DownloadFailed {
         /// Game.
         id: GameId,
-        /// Why.
-        reason: String,
+        /// Stable code and message.
+        error: Failure,
     },
     /// A peer sent corrupt data too often.
     PeerBanned {
@@ -198,8 +160,8 @@ pub enum PeerEvent {
     InstallFailed {
         /// Game.
         id: GameId,
-        /// Why.
-        reason: String,
+        /// Stable code and message.
+        error: Failure,
     },
     /// An install, update or uninstall moved the user's files it could not
     /// leave in `local/` to `kept` (relative to the game directory); sent
@@ -218,8 +180,8 @@ pub enum PeerEvent {
     UninstallFailed {
         /// Game.
         id: GameId,
-        /// Why.
-        reason: String,
+        /// Stable code and message.
+        error: Failure,
     },
     /// Removal of downloaded files started.
     RemoveBegin(GameId),
@@ -229,11 +191,11 @@ pub enum PeerEvent {
     RemoveFailed {
         /// Game.
         id: GameId,
-        /// Why.
-        reason: String,
+        /// Stable code and message.
+        error: Failure,
     },
     /// Something in the runtime failed (not tied to one command).
-    RuntimeFailure(String),
+    RuntimeFailure(Failure),
     /// A peer appeared.
     PeerJoined {
         /// Peer.

@@ -1,0 +1,120 @@
+//! What the runtime's tasks share: the ports, the IO resources (connection
+//! pool, game directory, open-file budget) and the way back to the driver.
+//! Peer state is not here: it lives in the driver's [`PeerMachine`] and
+//! tasks reach it only by sending an [`Input`].
+//!
+//! [`PeerMachine`]: lanspread_core::peer::PeerMachine
+
+use super::budget::FileBudget;
+use super::local::Local;
+use super::pool::Pool;
+use super::{PeerConfig, Ports};
+use crate::peer::Command;
+use lanspread_core::game::GameId;
+use lanspread_core::peer::{DialOutcome, Failure, OpToken, Outcome, PeerEvent, Query};
+use lanspread_core::protocol::Response;
+use lanspread_core::scan::{LocalGame, LocalLibrary};
+use lanspread_ports::{PeerAdvert, PeerId};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// A message to the driver: news for the peer machine, or a command.
+pub(crate) enum Input {
+    /// From the embedding app.
+    Command(Command),
+    /// Discovery found a peer.
+    Discovered(PeerAdvert),
+    /// Discovery lost a peer.
+    Vanished(PeerId),
+    /// A peer said Hello to our server.
+    Hello { peer: PeerId, addr: SocketAddr },
+    /// A peer pinged our server.
+    Seen(PeerId),
+    /// The pool reached a peer at this address.
+    Connected { peer: PeerId, addr: SocketAddr },
+    /// A static address was dialed.
+    Dialed { addr: SocketAddr, outcome: DialOutcome },
+    /// A peer answered a query (or failed to).
+    Answer { peer: PeerId, query: Query, result: Result<Response, String> },
+    /// A full scan ended.
+    FullScan(Result<LocalLibrary, Failure>),
+    /// Rescans of single games ended.
+    Scanned(Vec<(GameId, Result<Option<LocalGame>, Failure>)>),
+    /// The watcher saw changes in these games' roots.
+    Dirty(BTreeSet<GameId>),
+    /// An operation's work ended (`settled`: the game's state afterwards).
+    Finished { token: OpToken, settled: Result<Option<LocalGame>, Failure>, outcome: Outcome },
+    /// Something failed outside any operation.
+    Failure(Failure),
+}
+
+/// Every detached task, so a hard stop (`kill`) can abort them all.
+#[derive(Default)]
+pub(crate) struct TaskSet(Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl TaskSet {
+    pub fn spawn<F>(&self, f: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let h = tokio::spawn(f).abort_handle();
+        let mut tasks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if tasks.len() >= 256 {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(h);
+    }
+
+    pub fn abort_all(&self) {
+        for t in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// What the tasks share (see the module docs).
+pub(crate) struct Ctx {
+    pub cfg: PeerConfig,
+    pub ports: Ports,
+    pub local: Local,
+    pub pool: Pool,
+    pub files: FileBudget,
+    pub events: broadcast::Sender<PeerEvent>,
+    inbox: mpsc::UnboundedSender<Input>,
+    pub shutdown: watch::Sender<bool>,
+    pub tasks: TaskSet,
+}
+
+impl Ctx {
+    pub fn new(cfg: PeerConfig, ports: Ports, events: broadcast::Sender<PeerEvent>, inbox: mpsc::UnboundedSender<Input>) -> Arc<Self> {
+        let pool = Pool::new(&cfg, &ports, inbox.clone());
+        Arc::new(Ctx {
+            local: Local::new(ports.fs.clone()),
+            pool,
+            files: FileBudget::default(),
+            events,
+            inbox,
+            shutdown: watch::channel(false).0,
+            tasks: TaskSet::default(),
+            cfg,
+            ports,
+        })
+    }
+
+    /// Tells the driver.
+    pub fn tell(&self, input: Input) {
+        let _ = self.inbox.send(input);
+    }
+
+    /// Publishes an event (subscribers that fall behind are told they lagged).
+    pub fn emit(&self, e: PeerEvent) {
+        let _ = self.events.send(e);
+    }
+
+    /// A receiver that changes when shutdown starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}

@@ -1,0 +1,292 @@
+//! The thin async driver of the peer machine: it owns the
+//! [`PeerMachine`], feeds it the tasks' news and the timer, and performs
+//! the IO its outputs ask for (requests, dials, scans, operations).
+//! Nothing else touches peer state.
+
+use super::ctx::{Ctx, Input};
+use super::download::{self, DownloadJob, HolderNews, Signals};
+use super::{monitor, ops, server};
+use crate::peer::Command;
+use crate::progress::Progress;
+use lanspread_core::game::GameId;
+use lanspread_core::peer::{
+    HasCode, MachineConfig, OpToken, Outcome, Output, PeerEvent, PeerMachine, Query, SetGameDirError, Snapshot, Work,
+};
+use lanspread_core::protocol::{Request, PROTOCOL_VERSION};
+use lanspread_core::serve::ServeView;
+use lanspread_ports::{DiscoveryEvent, PeerAdvert};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// Who waits for an operation's result, and its progress stream.
+pub(crate) struct Waiter {
+    pub result: oneshot::Sender<Outcome>,
+    pub progress: watch::Sender<Progress>,
+}
+
+/// The channels into a running operation.
+#[derive(Default)]
+struct Running {
+    news: Option<mpsc::UnboundedSender<HolderNews>>,
+    cancel: Option<watch::Sender<bool>>,
+}
+
+/// What the driver publishes.
+pub(crate) struct Published {
+    pub snapshot: watch::Sender<Arc<Snapshot>>,
+    pub serve: watch::Sender<Arc<ServeView>>,
+    pub roots: watch::Sender<Vec<GameId>>,
+}
+
+/// See the module docs.
+pub(crate) struct Driver {
+    pub ctx: Arc<Ctx>,
+    pub machine: PeerMachine,
+    pub waiters: BTreeMap<OpToken, Waiter>,
+    inbox: mpsc::UnboundedReceiver<Input>,
+    published: Published,
+    running: BTreeMap<OpToken, Running>,
+    stopping: bool,
+}
+
+impl Driver {
+    pub fn new(ctx: Arc<Ctx>, inbox: mpsc::UnboundedReceiver<Input>, published: Published) -> Self {
+        let cfg = MachineConfig {
+            local_id: ctx.ports.transport.local_id(),
+            catalog: ctx.cfg.catalog.clone(),
+            static_peers: ctx.cfg.static_peers.clone(),
+            ping_interval: ctx.cfg.ping_interval,
+            peer_timeout: ctx.cfg.peer_timeout,
+            fallback_scan: ctx.cfg.fallback_scan,
+        };
+        let machine = PeerMachine::new(cfg, ctx.ports.clock.now());
+        Driver { ctx, machine, waiters: BTreeMap::new(), inbox, published, running: BTreeMap::new(), stopping: false }
+    }
+
+    /// Runs the peer until it is shut down.
+    pub async fn run(mut self, done: watch::Sender<bool>) {
+        self.load_game_dir().await;
+        let ctx = self.ctx.clone();
+        let mut long = JoinSet::new();
+        long.spawn(server::run(ctx.clone(), self.published.serve.subscribe()));
+        long.spawn(discovery(ctx.clone()));
+        long.spawn(monitor::run(ctx.clone(), self.published.roots.subscribe()));
+        loop {
+            self.flush();
+            if self.stopping && self.running.is_empty() {
+                break;
+            }
+            let sleep_for = self.machine.poll_timeout().saturating_since(ctx.ports.clock.now());
+            tokio::select! {
+                biased;
+                input = self.inbox.recv() => match input {
+                    Some(input) => self.handle(input).await,
+                    None => break,
+                },
+                _ = ctx.ports.clock.sleep(sleep_for) => self.machine.handle_timeout(ctx.ports.clock.now()),
+            }
+        }
+        ctx.ports.discovery.shutdown().await;
+        ctx.ports.transport.shutdown().await;
+        long.abort_all();
+        while long.join_next().await.is_some() {}
+        ctx.emit(PeerEvent::Stopped);
+        let _ = done.send(true);
+    }
+
+    /// Recovery, then a full scan of the game directory.
+    async fn load_game_dir(&mut self) {
+        for problem in self.ctx.local.recover(&self.ctx.cfg.catalog).await {
+            self.machine.handle_failure(problem);
+        }
+        match self.ctx.local.full_scan(&self.ctx.cfg.catalog).await {
+            Ok(lib) => self.machine.handle_full_scan(lib),
+            Err(f) => self.machine.handle_failure(f),
+        }
+    }
+
+    async fn handle(&mut self, input: Input) {
+        let now = self.ctx.ports.clock.now();
+        let m = &mut self.machine;
+        match input {
+            Input::Command(Command::Run(f)) => f(self),
+            Input::Command(Command::SetGameDir { dir, reply }) => {
+                let result = self.set_game_dir(&dir).await;
+                if let Err(e) = &result {
+                    self.machine.handle_failure(e.failure());
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Input::Discovered(advert) => m.handle_discovered(&advert, now),
+            Input::Vanished(id) => m.handle_vanished(&id),
+            Input::Hello { peer, addr } => m.handle_hello(peer, addr, now),
+            Input::Seen(peer) => m.handle_seen(&peer, now),
+            Input::Connected { peer, addr } => m.handle_connected(peer, addr, now),
+            Input::Dialed { addr, outcome } => m.handle_dialed(addr, outcome, now),
+            Input::Answer { peer, query, result } => m.handle_answer(peer, query, result, now),
+            Input::FullScan(Ok(lib)) => m.handle_full_scan(lib),
+            Input::FullScan(Err(f)) | Input::Failure(f) => m.handle_failure(f),
+            Input::Scanned(results) => m.handle_games_scanned(results),
+            Input::Dirty(ids) => m.handle_local_dirty(ids),
+            Input::Finished { token, settled, outcome } => m.handle_finished(token, settled, outcome),
+        }
+    }
+
+    /// Switches to another game directory (refused while operations run).
+    async fn set_game_dir(&mut self, dir: &str) -> Result<(), SetGameDirError> {
+        if !self.machine.may_change_game_dir() {
+            return Err(SetGameDirError::Busy);
+        }
+        let provider = self.ctx.ports.fs_provider.clone().ok_or(SetGameDirError::Unsupported)?;
+        let fs = provider.open(dir).map_err(|source| SetGameDirError::Open { dir: dir.to_owned(), source })?;
+        self.ctx.local.replace(fs).await;
+        self.load_game_dir().await;
+        Ok(())
+    }
+
+    /// Stops at a safe point: nothing new starts, running operations stop
+    /// (downloads at once, transactions when done), then the loop ends.
+    pub fn begin_shutdown(&mut self) {
+        self.stopping = true;
+        let _ = self.ctx.shutdown.send(true);
+        self.machine.shutdown();
+    }
+
+    /// Carries out every output of the machine, in order.
+    fn flush(&mut self) {
+        while let Some(out) = self.machine.poll_output() {
+            self.execute(out);
+        }
+    }
+
+    fn execute(&mut self, out: Output) {
+        let ctx = &self.ctx;
+        match out {
+            Output::Event(e) => ctx.emit(e),
+            Output::Snapshot(s) => {
+                ctx.emit(PeerEvent::LibrarySnapshot { games: s.games.clone(), operations: s.operations.clone() });
+                self.published.snapshot.send_replace(s);
+            }
+            Output::Serve(view) => {
+                self.published.serve.send_replace(view);
+            }
+            Output::WatchRoots(roots) => {
+                self.published.roots.send_replace(roots);
+            }
+            Output::PeerAddrs { peer, addrs } => ctx.pool.set_addrs(peer, addrs),
+            Output::Disconnect(peer) => ctx.pool.drop_connection(&peer),
+            Output::Dial { addr, pinned } => {
+                let c = ctx.clone();
+                ctx.tasks.spawn(async move {
+                    let outcome = c.pool.dial_static(addr, pinned).await;
+                    c.tell(Input::Dialed { addr, outcome });
+                });
+            }
+            Output::Ask { peer, query } => {
+                let c = ctx.clone();
+                ctx.tasks.spawn(async move {
+                    let result = c.pool.request(peer, &request_of(&query)).await;
+                    c.tell(Input::Answer { peer, query, result });
+                });
+            }
+            Output::Scan(ids) => {
+                let c = ctx.clone();
+                ctx.tasks.spawn(async move {
+                    let mut results = Vec::with_capacity(ids.len());
+                    for id in ids {
+                        let r = c.local.rescan(&id).await;
+                        results.push((id, r));
+                    }
+                    c.tell(Input::Scanned(results));
+                });
+            }
+            Output::FullScan => {
+                let c = ctx.clone();
+                ctx.tasks.spawn(async move {
+                    let r = c.local.full_scan(&c.cfg.catalog).await;
+                    c.tell(Input::FullScan(r));
+                });
+            }
+            Output::Start { token, id, work } => self.start(token, id, work),
+            Output::Holders { token, joined, left } => {
+                if let Some(tx) = self.running.get(&token).and_then(|r| r.news.as_ref()) {
+                    let _ = tx.send(HolderNews { joined, left });
+                }
+            }
+            Output::Cancel(token) => {
+                if let Some(tx) = self.running.get(&token).and_then(|r| r.cancel.as_ref()) {
+                    let _ = tx.send(true);
+                }
+            }
+            Output::Settled { token, outcome } => {
+                self.running.remove(&token);
+                if let Some(w) = self.waiters.remove(&token) {
+                    let _ = w.result.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Spawns an operation's work.
+    fn start(&mut self, token: OpToken, id: GameId, work: Work) {
+        let ctx = self.ctx.clone();
+        let progress = match self.waiters.get(&token) {
+            Some(w) => w.progress.clone(),
+            None => watch::channel(Progress::default()).0,
+        };
+        let mut running = Running::default();
+        match work {
+            Work::Download { manifest, holders, files } => {
+                let (news_tx, news) = mpsc::unbounded_channel();
+                let (cancel_tx, cancel) = watch::channel(false);
+                running = Running { news: Some(news_tx), cancel: Some(cancel_tx) };
+                let job = DownloadJob { token, id, manifest, holders, files };
+                self.ctx.tasks.spawn(download::run(ctx, job, Signals { news, cancel, progress }));
+            }
+            Work::Install { adopt, update } => self.ctx.tasks.spawn(ops::install(ctx, token, id, adopt, update, progress)),
+            Work::Uninstall { adopt } => self.ctx.tasks.spawn(ops::uninstall(ctx, token, id, adopt)),
+            Work::Remove => self.ctx.tasks.spawn(ops::remove(ctx, token, id)),
+        }
+        self.running.insert(token, running);
+    }
+}
+
+/// The wire request of a machine query.
+fn request_of(query: &Query) -> Request {
+    match query {
+        Query::ListGames => Request::ListGames,
+        Query::Ping { nonce } => Request::Ping { nonce: *nonce },
+        Query::Manifest(id) => Request::GetGame { id: id.clone() },
+    }
+}
+
+/// Advertises us and passes discovery's news to the driver.
+async fn discovery(ctx: Arc<Ctx>) {
+    let me = PeerAdvert {
+        id: ctx.ports.transport.local_id(),
+        addrs: vec![ctx.ports.transport.local_addr()],
+        protocol_version: u32::from(PROTOCOL_VERSION),
+        meta: BTreeMap::new(),
+    };
+    if let Err(e) = ctx.ports.discovery.advertise(me).await {
+        let failure =
+            lanspread_core::peer::Failure::new(lanspread_core::peer::ErrorCode::Internal, format!("advertising on the LAN failed: {e}"));
+        ctx.tell(Input::Failure(failure));
+    }
+    let mut stop = ctx.shutdown_signal();
+    loop {
+        let ev = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            e = ctx.ports.discovery.next_event() => match e { Some(e) => e, None => break },
+        };
+        match ev {
+            DiscoveryEvent::Up(advert) => ctx.tell(Input::Discovered(advert)),
+            DiscoveryEvent::Down(id) => ctx.tell(Input::Vanished(id)),
+        }
+    }
+}

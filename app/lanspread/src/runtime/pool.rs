@@ -1,0 +1,480 @@
+//! Connections to other peers, an IO resource: dialing (happy eyeballs
+//! over every address the peer machine knows for a peer), the Hello
+//! handshake with the optional party-key proof, and requests with the
+//! control timeout. Which peers exist and where they are is decided by the
+//! peer machine; the pool only keeps the addresses it was told and the
+//! connections it made.
+
+use super::ctx::Input;
+use super::{PeerConfig, Ports};
+use futures::stream::{FuturesUnordered, StreamExt};
+use lanspread_core::peer::DialOutcome;
+use lanspread_core::protocol::{Hello, Request, Response, CAP_PARTY_KEY, CAP_VERIFIED_CHUNKS, PROTOCOL_VERSION};
+use lanspread_core::wire::{self, WireError};
+use lanspread_ports::{Clock, Connection, PeerId, Transport, TransportError};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Exporter label binding party proofs to one TLS session.
+const PARTY_LABEL: &[u8] = lanspread_ports::transport::SESSION_EXPORTER_LABEL;
+
+/// How long a dial waits for the attempt in flight before it also tries
+/// the next address. A LAN handshake takes a few milliseconds; RFC 8305's
+/// 250 ms is meant for the Internet. An attempt that fails outright starts
+/// the next one at once.
+pub(crate) const DIAL_STAGGER: Duration = Duration::from_millis(50);
+
+/// The party-key proof of `role` ("client" or "server") on a connection:
+/// a BLAKE3 keyed MAC, under a key derived from the party words, over the
+/// TLS exporter of this session and both certificate fingerprints. A relay
+/// terminates two TLS sessions with different exporters, so a proof it
+/// forwards does not verify on the other leg.
+pub(crate) fn party_proof(key_words: &str, conn: &dyn Connection, client: &PeerId, server: &PeerId, role: &str) -> Option<[u8; 32]> {
+    let exporter = conn.export_keying_material(PARTY_LABEL).ok()?;
+    let key = blake3::derive_key("lanspread party key v1", key_words.trim().as_bytes());
+    let mut mac = blake3::Hasher::new_keyed(&key);
+    mac.update(role.as_bytes());
+    mac.update(&exporter);
+    mac.update(&client.0);
+    mac.update(&server.0);
+    Some(*mac.finalize().as_bytes())
+}
+
+/// Constant-time comparison of two proofs.
+pub(crate) fn proof_matches(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The connection to one peer, dialed at most once at a time.
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>;
+
+/// See the module docs.
+pub(crate) struct Pool {
+    transport: Arc<dyn Transport>,
+    clock: Arc<dyn Clock>,
+    party_key: Option<String>,
+    request_timeout: Duration,
+    conns: Mutex<BTreeMap<PeerId, Slot>>,
+    /// Where each peer can be reached, best first (from the peer machine).
+    addrs: Mutex<BTreeMap<PeerId, Vec<SocketAddr>>>,
+    inbox: mpsc::UnboundedSender<Input>,
+}
+
+impl Pool {
+    pub fn new(cfg: &PeerConfig, ports: &Ports, inbox: mpsc::UnboundedSender<Input>) -> Self {
+        Pool {
+            transport: ports.transport.clone(),
+            clock: ports.clock.clone(),
+            party_key: cfg.party_key.clone(),
+            request_timeout: cfg.request_timeout,
+            conns: Mutex::default(),
+            addrs: Mutex::default(),
+            inbox,
+        }
+    }
+
+    /// Our Hello on `conn`, with the party proof of `role`.
+    pub fn our_hello(&self, conn: &dyn Connection, client: &PeerId, server: &PeerId, role: &str) -> Hello {
+        let mut capabilities = vec![CAP_VERIFIED_CHUNKS.to_owned()];
+        let party_proof = self.party_key.as_deref().and_then(|k| {
+            capabilities.push(CAP_PARTY_KEY.to_owned());
+            party_proof(k, conn, client, server, role)
+        });
+        Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: self.transport.local_id(),
+            capabilities,
+            listen_port: self.transport.local_addr().port(),
+            party_proof,
+        }
+    }
+
+    /// Whether a client's Hello carries the right party proof (always,
+    /// without a party key).
+    pub fn admits(&self, hello: &Hello, conn: &dyn Connection) -> bool {
+        let Some(k) = self.party_key.as_deref() else { return true };
+        let me = self.transport.local_id();
+        match (hello.party_proof, party_proof(k, conn, &conn.peer_id(), &me, "client")) {
+            (Some(got), Some(want)) => proof_matches(&got, &want),
+            _ => false,
+        }
+    }
+
+    async fn with_timeout<T>(&self, f: impl std::future::Future<Output = Result<T, WireError>>) -> Result<T, String> {
+        let d = self.request_timeout;
+        tokio::select! {
+            biased;
+            r = f => r.map_err(|e| e.to_string()),
+            _ = self.clock.sleep(d) => Err(format!("timed out after {d:?}")),
+        }
+    }
+
+    /// Client side of the handshake.
+    async fn hello(&self, conn: &dyn Connection) -> Result<Hello, String> {
+        let me = self.transport.local_id();
+        let them = conn.peer_id();
+        let req = Request::Hello(self.our_hello(conn, &me, &them, "client"));
+        let resp = self.with_timeout(wire::request(conn, &req)).await?;
+        let Response::Hello(h) = resp else { return Err("peer did not answer Hello".into()) };
+        if h.peer_id != them {
+            return Err(format!("peer claims id {} but proved {}", h.peer_id, them));
+        }
+        if h.version != PROTOCOL_VERSION {
+            return Err(format!("peer speaks protocol v{}, we speak v{PROTOCOL_VERSION}", h.version));
+        }
+        if let Some(k) = self.party_key.as_deref() {
+            let want = party_proof(k, conn, &me, &them, "server").ok_or("no TLS exporter for the party proof")?;
+            match h.party_proof {
+                Some(p) if proof_matches(&p, &want) => {}
+                _ => return Err("peer does not know the party key".into()),
+            }
+        }
+        Ok(h)
+    }
+
+    fn slot(&self, peer: PeerId) -> Slot {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).entry(peer).or_default().clone()
+    }
+
+    /// Where `peer` can be reached, best first; empty forgets it.
+    pub fn set_addrs(&self, peer: PeerId, addrs: Vec<SocketAddr>) {
+        let mut book = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
+        if addrs.is_empty() {
+            book.remove(&peer);
+        } else {
+            book.insert(peer, addrs);
+        }
+    }
+
+    /// The connection to `peer`, dialing (and saying Hello) if needed.
+    pub async fn connection(&self, peer: PeerId) -> Result<Arc<dyn Connection>, String> {
+        let slot = self.slot(peer);
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned();
+        let addrs = addrs.ok_or_else(|| format!("peer {peer} is unknown"))?;
+        let (addr, conn) = self.dial(&addrs, Some(peer)).await.map_err(|e| e.to_string())?;
+        // The address that worked is tried first next time.
+        let _ = self.inbox.send(Input::Connected { peer, addr });
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Dials `addrs` (in order) happy-eyeballs style and says Hello on the
+    /// first connection to complete its handshake; the attempts still in
+    /// flight are dropped (which closes them). Bounded by the request timeout.
+    async fn dial(&self, addrs: &[SocketAddr], expected: Option<PeerId>) -> Result<(SocketAddr, Arc<dyn Connection>), DialError> {
+        let t = self.request_timeout;
+        let (addr, conn) = tokio::select! {
+            biased;
+            r = race(&self.transport, self.clock.as_ref(), addrs, expected) => r?,
+            _ = self.clock.sleep(t) => return Err(DialError::Failed(format!("connect to {} timed out", show_addrs(addrs)))),
+        };
+        if let Err(e) = self.hello(conn.as_ref()).await {
+            conn.close(1, "handshake failed");
+            return Err(DialError::Failed(e));
+        }
+        Ok((addr, conn))
+    }
+
+    /// Dials a static address (`--peer`), pinned to the identity it proved
+    /// before if any, and keeps the connection.
+    pub async fn dial_static(&self, addr: SocketAddr, pinned: Option<PeerId>) -> DialOutcome {
+        match self.dial(&[addr], pinned).await {
+            Ok((_, conn)) => {
+                let id = conn.peer_id();
+                *self.slot(id).lock().await = Some(conn);
+                DialOutcome::Connected(id)
+            }
+            Err(DialError::KeyChanged(e)) => {
+                let was = pinned.map(|p| p.to_hex()).unwrap_or_default();
+                DialOutcome::KeyChanged(format!("peer at {addr} changed its key (was {was}): refusing it — {e}"))
+            }
+            Err(DialError::Failed(e)) => DialOutcome::Failed(e),
+        }
+    }
+
+    /// A request to a peer with the control timeout; a failure drops the
+    /// connection (the next request dials afresh).
+    pub async fn request(&self, peer: PeerId, req: &Request) -> Result<Response, String> {
+        let conn = self.connection(peer).await?;
+        let r = self.with_timeout(wire::request(conn.as_ref(), req)).await;
+        if r.is_err() {
+            self.drop_connection(&peer);
+        }
+        r
+    }
+
+    /// Forgets the connection to `peer` (it failed, left, or backs off).
+    pub fn drop_connection(&self, peer: &PeerId) {
+        let slot = self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
+        if let Some(slot) = slot {
+            if let Ok(mut g) = slot.try_lock() {
+                if let Some(c) = g.take() {
+                    c.close(0, "dropped");
+                }
+            }
+        }
+    }
+}
+
+/// Why a dial failed.
+#[derive(Debug)]
+pub(crate) enum DialError {
+    /// An address answered with another identity than the pinned one.
+    KeyChanged(String),
+    /// Unreachable, refused, timed out, or the handshake failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialError::KeyChanged(e) | DialError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// `a, b, c` for messages.
+fn show_addrs(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// The QUIC handshake race of [`dial`]: starts the first attempt, then the
+/// next one every [`DIAL_STAGGER`] or as soon as one fails; the first
+/// success wins. Fails with every attempt's error once all have failed.
+async fn race(
+    transport: &Arc<dyn Transport>,
+    clock: &dyn Clock,
+    addrs: &[SocketAddr],
+    expected: Option<PeerId>,
+) -> Result<(SocketAddr, Arc<dyn Connection>), DialError> {
+    if addrs.is_empty() {
+        return Err(DialError::Failed("no usable address".into()));
+    }
+    let attempt = |addr: SocketAddr| {
+        let transport = transport.clone();
+        async move { (addr, transport.connect(addr, expected).await) }
+    };
+    let mut next = addrs.iter().copied();
+    let mut running = FuturesUnordered::new();
+    let mut errors = Vec::new();
+    loop {
+        if running.is_empty() {
+            match next.next() {
+                Some(a) => running.push(attempt(a)),
+                None => return Err(failure(&errors)),
+            }
+        }
+        let more = next.len() > 0;
+        tokio::select! {
+            biased;
+            done = running.next() => match done {
+                Some((addr, Ok(conn))) => return Ok((addr, Arc::from(conn))),
+                Some((addr, Err(e))) => {
+                    tracing::debug!("dialing {addr}: {e}");
+                    errors.push(e);
+                    if let Some(a) = next.next() {
+                        running.push(attempt(a));
+                    }
+                }
+                None => {}
+            },
+            _ = clock.sleep(DIAL_STAGGER), if more => {
+                if let Some(a) = next.next() {
+                    running.push(attempt(a));
+                }
+            }
+        }
+    }
+}
+
+/// The error of a race whose every attempt failed: a key change if any
+/// address presented another identity than the pinned one.
+fn failure(errors: &[TransportError]) -> DialError {
+    let text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+    if errors.iter().any(|e| matches!(e, TransportError::IdentityMismatch { .. })) {
+        DialError::KeyChanged(text)
+    } else {
+        DialError::Failed(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use lanspread_ports::BiStream;
+    use lanspread_testkit::clock::SimClock;
+    use std::net::SocketAddrV6;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn v6(ip: &str, port: u16, scope: u32) -> SocketAddr {
+        SocketAddr::V6(SocketAddrV6::new(ip.parse().unwrap(), port, 0, scope))
+    }
+
+    /// How the fake transport answers a dial to one address.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        /// Handshake completes after this long.
+        Ok(Duration),
+        /// Fails after this long.
+        Fail(Duration),
+        /// Never answers.
+        Silent,
+    }
+
+    /// A transport whose dials answer as scripted, recording when each
+    /// dial started and which ones were abandoned (dropped in flight).
+    struct Scripted {
+        clock: SimClock,
+        answers: Vec<(SocketAddr, Answer)>,
+        started: Mutex<Vec<(SocketAddr, Duration)>>,
+        dropped: Arc<Mutex<Vec<SocketAddr>>>,
+    }
+
+    struct DropFlag(SocketAddr, Arc<Mutex<Vec<SocketAddr>>>, bool);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            if !self.2 {
+                self.1.lock().unwrap().push(self.0);
+            }
+        }
+    }
+
+    struct FakeConn(SocketAddr);
+
+    #[async_trait]
+    impl Connection for FakeConn {
+        fn peer_id(&self) -> PeerId {
+            PeerId([7; 32])
+        }
+        fn remote_addr(&self) -> SocketAddr {
+            self.0
+        }
+        async fn open_bi(&self) -> Result<BiStream, TransportError> {
+            Err(TransportError::Closed)
+        }
+        async fn accept_bi(&self) -> Result<Option<BiStream>, TransportError> {
+            Ok(None)
+        }
+        fn export_keying_material(&self, _label: &[u8]) -> Result<[u8; 32], TransportError> {
+            Err(TransportError::Closed)
+        }
+        fn close(&self, _code: u32, _reason: &str) {}
+    }
+
+    #[async_trait]
+    impl Transport for Scripted {
+        fn local_id(&self) -> PeerId {
+            PeerId([1; 32])
+        }
+        fn local_addr(&self) -> SocketAddr {
+            a("[::]:1")
+        }
+        async fn accept(&self) -> Option<Box<dyn Connection>> {
+            None
+        }
+        async fn connect(&self, addr: SocketAddr, _expected: Option<PeerId>) -> Result<Box<dyn Connection>, TransportError> {
+            self.started.lock().unwrap().push((addr, self.clock.elapsed()));
+            let mut flag = DropFlag(addr, self.dropped.clone(), false);
+            let answer = self.answers.iter().find(|(x, _)| *x == addr).map_or(Answer::Silent, |(_, ans)| *ans);
+            let result = match answer {
+                Answer::Ok(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(Box::new(FakeConn(addr)) as Box<dyn Connection>)
+                }
+                Answer::Fail(d) => {
+                    tokio::time::sleep(d).await;
+                    Err(TransportError::Connect { addr, reason: "refused".into() })
+                }
+                Answer::Silent => std::future::pending().await,
+            };
+            flag.2 = true;
+            result
+        }
+        async fn shutdown(&self) {}
+    }
+
+    /// What one race did: the winner, when each dial started, and the
+    /// dials abandoned in flight.
+    struct RaceLog {
+        won: Result<SocketAddr, String>,
+        started: Vec<(SocketAddr, Duration)>,
+        dropped: Vec<SocketAddr>,
+    }
+
+    /// Runs `race` over `answers` (dialed in their order) on virtual time.
+    fn run_race(answers: &[(SocketAddr, Answer)]) -> RaceLog {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let clock = SimClock::new();
+            let fake = Arc::new(Scripted { clock, answers: answers.to_vec(), started: Mutex::default(), dropped: Arc::default() });
+            let transport: Arc<dyn Transport> = fake.clone();
+            let addrs: Vec<SocketAddr> = answers.iter().map(|(x, _)| *x).collect();
+            let won = race(&transport, &clock, &addrs, None).await.map_err(|e| e.to_string()).map(|(x, conn)| {
+                assert_eq!(conn.remote_addr(), x);
+                x
+            });
+            let started = fake.started.lock().unwrap().clone();
+            let dropped = fake.dropped.lock().unwrap().clone();
+            RaceLog { won, started, dropped }
+        })
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn race_staggers_past_a_silent_address_and_drops_it() {
+        let (ll, v4) = (v6("fe80::1", 47800, 2), a("10.77.0.11:47800"));
+        let RaceLog { won, started, dropped } = run_race(&[(ll, Answer::Silent), (v4, Answer::Ok(ms(3)))]);
+        assert_eq!(won, Ok(v4));
+        assert_eq!(started, vec![(ll, ms(0)), (v4, DIAL_STAGGER)]);
+        assert_eq!(dropped, vec![ll]);
+    }
+
+    #[test]
+    fn race_moves_on_at_once_when_an_attempt_fails() {
+        let (ll, v4) = (v6("fe80::1", 47800, 2), a("10.77.0.11:47800"));
+        let RaceLog { won, started, .. } = run_race(&[(ll, Answer::Fail(ms(1))), (v4, Answer::Ok(ms(3)))]);
+        assert_eq!(won, Ok(v4));
+        assert_eq!(started, vec![(ll, ms(0)), (v4, ms(1))]);
+    }
+
+    #[test]
+    fn race_takes_the_first_handshake_not_the_first_address() {
+        let (slow, fast, silent) = (v6("fe80::1", 47800, 2), a("10.77.0.11:47800"), a("10.77.0.12:47800"));
+        let RaceLog { won, started, dropped } =
+            run_race(&[(slow, Answer::Ok(ms(200))), (fast, Answer::Ok(ms(60))), (silent, Answer::Silent)]);
+        assert_eq!(won, Ok(fast));
+        assert_eq!(started, vec![(slow, ms(0)), (fast, ms(50)), (silent, ms(100))]);
+        // Both losers were still in flight and are abandoned.
+        assert_eq!(dropped.len(), 2);
+        assert!(dropped.contains(&slow) && dropped.contains(&silent), "{dropped:?}");
+
+        // A first address that answers within the stagger is the only dial.
+        let RaceLog { won, started, dropped } = run_race(&[(slow, Answer::Ok(ms(20))), (fast, Answer::Ok(ms(10)))]);
+        assert_eq!(won, Ok(slow));
+        assert_eq!(started.len(), 1);
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn race_reports_every_failure() {
+        let (x, y) = (a("10.0.0.1:1"), a("10.0.0.2:1"));
+        let RaceLog { won, .. } = run_race(&[(x, Answer::Fail(ms(1))), (y, Answer::Fail(ms(70)))]);
+        let err = won.unwrap_err();
+        assert!(err.contains("10.0.0.1:1") && err.contains("10.0.0.2:1"), "{err}");
+    }
+}
