@@ -40,6 +40,15 @@ const ADAPTER_CRATES: &[&str] =
     &["lanspread_quinn", "lanspread_s2n", "lanspread_mdns", "lanspread_capfs", "lanspread_tls", "lanspread_unpack", "lanspread_clock"];
 /// The one module of the library that may name them.
 const LIBRARY_BUILDER: &str = "builder.rs";
+/// Lock types: the library's peer state is owned by the peer machine, so a
+/// lock may guard IO resources only.
+const LOCKS: &[&str] = &["Mutex", "RwLock"];
+/// The library's files whose locks guard IO resources: the connection pool,
+/// the game directory and scan index, the task registry, the first event
+/// subscription, the write turns of one download's files, and the game
+/// directory's file lock.
+const LOCKS_ALLOWED_IN: &[&str] =
+    &["runtime/pool.rs", "runtime/local.rs", "runtime/ctx.rs", "peer.rs", "runtime/download.rs", "builder.rs"];
 
 #[derive(Debug)]
 struct Pkg {
@@ -127,9 +136,19 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
             }
         }
     }
-    // Sources of the library: only the builder names adapter crates.
+    // Sources of the library: only the builder names adapter crates, and
+    // no lock guards peer state.
     let builder = root.join(LIBRARY_SRC).join(LIBRARY_BUILDER);
+    let lock_ok: Vec<_> = LOCKS_ALLOWED_IN.iter().map(|f| root.join(LIBRARY_SRC).join(f)).collect();
     for (path, n, code) in code_lines(&root.join(LIBRARY_SRC)) {
+        if !lock_ok.contains(&path) {
+            if let Some(lock) = LOCKS.iter().find(|l| code.contains(**l)) {
+                v.push(format!(
+                    "{}:{n}: {LIBRARY} uses a `{lock}` outside the files of IO resources: peer state belongs to core::peer::PeerMachine, reached by messages to the driver",
+                    path.display()
+                ));
+            }
+        }
         if path == builder {
             continue;
         }

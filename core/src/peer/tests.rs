@@ -491,3 +491,205 @@ fn shutdown_fails_waiting_downloads_and_cancels_running_ones() {
     }));
     assert_eq!(m.install(&gid("arena"), false).map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::Busy));
 }
+
+/// Random inputs, commands and work results in any order keep the
+/// machine's promises: one result per operation, at most one operation per
+/// game, work only for marked operations, the published state current, and
+/// nothing served while a download or removal runs on it.
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Discover(u8),
+        Vanish(u8),
+        List(u8, u8),
+        Tick(u8),
+        Download(u8, bool),
+        Resolve(u8, bool),
+        Install(u8),
+        Uninstall(u8),
+        Remove(u8),
+        Cancel(u8),
+        AnswerManifest(bool),
+        Finish(u8, bool),
+        Dirty(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1u8..4).prop_map(Step::Discover),
+            (1u8..4).prop_map(Step::Vanish),
+            (1u8..4, 0u8..8).prop_map(|(p, g)| Step::List(p, g)),
+            (0u8..30).prop_map(Step::Tick),
+            (0u8..2, any::<bool>()).prop_map(|(g, i)| Step::Download(g, i)),
+            (0u8..2, any::<bool>()).prop_map(|(g, f)| Step::Resolve(g, f)),
+            (0u8..2).prop_map(Step::Install),
+            (0u8..2).prop_map(Step::Uninstall),
+            (0u8..2).prop_map(Step::Remove),
+            (0u8..2).prop_map(Step::Cancel),
+            any::<bool>().prop_map(Step::AnswerManifest),
+            (0u8..4, any::<bool>()).prop_map(|(k, ok)| Step::Finish(k, ok)),
+            (0u8..2).prop_map(Step::Dirty),
+        ]
+    }
+
+    const GAMES: [&str; 2] = ["arena", "quest"];
+
+    /// What a peer advertises for bit pattern `g`: each game at version 1
+    /// or 2.
+    fn advertised(g: u8) -> Vec<GameSummary> {
+        let mut out = Vec::new();
+        for (i, id) in GAMES.iter().enumerate() {
+            match (g >> (2 * i)) & 3 {
+                1 => out.push(summary(id, &manifest("1"))),
+                2 => out.push(summary(id, &manifest("2"))),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The harness: the machine plus what the driver would track.
+    struct World {
+        m: PeerMachine,
+        now: Timestamp,
+        running: BTreeMap<OpToken, (GameId, Work)>,
+        settled: BTreeSet<OpToken>,
+        asks: Vec<(PeerId, GameId)>,
+        last_published: Option<Arc<Snapshot>>,
+        served: Option<Arc<crate::serve::ServeView>>,
+    }
+
+    use std::sync::Arc;
+
+    impl World {
+        fn drain(&mut self) {
+            while let Some(out) = self.m.poll_output() {
+                match out {
+                    Output::Start { token, id, work } => {
+                        assert!(self.m.operation(&id).is_some(), "work starts only for a marked operation");
+                        assert!(!self.running.values().any(|(g, _)| *g == id), "two operations on {id}");
+                        self.running.insert(token, (id, work));
+                    }
+                    Output::Settled { token, .. } => {
+                        assert!(self.settled.insert(token), "{token:?} settled twice");
+                        self.running.remove(&token);
+                    }
+                    Output::Holders { token, .. } => {
+                        assert!(matches!(self.running.get(&token), Some((_, Work::Download { .. }))), "holder news for {token:?}");
+                    }
+                    Output::Ask { peer, query: Query::Manifest(id) } => self.asks.push((peer, id)),
+                    Output::Snapshot(s) => self.last_published = Some(s),
+                    Output::Serve(v) => self.served = Some(v),
+                    _ => {}
+                }
+            }
+            let current = self.m.snapshot();
+            if let Some(p) = &self.last_published {
+                assert_eq!(p.operations, current.operations, "the published operations are current");
+            }
+            if let Some(v) = &self.served {
+                for (id, kind) in &current.operations {
+                    if matches!(kind, OperationKind::Downloading | OperationKind::Removing) {
+                        assert!(!v.games.contains_key(id), "{id} is served during {kind:?}");
+                    }
+                }
+            }
+        }
+
+        fn finish(&mut self, k: u8, ok: bool) {
+            let Some((&token, (id, work))) = self.running.iter().nth(k as usize % self.running.len().max(1)) else { return };
+            let (id, work) = (id.clone(), work.clone());
+            let outcome = match (work, ok) {
+                (Work::Download { manifest, .. }, true) => Outcome::Downloaded(Ok(DownloadReport {
+                    version: manifest.version.clone(),
+                    stats: TransferStats { bytes: 1, reused: 0, secs: 1.0, peers: vec![] },
+                    complete: true,
+                })),
+                (Work::Download { .. }, false) => Outcome::Downloaded(Err(DownloadError::Cancelled)),
+                (Work::Install { update, .. }, true) => Outcome::Installed(Ok(InstallReport { update, kept: None })),
+                (Work::Install { .. }, false) => Outcome::Installed(Err(InstallError::NotDownloaded(id.clone()))),
+                (Work::Uninstall { .. }, true) => Outcome::Uninstalled(Ok(UninstallReport { kept: None })),
+                (Work::Uninstall { .. }, false) => Outcome::Uninstalled(Err(UninstallError::NotInstalled(id.clone()))),
+                (Work::Remove, true) => Outcome::Removed(Ok(())),
+                (Work::Remove, false) => Outcome::Removed(Err(RemoveError::NotInCatalog(id.clone()))),
+            };
+            let settled = match &outcome {
+                Outcome::Downloaded(Ok(_)) => Some(local(id.as_str(), Some("1"), false)),
+                Outcome::Installed(Ok(_)) => Some(local(id.as_str(), Some("1"), true)),
+                Outcome::Uninstalled(Ok(_)) => Some(local(id.as_str(), Some("1"), false)),
+                Outcome::Removed(Ok(())) => None,
+                _ => self.m.db().local_game(&id).cloned(),
+            };
+            self.m.handle_finished(token, Ok(settled), outcome);
+        }
+
+        fn apply(&mut self, step: Step) {
+            let gid_of = |g: u8| gid(GAMES[g as usize % 2]);
+            match step {
+                Step::Discover(p) => self.m.handle_discovered(&advert(p), self.now),
+                Step::Vanish(p) => self.m.handle_vanished(&peer(p)),
+                Step::List(p, g) => self.m.handle_answer(peer(p), Query::ListGames, Ok(Response::Games(advertised(g))), self.now),
+                Step::Tick(s) => {
+                    self.now = self.now + Duration::from_secs(u64::from(s));
+                    if self.now >= self.m.poll_timeout() {
+                        self.m.handle_timeout(self.now);
+                    }
+                }
+                Step::Download(g, install) => drop(self.m.download(&gid_of(g), DownloadOptions { install, ..Default::default() })),
+                Step::Resolve(g, fresh) => drop(self.m.resolve(&gid_of(g), fresh)),
+                Step::Install(g) => drop(self.m.install(&gid_of(g), false)),
+                Step::Uninstall(g) => drop(self.m.uninstall(&gid_of(g), false)),
+                Step::Remove(g) => drop(self.m.remove(&gid_of(g))),
+                Step::Cancel(g) => drop(self.m.cancel(&gid_of(g))),
+                Step::AnswerManifest(ok) => {
+                    if !self.asks.is_empty() {
+                        let (p, id) = self.asks.remove(0);
+                        let v = self.m.db().peer(&p).and_then(|r| r.games.get(&id)).map(|s| s.version.as_str().to_owned());
+                        let answer = match (ok, v) {
+                            (true, Some(v)) => manifest_reply(&manifest(&v), id.as_str()),
+                            _ => Err("timed out".into()),
+                        };
+                        self.m.handle_answer(p, Query::Manifest(id), answer, self.now);
+                    }
+                }
+                Step::Finish(k, ok) => self.finish(k, ok),
+                Step::Dirty(g) => self.m.handle_local_dirty(BTreeSet::from([gid_of(g)])),
+            }
+            self.drain();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn random_inputs_keep_the_machines_promises(steps in proptest::collection::vec(step(), 1..120)) {
+            let m = machine();
+            let mut w = World {
+                m,
+                now: secs(0),
+                running: BTreeMap::new(),
+                settled: BTreeSet::new(),
+                asks: Vec::new(),
+                last_published: None,
+                served: None,
+            };
+            for s in steps {
+                w.apply(s);
+            }
+            // Every operation still running ends when its work reports.
+            while !w.running.is_empty() {
+                w.finish(0, false);
+                w.drain();
+            }
+            // Nothing waits for a manifest forever once every holder answered.
+            while !w.asks.is_empty() {
+                w.apply(Step::AnswerManifest(false));
+            }
+            prop_assert!(w.m.snapshot().operations.is_empty(), "left over: {:?}", w.m.snapshot().operations);
+        }
+    }
+}
