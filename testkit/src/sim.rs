@@ -73,6 +73,12 @@ impl SimPeer {
         }
     }
 
+    /// The running peer's handle, for scenarios that use the typed API
+    /// (a clone drives the same peer).
+    pub fn handle(&self) -> Option<Peer> {
+        self.handle.clone()
+    }
+
     /// Whether it runs.
     pub fn is_running(&self) -> bool {
         self.handle.is_some()

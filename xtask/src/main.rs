@@ -111,14 +111,16 @@ fn ci() -> Result<(), String> {
     sh(cargo().args(["fmt", "--all", "--check"]))?;
     sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     arch::run(&root())?;
-    // The workspace has no runnable doc examples (they are `ignore`d
-    // sketches), so the test runs are nextest's (or cargo test's).
-    let summary = if have_nextest() {
+    let mut summary = if have_nextest() {
         run_tests(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?
     } else {
         run_tests(cargo().args(["test", "--workspace", "--no-fail-fast"]))?
     };
-    let mut ran = vec!["fmt", "clippy", "arch", "tests"];
+    // nextest runs no doc tests; the public API's examples run here.
+    summary += run_doc_tests()?;
+    // The embedding example: two peers in one process, a download and an install.
+    sh(cargo().args(["run", "-q", "-p", "lanspread", "--example", "embed"]))?;
+    let mut ran = vec!["fmt", "clippy", "arch", "tests", "doc tests", "example"];
     if lan::is_root() || std::env::var("CI").is_ok_and(|v| v == "true") {
         lan::run(&root(), &["test".into()])?;
         ran.push("namespaced LAN");
@@ -151,6 +153,27 @@ fn run_tests(cmd: &mut Command) -> Result<u64, String> {
     } else {
         Err(format!("{cmd:?} failed with {status}"))
     }
+}
+
+/// Runs every doc test of the workspace, echoing the output; returns how
+/// many passed.
+fn run_doc_tests() -> Result<u64, String> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--doc"]).current_dir(root());
+    eprintln!("$ {cmd:?}");
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{}{stdout}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(format!("{cmd:?} failed with {}", out.status));
+    }
+    Ok(stdout.lines().map(count_doc_passed).sum())
+}
+
+/// `N passed` from a `test result: ok. N passed; ...` line.
+fn count_doc_passed(line: &str) -> u64 {
+    let Some(rest) = line.split("test result: ok. ").nth(1) else { return 0 };
+    rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// `N passed` from a nextest summary (`... tests run: N passed, ...`).

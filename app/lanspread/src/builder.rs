@@ -36,6 +36,14 @@ use std::sync::Arc;
 /// Which QUIC stack a peer listens with.
 ///
 /// Deserializes from the lowercase names `"quinn"` and `"s2n"`.
+///
+/// ```
+/// use lanspread::TransportKind;
+/// assert_eq!(TransportKind::default(), TransportKind::Quinn);
+/// assert_eq!(TransportKind::S2n.feature(), "s2n");
+/// // Whether a kind is built in follows the Cargo features.
+/// assert_eq!(TransportKind::Quinn.available(), cfg!(feature = "quinn"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportKind {
@@ -291,6 +299,49 @@ type ConfigFn = Box<dyn FnOnce(&mut PeerConfig) + Send>;
 /// Defaults: quinn, mDNS (when their features are on), listening on
 /// `[::]:0` (dual stack), an empty catalog, no static peers, no party key,
 /// the game directory locked with the label `lanspread`.
+///
+/// A throwaway peer on loopback, its state, its events and its end:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use lanspread::{Builder, DiscoveryKind, EventsError, PeerEvent};
+/// let games = tempfile::tempdir()?;
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let peer = Builder::new()
+///         .game_dir(games.path())
+///         .ephemeral_identity()
+///         .listen("127.0.0.1:0".parse()?)
+///         .discovery(DiscoveryKind::None)
+///         .spawn()
+///         .await?;
+///     assert!(peer.addr().ip().is_loopback() && peer.addr().port() != 0);
+///     // The game directory is locked while the peer runs.
+///     let again = Builder::new().game_dir(games.path()).ephemeral_identity().discovery(DiscoveryKind::None).assemble();
+///     assert!(matches!(again, Err(lanspread::BuildError::DirectoryInUse { .. })));
+///
+///     // The first subscriber gets every event since the start: the
+///     // start-up scan ends with a snapshot of the (empty) library.
+///     let mut events = peer.subscribe();
+///     let first = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await?;
+///     assert!(matches!(first, Ok(PeerEvent::LibrarySnapshot { .. })), "{first:?}");
+///     let snapshot = peer.snapshot();
+///     assert!(snapshot.games.is_empty() && snapshot.peers.is_empty() && snapshot.operations.is_empty());
+///
+///     peer.shutdown().await;
+///     assert!(peer.is_stopped());
+///     // The events end once the peer stopped (its last one says so).
+///     let mut last = None;
+///     let end = loop {
+///         match tokio::time::timeout(std::time::Duration::from_secs(10), events.recv()).await? {
+///             Ok(event) => last = Some(event),
+///             Err(e) => break e,
+///         }
+///     };
+///     assert_eq!((last, end), (Some(PeerEvent::Stopped), EventsError::Closed));
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })
+/// # }
+/// ```
 pub struct Builder {
     game_dir: Option<PathBuf>,
     dir_lock: bool,
@@ -519,6 +570,22 @@ impl Builder {
     /// that order; the first failure is returned and what was made so far
     /// is dropped (the lock released). Does not start the peer. Call it
     /// inside a tokio runtime (the transports spawn their drivers there).
+    ///
+    /// Each missing or wrong part is a typed [`BuildError`]:
+    ///
+    /// ```
+    /// use lanspread::{BuildError, Builder, DiscoveryKind};
+    /// let r = Builder::new().ephemeral_identity().discovery(DiscoveryKind::None).assemble();
+    /// assert!(matches!(r, Err(BuildError::MissingGameDir)));
+    ///
+    /// let r = Builder::new().game_dir("/nonexistent/x").ephemeral_identity().discovery(DiscoveryKind::None).assemble();
+    /// let Err(e @ BuildError::GameDirNotFound { .. }) = r else { panic!("{r:?}") };
+    /// assert_eq!(e.to_string(), "game directory /nonexistent/x does not exist");
+    ///
+    /// // A QUIC transport needs an identity (checked before the directory).
+    /// let r = Builder::new().game_dir("/nonexistent/x").discovery(DiscoveryKind::None).assemble();
+    /// assert!(matches!(r, Err(BuildError::MissingIdentity)));
+    /// ```
     pub fn assemble(self) -> Result<Assembled, BuildError> {
         self.check()?;
         let Builder {

@@ -61,6 +61,14 @@ pub enum PeerCommand {
 
 impl PeerCommand {
     /// `DownloadGameFiles` of every file of `id`.
+    ///
+    /// ```
+    /// use lanspread::{GameId, PeerCommand};
+    /// let id = GameId::new("openarena")?;
+    /// let cmd = PeerCommand::download(id.clone());
+    /// assert_eq!(cmd, PeerCommand::DownloadGameFiles { id, files: None });
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn download(id: GameId) -> Self {
         PeerCommand::DownloadGameFiles { id, files: None }
     }

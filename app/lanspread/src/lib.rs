@@ -24,6 +24,22 @@
 //! # }
 //! ```
 //!
+//! Failures are typed per operation ([`DownloadError`], [`InstallError`],
+//! ...); each carries a stable [`ErrorCode`] through [`HasCode`], which is
+//! what events and bridges carry, so a UI decides by code, never by text:
+//!
+//! ```
+//! use lanspread::{DownloadError, ErrorCode, GameId, HasCode, ResolveError};
+//! let id = GameId::new("openarena")?;
+//! let err = DownloadError::from(ResolveError::NoHolder(id));
+//! assert_eq!(err.code(), ErrorCode::NoHolder);
+//! assert_eq!(err.code().as_str(), "no_holder");
+//! let failure = err.failure();
+//! assert_eq!((failure.code, failure.message.as_str()), (ErrorCode::NoHolder, "no peer on the LAN has openarena"));
+//! assert_eq!(DownloadError::Cancelled.code().to_string(), "cancelled");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Apps written against the reference system's interface send
 //! [`PeerCommand`]s with [`Peer::send`] and read [`PeerEvent`]s.
 //!
@@ -42,7 +58,7 @@ mod runtime;
 
 pub use builder::{Assembled, BuildError, Builder, DirLock, DiscoveryKind, TransportKind};
 pub use command::PeerCommand;
-pub use peer::{Events, EventsError, Operation, Peer};
+pub use peer::{Events, EventsError, Operation, Peer, UpdateReport};
 pub use progress::Progress;
 pub use runtime::{NoDiscovery, PeerConfig, Ports};
 
@@ -52,5 +68,6 @@ pub use lanspread_core::game::{GameId, Version};
 pub use lanspread_core::peer::{
     DownloadError, DownloadOptions, DownloadReport, ErrorCode, Failure, HasCode, InstallError, InstallReport, OperationKind, PeerEvent,
     PeerInfo, PeerShare, RemoveError, ResolveError, Resolved, SetGameDirError, Snapshot, TransferStats, UninstallError, UninstallReport,
+    UpdateError,
 };
 pub use lanspread_ports::{PeerId, RelPath};

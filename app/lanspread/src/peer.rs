@@ -8,7 +8,7 @@ use crate::runtime::driver::{Driver, Waiter};
 use lanspread_core::game::GameId;
 use lanspread_core::peer::{
     DownloadError, DownloadOptions, DownloadReport, InstallError, InstallReport, OpToken, Outcome, PeerEvent, RemoveError, ResolveError,
-    Resolved, SetGameDirError, Snapshot, UninstallError, UninstallReport,
+    Resolved, SetGameDirError, Snapshot, UninstallError, UninstallReport, UpdateError,
 };
 use lanspread_ports::PeerId;
 use std::future::{Future, IntoFuture};
@@ -49,7 +49,23 @@ struct Inner {
     _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
+/// What an update did: the download, then the install.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateReport {
+    /// The download of the new version.
+    pub download: DownloadReport,
+    /// The update (or first install) of `local/`.
+    pub install: InstallReport,
+}
+
 /// Why the next event could not be read.
+///
+/// ```
+/// use lanspread::EventsError;
+/// let lagged = EventsError::Lagged { missed: 3 };
+/// assert_eq!(lagged.to_string(), "fell behind: 3 events were dropped; re-read the snapshot");
+/// assert_eq!(EventsError::Closed.to_string(), "the peer stopped");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EventsError {
     /// This subscriber fell behind and `missed` events were dropped for
@@ -65,16 +81,50 @@ pub enum EventsError {
 }
 
 /// A subscription to a peer's events (see [`Peer::subscribe`]).
-pub struct Events(broadcast::Receiver<PeerEvent>);
+pub struct Events {
+    rx: broadcast::Receiver<PeerEvent>,
+    /// Whether the peer stopped: the channel itself stays open while any
+    /// [`Peer`] handle lives, so the end is told by this watch.
+    done: watch::Receiver<bool>,
+}
 
 impl Events {
     /// The next event. A subscriber that falls behind the bounded channel
-    /// gets [`EventsError::Lagged`] once, then the newest events.
+    /// gets [`EventsError::Lagged`] once, then the newest events. Once the
+    /// peer stopped and every event it sent was read, [`EventsError::Closed`]
+    /// (even while [`Peer`] handles live on).
     pub async fn recv(&mut self) -> Result<PeerEvent, EventsError> {
-        self.0.recv().await.map_err(|e| match e {
-            broadcast::error::RecvError::Lagged(missed) => EventsError::Lagged { missed },
-            broadcast::error::RecvError::Closed => EventsError::Closed,
-        })
+        use broadcast::error::{RecvError, TryRecvError};
+        loop {
+            // Events sent before the peer stopped are read first.
+            match self.rx.try_recv() {
+                Ok(event) => return Ok(event),
+                Err(TryRecvError::Lagged(missed)) => return Err(EventsError::Lagged { missed }),
+                Err(TryRecvError::Closed) => return Err(EventsError::Closed),
+                Err(TryRecvError::Empty) => {}
+            }
+            if *self.done.borrow_and_update() {
+                return Err(EventsError::Closed);
+            }
+            tokio::select! {
+                r = self.rx.recv() => {
+                    return r.map_err(|e| match e {
+                        RecvError::Lagged(missed) => EventsError::Lagged { missed },
+                        RecvError::Closed => EventsError::Closed,
+                    });
+                }
+                changed = self.done.changed() => {
+                    if changed.is_err() {
+                        // The driver is gone without saying so (killed):
+                        // drain what is left, then closed.
+                        return self.rx.try_recv().map_err(|e| match e {
+                            TryRecvError::Lagged(missed) => EventsError::Lagged { missed },
+                            _ => EventsError::Closed,
+                        });
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -82,8 +132,8 @@ impl Events {
 /// and `.await` it (or call [`wait`](Operation::wait)) for its typed result.
 pub struct Operation<T, E> {
     progress: watch::Receiver<Progress>,
-    result: oneshot::Receiver<Outcome>,
-    extract: fn(Outcome) -> Option<Result<T, E>>,
+    result: oneshot::Receiver<Result<T, E>>,
+    /// The error if the peer stops before the result comes.
     stopped: E,
 }
 
@@ -95,9 +145,25 @@ impl<T, E> Operation<T, E> {
 
     /// Waits for the result.
     pub async fn wait(self) -> Result<T, E> {
-        match self.result.await {
-            Ok(outcome) => (self.extract)(outcome).unwrap_or(Err(self.stopped)),
-            Err(_) => Err(self.stopped),
+        self.result.await.unwrap_or(Err(self.stopped))
+    }
+
+    /// Waits for the result while copying the progress to `to`.
+    async fn follow(self, to: &watch::Sender<Progress>) -> Result<T, E> {
+        let mut progress = self.progress.clone();
+        let result = self.wait();
+        tokio::pin!(result);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut result => return r,
+                changed = progress.changed() => {
+                    if changed.is_err() {
+                        return result.await;
+                    }
+                    to.send_replace(progress.borrow_and_update().clone());
+                }
+            }
         }
     }
 }
@@ -167,7 +233,7 @@ impl Peer {
     /// their subscription on.
     pub fn subscribe(&self) -> Events {
         let first = self.inner.first_events.lock().unwrap_or_else(|e| e.into_inner()).take();
-        Events(first.unwrap_or_else(|| self.inner.events.subscribe()))
+        Events { rx: first.unwrap_or_else(|| self.inner.events.subscribe()), done: self.inner.done.clone() }
     }
 
     /// Whether the peer has stopped.
@@ -186,7 +252,7 @@ impl Peer {
     }
 
     /// Starts an operation with `begin` and registers for its result.
-    async fn operation<T, E: Send + 'static>(
+    async fn operation<T: Send + 'static, E: Send + 'static>(
         &self,
         begin: impl FnOnce(&mut Driver) -> Result<OpToken, E> + Send + 'static,
         extract: fn(Outcome) -> Option<Result<T, E>>,
@@ -194,15 +260,18 @@ impl Peer {
     ) -> Result<Operation<T, E>, E> {
         let (result_tx, result) = oneshot::channel();
         let (progress_tx, progress) = watch::channel(Progress::default());
+        let deliver = Box::new(move |outcome: Outcome| {
+            let _ = result_tx.send(extract(outcome).unwrap_or_else(|| Err(stopped())));
+        });
         let started = self
             .call(move |d| {
                 let token = begin(d)?;
-                d.waiters.insert(token, Waiter { result: result_tx, progress: progress_tx });
+                d.waiters.insert(token, Waiter { deliver, progress: progress_tx });
                 Ok(())
             })
             .await;
         match started {
-            Some(Ok(())) => Ok(Operation { progress, result, extract, stopped: stopped() }),
+            Some(Ok(())) => Ok(Operation { progress, result, stopped: stopped() }),
             Some(Err(e)) => Err(e),
             None => Err(stopped()),
         }
@@ -210,6 +279,35 @@ impl Peer {
 
     /// The manifest of `id`'s latest version and its holders (a cached
     /// manifest is used if the holders still advertise it).
+    ///
+    /// A game of the catalog that no peer on the LAN has cannot be resolved:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanspread::{Builder, Catalog, DiscoveryKind, ErrorCode, GameId, HasCode, ResolveError};
+    /// let games = tempfile::tempdir()?;
+    /// let catalog = Catalog::from_toml("[[games]]\nid = \"quake\"\nname = \"Quake\"\n")?;
+    /// tokio::runtime::Runtime::new()?.block_on(async {
+    ///     let peer = Builder::new()
+    ///         .game_dir(games.path())
+    ///         .catalog(catalog)
+    ///         .ephemeral_identity()
+    ///         .listen("127.0.0.1:0".parse()?)
+    ///         .discovery(DiscoveryKind::None)
+    ///         .spawn()
+    ///         .await?;
+    ///     let quake = GameId::new("quake")?;
+    ///     let err = peer.resolve(&quake).await.unwrap_err();
+    ///     assert_eq!(err, ResolveError::NoHolder(quake.clone()));
+    ///     assert_eq!(err.code(), ErrorCode::NoHolder);
+    ///     assert_eq!(err.to_string(), "no peer on the LAN has quake");
+    ///     peer.shutdown().await;
+    ///     // After shutdown, every operation is refused.
+    ///     assert_eq!(peer.resolve(&quake).await, Err(ResolveError::ShuttingDown));
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })
+    /// # }
+    /// ```
     pub async fn resolve(&self, id: &GameId) -> Result<Resolved, ResolveError> {
         self.resolve_with(id, false).await
     }
@@ -239,6 +337,38 @@ impl Peer {
     /// operation reports progress (rate, ETA, each peer's share) and
     /// resolves when the download is committed (or, for a file selection,
     /// when the selected files are in place).
+    ///
+    /// A download that cannot start is refused at once with a typed error
+    /// whose [`code`](crate::HasCode::code) is stable:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lanspread::{Builder, DiscoveryKind, DownloadError, DownloadOptions, ErrorCode, GameId, HasCode, ResolveError};
+    /// let games = tempfile::tempdir()?;
+    /// tokio::runtime::Runtime::new()?.block_on(async {
+    ///     // The default catalog is empty: no game may be downloaded.
+    ///     let peer = Builder::new()
+    ///         .game_dir(games.path())
+    ///         .ephemeral_identity()
+    ///         .listen("127.0.0.1:0".parse()?)
+    ///         .discovery(DiscoveryKind::None)
+    ///         .spawn()
+    ///         .await?;
+    ///     let doom = GameId::new("doom")?;
+    ///     let Err(err) = peer.download(&doom, DownloadOptions::default()).await else {
+    ///         panic!("a game outside the catalog was downloaded");
+    ///     };
+    ///     assert_eq!(err, DownloadError::Resolve(ResolveError::NotInCatalog(doom)));
+    ///     assert_eq!(err.code(), ErrorCode::NotInCatalog);
+    ///     assert_eq!(err.code().as_str(), "not_in_catalog");
+    ///     assert_eq!(err.failure().message, "doom is not in the catalog");
+    ///     // Nothing runs on the game.
+    ///     assert!(peer.snapshot().operations.is_empty());
+    ///     peer.shutdown().await;
+    ///     Ok::<_, Box<dyn std::error::Error>>(())
+    /// })
+    /// # }
+    /// ```
     pub async fn download(&self, id: &GameId, opts: DownloadOptions) -> Result<Operation<DownloadReport, DownloadError>, DownloadError> {
         let id = id.clone();
         self.operation(
@@ -265,6 +395,28 @@ impl Peer {
             || InstallError::ShuttingDown,
         )
         .await
+    }
+
+    /// Updates a game to the latest version on the LAN, as the reference's
+    /// "update": asks the holders for the newest manifest (ignoring cached
+    /// ones), downloads what changed (chunks already in place are reused),
+    /// then updates `local/` (or installs it, if it was not installed). The
+    /// operation's progress is the download's, then the install's.
+    pub async fn update(&self, id: &GameId, adopt: bool) -> Result<Operation<UpdateReport, UpdateError>, UpdateError> {
+        let download = self.download(id, DownloadOptions { fresh: true, ..DownloadOptions::default() }).await?;
+        let (result_tx, result) = oneshot::channel();
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let (peer, id) = (self.clone(), id.clone());
+        tokio::spawn(async move {
+            let outcome = async {
+                let download = download.follow(&progress_tx).await?;
+                let install = peer.install(&id, adopt).await?.follow(&progress_tx).await?;
+                Ok(UpdateReport { download, install })
+            }
+            .await;
+            let _ = result_tx.send(outcome);
+        });
+        Ok(Operation { progress, result, stopped: UpdateError::Download(DownloadError::ShuttingDown) })
     }
 
     /// Uninstalls a game, keeping the files the user made in it.

@@ -371,3 +371,26 @@ impl HasCode for SetGameDirError {
         }
     }
 }
+
+/// Why an update (fetch the latest manifest, download, update `local/`)
+/// failed or was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// The download of the new version failed or was refused.
+    #[error(transparent)]
+    Download(#[from] DownloadError),
+    /// The new version is downloaded, but updating `local/` failed (the
+    /// previous install is restored).
+    #[error(transparent)]
+    Install(#[from] InstallError),
+}
+
+impl HasCode for UpdateError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            UpdateError::Download(e) => e.code(),
+            UpdateError::Install(e) => e.code(),
+        }
+    }
+}

@@ -9,7 +9,9 @@ mod machine;
 #[cfg(test)]
 mod tests;
 
-pub use error::{DownloadError, ErrorCode, Failure, HasCode, InstallError, RemoveError, ResolveError, SetGameDirError, UninstallError};
+pub use error::{
+    DownloadError, ErrorCode, Failure, HasCode, InstallError, RemoveError, ResolveError, SetGameDirError, UninstallError, UpdateError,
+};
 pub use events::{OperationKind, PeerEvent, PeerShare, TransferStats};
 pub use machine::{
     DialOutcome, DownloadOptions, DownloadReport, InstallReport, MachineConfig, OpToken, Outcome, Output, PeerInfo, PeerMachine, Query,

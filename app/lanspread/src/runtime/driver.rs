@@ -17,12 +17,14 @@ use lanspread_core::serve::ServeView;
 use lanspread_ports::{DiscoveryEvent, PeerAdvert};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Who waits for an operation's result, and its progress stream.
 pub(crate) struct Waiter {
-    pub result: oneshot::Sender<Outcome>,
+    /// Hands the outcome, converted to the operation's typed result, to
+    /// its `Operation`.
+    pub deliver: Box<dyn FnOnce(Outcome) + Send>,
     pub progress: watch::Sender<Progress>,
 }
 
@@ -225,7 +227,7 @@ impl Driver {
             Output::Settled { token, outcome } => {
                 self.running.remove(&token);
                 if let Some(w) = self.waiters.remove(&token) {
-                    let _ = w.result.send(outcome);
+                    (w.deliver)(outcome);
                 }
             }
         }
