@@ -71,6 +71,33 @@ pub struct GameView {
     pub problems: Vec<String>,
 }
 
+/// Who casts a vote on which manifest of a version wins: a host, not an
+/// identity, since identities cost nothing. Peers reached at one IP address
+/// are one host; an identity is one voter whatever addresses it has (its
+/// record holds the one it is reached at). On loopback every identity
+/// votes (tests and demos run many peers on one machine). This is a
+/// heuristic: a host with several addresses still votes once per address
+/// it shows under a different identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Voter {
+    /// A host on the LAN.
+    Host(std::net::IpAddr),
+    /// A peer on this machine (loopback).
+    Local(PeerId),
+}
+
+impl Voter {
+    /// The voter of peer `id` with record `p`.
+    pub fn of(id: &PeerId, p: &PeerRecord) -> Self {
+        let ip = p.addr.ip().to_canonical();
+        if ip.is_loopback() {
+            Voter::Local(*id)
+        } else {
+            Voter::Host(ip)
+        }
+    }
+}
+
 /// Which peers to download a version from, with one pinned manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadSources {
@@ -220,19 +247,23 @@ impl GameDb {
     }
 
     /// Where to download the latest version of `id` from: the holders of
-    /// that version that agree on one manifest (the majority digest; ties
-    /// broken by the smaller digest, deterministically).
+    /// that version that agree on one manifest: the digest most *hosts*
+    /// advertise (see [`Voter`]; ties broken by the smaller digest,
+    /// deterministically). Every identity advertising the winning digest
+    /// serves.
     pub fn download_sources(&self, id: &GameId) -> Option<DownloadSources> {
         let latest = self.latest_remote(id)?;
-        let mut by_digest: BTreeMap<Hash, Vec<PeerId>> = BTreeMap::new();
+        let mut by_digest: BTreeMap<Hash, (Vec<PeerId>, BTreeSet<Voter>)> = BTreeMap::new();
         for (pid, p) in &self.peers {
             if let Some(s) = p.games.get(id).filter(|s| s.version == latest) {
-                by_digest.entry(s.manifest_digest).or_default().push(*pid);
+                let (peers, voters) = by_digest.entry(s.manifest_digest).or_default();
+                peers.push(*pid);
+                voters.insert(Voter::of(pid, p));
             }
         }
-        let (digest, peers) = by_digest.iter().max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| b.0.cmp(a.0)))?;
+        let (digest, (peers, _)) = by_digest.iter().max_by(|a, b| a.1 .1.len().cmp(&b.1 .1.len()).then_with(|| b.0.cmp(a.0)))?;
         let (digest, peers) = (*digest, peers.clone());
-        let dissenters = by_digest.into_iter().filter(|(d, _)| *d != digest).flat_map(|(_, v)| v).collect();
+        let dissenters = by_digest.into_iter().filter(|(d, _)| *d != digest).flat_map(|(_, (v, _))| v).collect();
         Some(DownloadSources { version: latest, digest, peers, dissenters })
     }
 
@@ -394,5 +425,30 @@ mod tests {
         // A tie goes to the smaller digest, whatever the insertion order.
         db.remove_peer(&PeerId([5; 32]));
         assert_eq!(db.download_sources(&gid("both")).unwrap().digest, [5; 32]);
+    }
+
+    /// Identities cost nothing: ten of them on one host are one vote, and
+    /// two hosts that agree outvote them.
+    #[test]
+    fn votes_count_per_host_not_per_identity() {
+        let mut db = GameDb::new(catalog());
+        let now = Timestamp::ZERO;
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 47800);
+        for i in 10..20u8 {
+            db.upsert_peer(PeerId([i; 32]), at("10.0.0.66"), now);
+            db.set_peer_games(&PeerId([i; 32]), vec![summary("both", "1", 6)], now);
+        }
+        for (i, ip) in [(1u8, "10.0.0.1"), (2, "fe80::2")] {
+            db.upsert_peer(PeerId([i; 32]), at(ip), now);
+            db.set_peer_games(&PeerId([i; 32]), vec![summary("both", "1", 7)], now);
+        }
+        let s = db.download_sources(&gid("both")).unwrap();
+        assert_eq!(s.digest, [7; 32], "two hosts outvote ten identities on one host");
+        assert_eq!(s.peers, vec![PeerId([1; 32]), PeerId([2; 32])]);
+        assert_eq!(s.dissenters.len(), 10);
+        // The same address as IPv4 and as IPv4-mapped IPv6 is one host.
+        db.upsert_peer(PeerId([3; 32]), at("::ffff:10.0.0.66"), now);
+        db.set_peer_games(&PeerId([3; 32]), vec![summary("both", "1", 6)], now);
+        assert_eq!(db.download_sources(&gid("both")).unwrap().digest, [7; 32]);
     }
 }

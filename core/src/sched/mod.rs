@@ -406,8 +406,18 @@ impl Scheduler {
                 }
             }
         }
-        self.release(chunk, peer, true);
+        // A transport failure says something about the peer, not the chunk:
+        // it uses up one of the chunk's attempts only when no other peer
+        // could serve it now (else a flapping peer could fail a download
+        // that healthy peers are serving).
+        let count_attempt = !matches!(failure, ChunkFailure::Transport(_)) || !self.another_peer_can_serve(peer, now);
+        self.release(chunk, peer, count_attempt);
         self.check_end();
+    }
+
+    /// Whether a peer other than `peer` is present and not backed off.
+    fn another_peer_can_serve(&self, peer: &PeerId, now: Timestamp) -> bool {
+        self.peers.iter().any(|(id, p)| id != peer && p.backoff_until.is_none_or(|t| t <= now))
     }
 
     /// Expires overdue requests and backoffs.

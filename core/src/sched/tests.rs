@@ -287,6 +287,63 @@ fn a_download_fails_when_nobody_comes_within_the_window() {
     }
 }
 
+/// A peer whose requests keep failing at the transport (a flapping link)
+/// does not use up the attempts of chunks a healthy peer can serve.
+#[test]
+fn transport_failures_of_one_peer_do_not_fail_chunks_others_can_serve() {
+    let config = SchedulerConfig { max_chunk_attempts: 2, failures_before_backoff: 1000, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(game(8), config.clone());
+    s.handle_peer_added(pid(0), at(0));
+    s.handle_peer_added(pid(1), at(0));
+    let mut failures = 0;
+    for round in 0..10_000 {
+        let now = at(round / 100);
+        let mut actions = Vec::new();
+        while let Some(a) = s.poll_action(now) {
+            actions.push(a);
+        }
+        let mut done = false;
+        for a in actions {
+            match a {
+                Action::Request { peer, chunk } if peer == pid(0) => {
+                    failures += 1;
+                    s.handle_chunk_failed(&peer, chunk, ChunkFailure::Transport("connection reset".into()), now);
+                }
+                Action::Request { peer, chunk } => s.handle_chunk_done(&peer, chunk, now),
+                Action::Failed(why) => panic!("failed after {failures} transport failures of one peer: {why}"),
+                Action::Complete => done = true,
+                _ => {}
+            }
+        }
+        if done {
+            assert!(failures > config.max_chunk_attempts as usize, "peer 0 failed only {failures} times");
+            return;
+        }
+    }
+    panic!("never completed");
+}
+
+/// Without another peer, transport failures do count: a download whose
+/// only holder keeps failing ends instead of retrying forever.
+#[test]
+fn transport_failures_of_the_only_peer_fail_the_chunk() {
+    let config = SchedulerConfig { max_chunk_attempts: 3, failures_before_backoff: 1000, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(game(1), config);
+    s.handle_peer_added(pid(0), at(0));
+    for _ in 0..100 {
+        match s.poll_action(at(0)) {
+            Some(Action::Request { peer, chunk }) => s.handle_chunk_failed(&peer, chunk, ChunkFailure::Transport("reset".into()), at(0)),
+            Some(Action::Failed(why)) => {
+                assert!(why.contains("failed 3 times"), "{why}");
+                return;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    panic!("the chunk never failed");
+}
+
 #[test]
 fn empty_download_completes_immediately() {
     let mut s = Scheduler::new(std::iter::empty(), SchedulerConfig::default());
