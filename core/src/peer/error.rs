@@ -32,6 +32,9 @@ pub enum ErrorCode {
     ResolveFailed,
     /// The transfer failed (peers lied, left, or timed out).
     TransferFailed,
+    /// The downloaded `version.ini` names another version than the one
+    /// the holders claimed.
+    VersionMismatch,
     /// Writing to the game directory failed.
     WriteFailed,
     /// A transaction on the game root failed or was refused.
@@ -60,6 +63,7 @@ impl ErrorCode {
             NoSpace => "no_space",
             ResolveFailed => "resolve_failed",
             TransferFailed => "transfer_failed",
+            VersionMismatch => "version_mismatch",
             WriteFailed => "write_failed",
             TransactionFailed => "transaction_failed",
             Cancelled => "cancelled",
@@ -203,6 +207,17 @@ pub enum DownloadError {
     /// Writing verified data failed.
     #[error("writing the download to disk failed: {0}")]
     Write(FsError),
+    /// The holders claimed one version, but the `version.ini` they served
+    /// names another: nothing was committed.
+    #[error("the holders of {id} claim version {claimed}, but its version.ini says {found:?}; not committing it")]
+    VersionMismatch {
+        /// Game.
+        id: GameId,
+        /// The version the holders advertised.
+        claimed: crate::game::Version,
+        /// What the downloaded `version.ini` says (shortened).
+        found: String,
+    },
     /// Cancelled by the user.
     #[error("cancelled")]
     Cancelled,
@@ -221,6 +236,7 @@ impl HasCode for DownloadError {
             DownloadError::Transaction(e) => txn_code(e),
             DownloadError::Transfer { .. } => ErrorCode::TransferFailed,
             DownloadError::Write(_) => ErrorCode::WriteFailed,
+            DownloadError::VersionMismatch { .. } => ErrorCode::VersionMismatch,
             DownloadError::Cancelled => ErrorCode::Cancelled,
             DownloadError::ShuttingDown => ErrorCode::ShuttingDown,
         }

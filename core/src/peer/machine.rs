@@ -264,6 +264,15 @@ pub enum Output {
     },
 }
 
+/// How we learned where a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// It proved its identity there (a handshake).
+    Proven,
+    /// Discovery says so (anyone can say anything).
+    Advertised,
+}
+
 /// One active operation.
 #[derive(Debug, Clone)]
 struct Op {
@@ -324,6 +333,11 @@ pub struct PeerMachine {
     known_ids: BTreeMap<SocketAddr, PeerId>,
     /// Peers with an established connection.
     connected: BTreeSet<PeerId>,
+    /// Peers that proved their identity to us (a handshake or an answer):
+    /// discovery's news about them is only a hint until liveness confirms.
+    proven: BTreeSet<PeerId>,
+    /// Proven peers discovery says left: forgotten only if a ping fails.
+    doubted: BTreeSet<PeerId>,
     /// Outstanding pings (nonce per peer).
     pings: BTreeMap<PeerId, u64>,
     /// Outstanding game-list requests.
@@ -354,6 +368,8 @@ impl PeerMachine {
             peer_revs: BTreeMap::new(),
             known_ids: BTreeMap::new(),
             connected: BTreeSet::new(),
+            proven: BTreeSet::new(),
+            doubted: BTreeSet::new(),
             pings: BTreeMap::new(),
             listing: BTreeSet::new(),
             statics,
@@ -434,11 +450,15 @@ impl PeerMachine {
     fn ping_all(&mut self) {
         let ids: Vec<PeerId> = self.db.peers().map(|(id, _)| *id).filter(|id| !self.pings.contains_key(id)).collect();
         for peer in ids {
-            self.next_nonce += 1;
-            let nonce = self.next_nonce;
-            self.pings.insert(peer, nonce);
-            self.out.push_back(Output::Ask { peer, query: Query::Ping { nonce } });
+            self.ping(peer);
         }
+    }
+
+    fn ping(&mut self, peer: PeerId) {
+        self.next_nonce += 1;
+        let nonce = self.next_nonce;
+        self.pings.insert(peer, nonce);
+        self.out.push_back(Output::Ask { peer, query: Query::Ping { nonce } });
     }
 
     /// Dials every static address whose peer is not (or no longer) known.
@@ -457,22 +477,33 @@ impl PeerMachine {
 
     // ----- discovery and peers -----
 
-    /// A peer advertised itself (discovery).
+    /// A peer advertised itself (discovery). Anyone on the LAN can send an
+    /// advert under any id, so for a peer that proved itself the advert's
+    /// addresses are only extra candidates: the address it proved itself at
+    /// stays first, and a dial to any of them must prove the identity again.
     pub fn handle_discovered(&mut self, advert: &PeerAdvert, now: Timestamp) {
         if advert.protocol_version != u32::from(PROTOCOL_VERSION) {
             return;
         }
-        self.learn_peer(advert.id, &advert.addrs, now);
+        self.learn_peer(advert.id, &advert.addrs, Claim::Advertised, now);
     }
 
-    /// Discovery says a peer left.
+    /// Discovery says a peer left. A goodbye can be forged: a peer that
+    /// proved itself is pinged first and forgotten only if that fails.
     pub fn handle_vanished(&mut self, id: &PeerId) {
-        self.forget_peer(id);
+        if !self.proven.contains(id) || self.db.peer(id).is_none() {
+            self.forget_peer(id);
+            return;
+        }
+        self.doubted.insert(*id);
+        if !self.pings.contains_key(id) {
+            self.ping(*id);
+        }
     }
 
     /// A peer said Hello to our server from `addr` (at its listen port).
     pub fn handle_hello(&mut self, peer: PeerId, addr: SocketAddr, now: Timestamp) {
-        self.learn_peer(peer, &[addr], now);
+        self.learn_peer(peer, &[addr], Claim::Proven, now);
     }
 
     /// A peer pinged our server: it is alive.
@@ -483,6 +514,7 @@ impl PeerMachine {
     /// The connection pool reached `peer` at `addr`.
     pub fn handle_connected(&mut self, peer: PeerId, addr: SocketAddr, now: Timestamp) {
         self.known_ids.insert(addr, peer);
+        self.proven.insert(peer);
         // Only a peer still known: one forgotten while we dialed stays gone.
         if self.db.peer(&peer).is_some_and(|p| p.addr != addr) {
             self.db.upsert_peer(peer, addr, now);
@@ -497,7 +529,7 @@ impl PeerMachine {
         self.statics.insert(addr, StaticState::Idle { next_try: now + self.cfg.ping_interval });
         match outcome {
             DialOutcome::Connected(id) => {
-                self.learn_peer(id, &[addr], now);
+                self.learn_peer(id, &[addr], Claim::Proven, now);
                 self.handle_connected(id, addr, now);
             }
             DialOutcome::KeyChanged(msg) => self.emit(PeerEvent::RuntimeFailure(Failure::new(super::ErrorCode::Internal, msg))),
@@ -509,7 +541,7 @@ impl PeerMachine {
     /// library is listed at once; so is a known peer's when it shows new
     /// addresses while we have no connection to it (mDNS resolves addresses
     /// one by one, and the first ones may have been unreachable).
-    fn learn_peer(&mut self, id: PeerId, addrs: &[SocketAddr], now: Timestamp) -> bool {
+    fn learn_peer(&mut self, id: PeerId, addrs: &[SocketAddr], claim: Claim, now: Timestamp) -> bool {
         if id == self.cfg.local_id {
             return false;
         }
@@ -519,7 +551,16 @@ impl PeerMachine {
         for a in &order {
             grew |= self.known_ids.insert(*a, id) != Some(id);
         }
-        let primary = self.db.peer(&id).map(|p| p.addr).filter(|a| order.contains(a)).unwrap_or(first);
+        if claim == Claim::Proven {
+            self.proven.insert(id);
+        }
+        let known = self.db.peer(&id).map(|p| p.addr);
+        let primary = match (known, claim) {
+            // An advert never moves a proven peer away from where it proved itself.
+            (Some(a), Claim::Advertised) if self.proven.contains(&id) => a,
+            (Some(a), _) if order.contains(&a) => a,
+            _ => first,
+        };
         let new = self.db.upsert_peer(id, primary, now);
         if grew || new {
             self.out.push_back(Output::PeerAddrs { peer: id, addrs: self.candidates(&id) });
@@ -550,6 +591,8 @@ impl PeerMachine {
 
     /// Removes a peer (left, pruned).
     fn forget_peer(&mut self, id: &PeerId) {
+        self.proven.remove(id);
+        self.doubted.remove(id);
         self.peer_revs.remove(id);
         self.pings.remove(id);
         self.listing.remove(id);
@@ -572,9 +615,17 @@ impl PeerMachine {
         };
         if answer.is_ok() {
             self.db.touch_peer(&peer, now);
+            self.proven.insert(peer);
+            self.doubted.remove(&peer);
         } else {
             self.connected.remove(&peer);
             self.out.push_back(Output::Disconnect(peer));
+            if matches!(query, Query::Ping { .. }) && self.doubted.contains(&peer) {
+                // Discovery said it left and it does not answer: it left.
+                self.pings.remove(&peer);
+                self.forget_peer(&peer);
+                return;
+            }
         }
         match query {
             Query::Ping { nonce } => {

@@ -492,6 +492,65 @@ fn shutdown_fails_waiting_downloads_and_cancels_running_ones() {
     assert_eq!(m.install(&gid("arena"), false).map(|_| ()).map_err(|e| e.code()), Err(ErrorCode::Busy));
 }
 
+/// mDNS can be spoofed: a goodbye for a peer that proved itself is
+/// checked with a ping before the peer is forgotten.
+#[test]
+fn a_forged_goodbye_does_not_remove_a_live_peer() {
+    let mut m = machine();
+    let v1 = manifest("1");
+    let token = running_download(&mut m, &v1);
+    drain(&mut m);
+    m.handle_vanished(&peer(1));
+    let out = drain(&mut m);
+    assert!(!events(&out).contains(&PeerEvent::PeerLeft(peer(1))), "{out:?}");
+    assert!(!out.iter().any(|o| matches!(o, Output::Holders { .. })), "the download keeps it");
+    let [(p, Query::Ping { nonce })] = asks(&out)[..] else { panic!("a liveness check: {out:?}") };
+    assert_eq!(p, peer(1));
+    m.handle_answer(peer(1), Query::Ping { nonce }, Ok(Response::Pong { nonce, library_rev: 1 }), secs(3));
+    assert!(m.db().peer(&peer(1)).is_some(), "it answered: it stays");
+    // A real goodbye: the ping fails, and the peer leaves at once.
+    drain(&mut m);
+    m.handle_vanished(&peer(1));
+    let Some((_, Query::Ping { nonce })) = asks(&drain(&mut m)).pop() else { panic!("no ping") };
+    m.handle_answer(peer(1), Query::Ping { nonce }, Err("connection closed".into()), secs(4));
+    let out = drain(&mut m);
+    assert!(events(&out).contains(&PeerEvent::PeerLeft(peer(1))));
+    assert!(out.contains(&Output::Holders { token, joined: vec![], left: vec![peer(1)] }));
+}
+
+#[test]
+fn a_goodbye_of_a_peer_that_never_proved_itself_removes_it_at_once() {
+    let mut m = machine();
+    m.handle_discovered(&advert(1), secs(1));
+    drain(&mut m);
+    m.handle_vanished(&peer(1));
+    assert!(events(&drain(&mut m)).contains(&PeerEvent::PeerLeft(peer(1))));
+}
+
+/// A forged advert for a known id does not move the peer: the address it
+/// proved itself at stays first; the new one is only a candidate that must
+/// prove the identity again when dialed.
+#[test]
+fn a_forged_advert_does_not_replace_a_proven_peers_address() {
+    let mut m = machine();
+    join(&mut m, 1, &[], secs(1));
+    drain(&mut m);
+    let forged = SocketAddr::from(([10, 0, 0, 66], 47800));
+    let spoofed = PeerAdvert { addrs: vec![forged], ..advert(1) };
+    m.handle_discovered(&spoofed, secs(2));
+    assert_eq!(m.db().peer(&peer(1)).map(|p| p.addr), Some(addr(1)));
+    let out = drain(&mut m);
+    let addrs = out.iter().find_map(|o| match o {
+        Output::PeerAddrs { peer: p, addrs } if *p == peer(1) => Some(addrs.clone()),
+        _ => None,
+    });
+    assert_eq!(addrs, Some(vec![addr(1), forged]));
+    // A peer that never proved itself follows its adverts.
+    m.handle_discovered(&advert(2), secs(2));
+    m.handle_discovered(&PeerAdvert { addrs: vec![forged], ..advert(2) }, secs(2));
+    assert_eq!(m.db().peer(&peer(2)).map(|p| p.addr), Some(forged));
+}
+
 /// Random inputs, commands and work results in any order keep the
 /// machine's promises: one result per operation, at most one operation per
 /// game, work only for marked operations, the published state current, and
