@@ -245,6 +245,14 @@ impl Manifest {
         let bytes = postcard::to_stdvec(self).unwrap_or_default();
         *blake3::hash(&bytes).as_bytes()
     }
+    /// Whether `content`, the verified bytes of this manifest's
+    /// `version.ini`, names the version the manifest claims. A holder can
+    /// claim any version in its summary and manifest; the sentinel's content
+    /// is what the committed game will say, so a download commits only when
+    /// both agree.
+    pub fn sentinel_names_version(&self, content: &[u8]) -> bool {
+        Version::from_ini(content).as_ref() == Some(&self.version)
+    }
 
     /// Each entry's path beneath `root` (its game root), in manifest order:
     /// computed once per manifest by those who address its files often
@@ -328,6 +336,15 @@ pub struct GameSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sentinel_must_name_the_claimed_version() {
+        let m = Manifest { version: Version::new("2.0").unwrap(), files: vec![] };
+        assert!(m.sentinel_names_version(b"2.0\n"));
+        assert!(m.sentinel_names_version(b"[game]\nversion = 2.0\n"));
+        assert!(!m.sentinel_names_version(b"1.0\n"), "a manifest claiming 2.0 over a 1.0 sentinel");
+        assert!(!m.sentinel_names_version(b""));
+    }
 
     #[test]
     fn ids_are_single_safe_components() {

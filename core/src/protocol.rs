@@ -107,7 +107,8 @@ pub enum Request {
         /// The game.
         id: GameId,
     },
-    /// A whole file; answered with `Response::Data` and raw bytes.
+    /// A whole file of at most [`MAX_CHUNK_REQUEST`] bytes; answered with
+    /// `Response::Data` and raw bytes (larger files are asked for in chunks).
     GetGameFileData {
         /// The game.
         id: GameId,

@@ -104,12 +104,17 @@ impl ServeView {
             return refuse(ErrorCode::NotInManifest, format!("{path} is not a file of {id}"));
         };
         let len = len.unwrap_or(file.size);
-        let end = match offset.checked_add(len) {
-            Some(end) if end <= file.size => end,
+        match offset.checked_add(len) {
+            Some(end) if end <= file.size => {}
             _ => return refuse(ErrorCode::BadRange, format!("range {offset}+{len} is outside {path} ({} bytes)", file.size)),
         };
-        if len > MAX_CHUNK_REQUEST && !(offset == 0 && end == file.size && len == file.size) {
-            return refuse(ErrorCode::BadRange, format!("chunk of {len} bytes is over the limit of {MAX_CHUNK_REQUEST}"));
+        // Whole-file requests are bounded like chunks: one request never
+        // holds a descriptor and a stream for more than a chunk's worth.
+        if len > MAX_CHUNK_REQUEST {
+            return refuse(
+                ErrorCode::BadRange,
+                format!("{len} bytes of {path} in one request is over the limit of {MAX_CHUNK_REQUEST}; ask for chunks"),
+            );
         }
         match id.root().join(path.as_str()) {
             Ok(full) => Reply::Data { path: full, offset, len },
@@ -207,6 +212,14 @@ mod tests {
             ErrorCode::BadRange
         );
         assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p("data") })), ErrorCode::NotInManifest);
+        // A whole file over the chunk limit must be asked for in chunks.
+        let mut big = v.clone();
+        let mut game = (*big.games[&g]).clone();
+        let mut manifest = (*game.manifest).clone();
+        manifest.files[1].size = MAX_CHUNK_REQUEST + 1;
+        game.manifest = Arc::new(manifest);
+        big.games.insert(g.clone(), Arc::new(game));
+        assert_eq!(code(big.handle(&Request::GetGameFileData { id: g.clone(), path: p("data/a.bin") })), ErrorCode::BadRange);
         assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p("local/x") })), ErrorCode::NotInManifest);
         assert_eq!(code(v.handle(&Request::GetGameFileData { id: g.clone(), path: p(".lanspread.json") })), ErrorCode::NotInManifest);
         assert_eq!(code(v.handle(&Request::GetGame { id: GameId::new("other").unwrap() })), ErrorCode::UnknownGame);

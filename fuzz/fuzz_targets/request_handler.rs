@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             let m = &v.games[id].manifest;
             let f = m.file(rel).expect("served a file outside the manifest");
             assert!(offset.checked_add(len).is_some_and(|e| e <= f.size));
+            assert!(len <= lanspread_core::protocol::MAX_CHUNK_REQUEST, "an unbounded request");
             assert!(path.starts_with(&id.root()));
         }
         Reply::Pieces { pieces, len } => {

@@ -435,3 +435,116 @@ fn a_stream_flood_does_not_starve_honest_peers() {
         sim
     });
 }
+
+/// What one flooding host does to a seeder in [`flood_scenario`].
+#[derive(Clone, Copy, PartialEq)]
+enum Flood {
+    None,
+    /// Hundreds of connections that never say Hello, and an authenticated
+    /// connection whose every stream asks for a large chunk and never reads.
+    IdleAndStalled,
+}
+
+/// An honest download of a 32 MiB game from one seeder, with or without a
+/// flooding host; returns the download's time (begin to finish).
+fn flood_scenario(name: &str, flood: Flood) -> f64 {
+    let mut result = 0.0;
+    let out = &mut result;
+    Sim::run(name, 41, |mut sim| async move {
+        // QUIC-like flow control: a reader that does not read stops its
+        // writer after a stream window, here 256 KiB.
+        let params = lanspread_testkit::net::NetParams { stream_window: 256 * 1024, ..Default::default() };
+        sim.net = lanspread_testkit::SimNet::with_params(sim.rng.fork("net"), params);
+        let game = SimGame::new("arena", "1.0", 32 * MIB);
+        let cat = catalog_of(&[&game]);
+        let ha = sim.host("a", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        sim.spawn("a", ha, fs, Sim::config(cat.clone()));
+        sim.wait_for("a", Duration::from_secs(5), |e| matches!(e, PeerEvent::LibrarySnapshot { .. })).await;
+        // What the flood holds, to check afterwards what the seeder did to it.
+        type Streams = Vec<(Box<dyn lanspread_ports::SendStream>, Box<dyn lanspread_ports::RecvStream>)>;
+        let stalled: Arc<std::sync::Mutex<Streams>> = Arc::default();
+        let idle: Arc<std::sync::Mutex<Vec<Box<dyn Connection>>>> = Arc::default();
+        if flood == Flood::IdleAndStalled {
+            let hm = sim.host("mallory", HostConfig::symmetric(100.0 * MB, ms(1)));
+            let me = sim.rng.fork("mallory").peer_id();
+            let t = sim.net.transport(hm, 47800, me);
+            let target = sim.addr("a");
+            // Stalled readers: say Hello, then ask for 1 MiB chunks on every
+            // stream and never read an answer; ask again whenever the
+            // server frees a stream.
+            let conn: Arc<dyn Connection> = Arc::from(t.connect(target, None).await.unwrap());
+            let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, party_proof: None };
+            assert!(matches!(wire::request(conn.as_ref(), &Request::Hello(hello)).await, Ok(Response::Hello(_))));
+            let held = stalled.clone();
+            tokio::spawn(async move {
+                for k in 0u64.. {
+                    let Ok((mut send, recv)) = conn.open_bi().await else { break };
+                    let req = Request::GetGameFileChunk {
+                        id: gid("arena"),
+                        path: RelPath::new("arena.simpack").unwrap(),
+                        offset: (k % 32) * MIB,
+                        len: MIB,
+                    };
+                    let _ = wire::write_message(send.as_mut(), &req, MAX_REQUEST_FRAME).await;
+                    let _ = send.finish().await;
+                    held.lock().unwrap().push((send, recv));
+                }
+            });
+            // Idle connections: hundreds, none says Hello.
+            let held = idle.clone();
+            tokio::spawn(async move {
+                for _ in 0..300 {
+                    if let Ok(c) = t.connect(target, None).await {
+                        held.lock().unwrap().push(c);
+                    }
+                }
+            });
+            sim.sleep(ms(500)).await;
+        }
+        let hd = sim.host("d", HostConfig::symmetric(20.0 * MB, ms(1)));
+        sim.spawn("d", hd, MemFs::unrecorded(), Sim::config(cat));
+        sim.wait_until("d sees a", Duration::from_secs(30), |s| holders(s, "d", "arena") == 1).await;
+        sim.send("d", PeerCommand::download(gid("arena")));
+        let (begin, _) = sim.wait_for("d", Duration::from_secs(5), |e| matches!(e, PeerEvent::DownloadBegin { .. })).await;
+        let (end, e) = sim
+            .wait_for("d", Duration::from_secs(120), |e| matches!(e, PeerEvent::DownloadFinished { .. } | PeerEvent::DownloadFailed { .. }))
+            .await;
+        assert!(matches!(e, PeerEvent::DownloadFinished { .. }), "{e:?}");
+        *out = (end - begin).as_secs_f64();
+        if flood == Flood::IdleAndStalled {
+            sim.sleep(Duration::from_secs(25)).await;
+            // Every idle connection was closed (per-host cap, Hello deadline).
+            let idle = std::mem::take(&mut *idle.lock().unwrap());
+            let mut open = 0;
+            for c in &idle {
+                open += usize::from(c.open_bi().await.is_ok());
+            }
+            assert!(idle.len() >= 32 && open == 0, "{open} of {} idle connections are still open", idle.len());
+            // The first stalled reply was reset once its writer stalled past
+            // the write deadline (the server holds nothing for it any more).
+            let (_, mut first) = stalled.lock().unwrap().remove(0);
+            let reply = async {
+                let (_, rest): (Response, Bytes) = wire::read_message(first.as_mut(), MAX_RESPONSE_FRAME).await?;
+                wire::read_exact(first.as_mut(), rest, MIB).await
+            };
+            let got = reply.await;
+            assert!(matches!(got, Err(wire::WireError::Transport(lanspread_ports::TransportError::StreamReset(_)))), "{got:?}");
+        }
+        sim
+    });
+    result
+}
+
+/// One host floods a seeder with hundreds of connections that never
+/// authenticate and with requests it never reads: the Hello deadline, the
+/// per-host caps on connections and on replies in flight, and the write
+/// deadline keep an honest download within 1.2x of its time alone.
+#[test]
+fn a_flooding_host_slows_an_honest_download_by_at_most_a_fifth() {
+    let alone = flood_scenario("flood_baseline", Flood::None);
+    let flooded = flood_scenario("flood", Flood::IdleAndStalled);
+    eprintln!("honest download of 32 MiB: {alone:.2} s alone, {flooded:.2} s while one host floods");
+    assert!(flooded <= alone * 1.2, "{flooded:.2} s with the flood vs {alone:.2} s without");
+}

@@ -121,6 +121,10 @@ async fn attempt(ctx: &Arc<Ctx>, job: &DownloadJob, signals: &mut Signals) -> Re
             txn::abort_download(fs.as_ref(), &root).await?;
             return Ok(DownloadReport { version: manifest.version.clone(), stats, complete: false });
         }
+        if !manifest.sentinel_names_version(&sentinel) {
+            let found = String::from_utf8_lossy(&sentinel).trim().chars().take(64).collect();
+            return Err(DownloadError::VersionMismatch { id: id.clone(), claimed: manifest.version.clone(), found });
+        }
         txn::commit_download(fs.as_ref(), &root, manifest, &sentinel).await?;
         Ok(DownloadReport { version: manifest.version.clone(), stats, complete: true })
     }

@@ -69,6 +69,12 @@ pub struct PeerConfig {
     pub max_streams_per_conn: usize,
     /// Timeout of one control request (hello, list, manifest, ping).
     pub request_timeout: Duration,
+    /// A connection to our server that has not said Hello (with the right
+    /// party proof) after this long is closed.
+    pub hello_timeout: Duration,
+    /// A reply whose reader lets one write stall for this long is reset
+    /// (so a reader that never reads holds no file and no buffer).
+    pub write_timeout: Duration,
     /// Events buffered per subscriber; one that falls further behind is
     /// told it lagged.
     pub event_capacity: usize,
@@ -89,6 +95,8 @@ impl Default for PeerConfig {
             party_key: None,
             max_streams_per_conn: 64,
             request_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(20),
             event_capacity: 1024,
         }
     }
