@@ -27,8 +27,9 @@ use lanspread_ports::path::RelPath;
 use lanspread_ports::PeerId;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version spoken by this build (3: the party key is a PAKE,
+/// `Hello::pake` and `Request::Confirm`).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Stream header magic.
 pub const MAGIC: [u8; 4] = *b"LNSP";
 /// Length of the stream header.
@@ -44,8 +45,12 @@ pub const MAX_CAPABILITIES: usize = 32;
 
 /// Capability: chunk hashes in manifests (BLAKE3, [`crate::CHUNK_SIZE`]).
 pub const CAP_VERIFIED_CHUNKS: &str = "verified-chunks/blake3-1m";
-/// Capability: LAN party key proofs.
-pub const CAP_PARTY_KEY: &str = "party-key/hmac-sha256";
+/// Capability: the LAN party key, as a SPAKE2 exchange bound to the TLS
+/// session with key confirmation.
+pub const CAP_PARTY_KEY: &str = "party-key/spake2-ed25519";
+/// Largest SPAKE2 message a Hello may carry (an Ed25519 element and a side
+/// byte are 33 bytes).
+pub const MAX_PAKE_MESSAGE: usize = 64;
 
 /// Errors of encoding, decoding or protocol flow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +96,11 @@ pub struct Hello {
     pub capabilities: Vec<String>,
     /// Port the sender's server listens on (for peers learned by connection).
     pub listen_port: u16,
-    /// Party-key proof (HMAC bound to the TLS session), when a key is set.
+    /// The sender's SPAKE2 message of the party-key exchange (a server
+    /// answers a client's with its own), when a key is set.
+    pub pake: Option<Vec<u8>>,
+    /// The server's key confirmation (a MAC under the exchanged key); the
+    /// client confirms with `Request::Confirm`.
     pub party_proof: Option<[u8; 32]>,
 }
 
@@ -142,6 +151,12 @@ pub enum Request {
     Ping {
         /// Echoed back.
         nonce: u64,
+    },
+    /// The client's key confirmation of the party-key exchange begun in
+    /// `Hello`; answered with `Response::Confirmed`.
+    Confirm {
+        /// MAC under the exchanged key.
+        proof: [u8; 32],
     },
 }
 
@@ -208,6 +223,8 @@ pub enum Response {
     },
     /// Failure.
     Error(ErrorResponse),
+    /// Answer to `Confirm`: the connection is admitted to the party.
+    Confirmed,
 }
 
 impl Response {
@@ -364,6 +381,7 @@ mod tests {
                 peer_id: PeerId([3; 32]),
                 capabilities: vec![CAP_VERIFIED_CHUNKS.into()],
                 listen_port: 4242,
+                pake: Some(vec![7; 33]),
                 party_proof: Some([9; 32]),
             }),
             Request::ListGames,
@@ -372,6 +390,7 @@ mod tests {
             Request::GetGameFileChunk { id: id.clone(), path, offset: 1 << 40, len: 1 << 20 },
             Request::GetUnit { id, digest: [4; 32], unit: UnitIdx(u32::MAX) },
             Request::Ping { nonce: u64::MAX },
+            Request::Confirm { proof: [5; 32] },
         ]
     }
 
@@ -408,6 +427,7 @@ mod tests {
             Response::Game(Box::new(GameDetails { summary, manifest: sample_manifest() })),
             Response::Data { len: 12 },
             Response::Pong { nonce: 1, library_rev: 7 },
+            Response::Confirmed,
             Response::error(ErrorCode::NotInManifest, "nope"),
         ];
         for r in responses {

@@ -92,7 +92,9 @@ impl ServeView {
             Request::GetUnit { id, digest, unit } => self.unit(id, digest, *unit),
             Request::GetGameFileData { id, path } => self.data(id, path, 0, None),
             Request::GetGameFileChunk { id, path, offset, len } => self.data(id, path, *offset, Some(*len)),
-            Request::Hello(_) | Request::Ping { .. } => refuse(ErrorCode::BadRequest, "connection-level request on a data stream"),
+            Request::Hello(_) | Request::Ping { .. } | Request::Confirm { .. } => {
+                refuse(ErrorCode::BadRequest, "connection-level request on a data stream")
+            }
         }
     }
 

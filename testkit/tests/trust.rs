@@ -188,6 +188,66 @@ fn party_key_keeps_strangers_and_wrong_keys_out() {
     });
 }
 
+/// Each party-key exchange tests one guess of the words online (nothing a
+/// captured exchange shows allows an offline guess), so a host may start
+/// only so many per minute; other hosts are not affected.
+#[test]
+fn party_key_guesses_are_rate_limited_per_host() {
+    Sim::run("party_key_guesses_are_rate_limited_per_host", 29, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", MIB);
+        let mut cfg = Sim::config(catalog_of(&[&game]));
+        cfg.party_key = Some("correct horse battery staple".into());
+        let h = sim.host("host", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        sim.spawn("host", h, fs, cfg.clone());
+        sim.sleep(ms(300)).await;
+        let hm = sim.host("mallory", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let me = sim.rng.fork("mallory").peer_id();
+        let t = sim.net.transport(hm, 47800, me);
+        // One guess per connection: a Hello carrying an exchange message.
+        let mut answers = Vec::new();
+        for guess in 0..25u8 {
+            let conn = t.connect(sim.addr("host"), None).await.unwrap();
+            let hello = Hello {
+                version: PROTOCOL_VERSION,
+                peer_id: me,
+                capabilities: vec![],
+                listen_port: 0,
+                pake: Some(vec![guess; 33]),
+                party_proof: None,
+            };
+            answers.push(wire::request(conn.as_ref(), &Request::Hello(hello)).await);
+        }
+        // A refused host is told why, and its connection is closed (which
+        // may reach it before the answer does).
+        let limited = |r: &Result<Response, wire::WireError>| match r {
+            Err(wire::WireError::Remote(e)) => e.message.contains("too many"),
+            Err(wire::WireError::Transport(lanspread_ports::TransportError::ConnectionLost(_))) => true,
+            _ => false,
+        };
+        assert!(answers[..20].iter().all(|r| !limited(r)), "the first 20 exchanges are answered");
+        assert!(answers[20..].iter().all(limited), "then the host refuses more: {:?}", &answers[20..]);
+        // A friend on another host still joins.
+        let hf = sim.host("friend", HostConfig::symmetric(20.0 * MB, ms(1)));
+        sim.spawn("friend", hf, MemFs::unrecorded(), cfg);
+        sim.wait_until("the friend sees the game", Duration::from_secs(20), |s| holders(s, "friend", "arena") == 1).await;
+        // A minute later, mallory may try again.
+        sim.sleep(Duration::from_secs(61)).await;
+        let conn = t.connect(sim.addr("host"), None).await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            peer_id: me,
+            capabilities: vec![],
+            listen_port: 0,
+            pake: Some(vec![1; 33]),
+            party_proof: None,
+        };
+        assert!(!limited(&wire::request(conn.as_ref(), &Request::Hello(hello)).await));
+        sim
+    });
+}
+
 /// Forwards one request stream, rewriting the identity in Hello messages
 /// to the relay's own (so identity checks alone cannot spot the relay),
 /// then pumps the rest.
@@ -356,7 +416,7 @@ fn hostile_requests_get_errors_and_touch_nothing() {
         // Before Hello: refused.
         let r = wire::request(conn.as_ref(), &Request::ListGames).await;
         assert!(matches!(r, Err(wire::WireError::Remote(ref e)) if e.code == protocol::ErrorCode::Unauthorized), "{r:?}");
-        let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, party_proof: None };
+        let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, pake: None, party_proof: None };
         assert!(matches!(wire::request(conn.as_ref(), &Request::Hello(hello)).await, Ok(Response::Hello(_))));
         for hostile in [
             "../secret.txt",
@@ -411,7 +471,7 @@ fn a_stream_flood_does_not_starve_honest_peers() {
         let me = sim.rng.fork("mallory").peer_id();
         let t = sim.net.transport(hm, 47800, me);
         let conn: Arc<dyn Connection> = Arc::from(t.connect(sim.addr("a"), None).await.unwrap());
-        let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, party_proof: None };
+        let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, pake: None, party_proof: None };
         assert!(matches!(wire::request(conn.as_ref(), &Request::Hello(hello)).await, Ok(Response::Hello(_))));
         let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (c2, o2) = (conn.clone(), opened.clone());
@@ -475,7 +535,8 @@ fn flood_scenario(name: &str, flood: Flood) -> f64 {
             // stream and never read an answer; ask again whenever the
             // server frees a stream.
             let conn: Arc<dyn Connection> = Arc::from(t.connect(target, None).await.unwrap());
-            let hello = Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, party_proof: None };
+            let hello =
+                Hello { version: PROTOCOL_VERSION, peer_id: me, capabilities: vec![], listen_port: 0, pake: None, party_proof: None };
             assert!(matches!(wire::request(conn.as_ref(), &Request::Hello(hello)).await, Ok(Response::Hello(_))));
             let held = stalled.clone();
             tokio::spawn(async move {

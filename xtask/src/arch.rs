@@ -45,10 +45,11 @@ const LIBRARY_BUILDER: &str = "builder.rs";
 const LOCKS: &[&str] = &["Mutex", "RwLock"];
 /// The library's files whose locks guard IO resources: the connection pool,
 /// the game directory and scan index, the task registry, the first event
-/// subscription, the write turns of one download's files, and the game
-/// directory's file lock.
+/// subscription, the write turns of one download's files, the game
+/// directory's file lock, and the server's admission state (one
+/// connection's handshake, one host's recent party-key attempts).
 const LOCKS_ALLOWED_IN: &[&str] =
-    &["runtime/pool.rs", "runtime/local.rs", "runtime/ctx.rs", "peer.rs", "runtime/download.rs", "builder.rs"];
+    &["runtime/pool.rs", "runtime/local.rs", "runtime/ctx.rs", "peer.rs", "runtime/download.rs", "builder.rs", "runtime/server.rs"];
 
 #[derive(Debug)]
 struct Pkg {

@@ -12,6 +12,7 @@ pub(crate) mod driver;
 mod local;
 mod monitor;
 mod ops;
+mod party;
 mod pool;
 mod server;
 

@@ -6,6 +6,7 @@
 //! connections it made.
 
 use super::ctx::Input;
+use super::party::{PartyKey, Role};
 use super::{PeerConfig, Ports};
 use futures::stream::{FuturesUnordered, StreamExt};
 use lanspread_core::peer::DialOutcome;
@@ -18,35 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Exporter label binding party proofs to one TLS session.
-const PARTY_LABEL: &[u8] = lanspread_ports::transport::SESSION_EXPORTER_LABEL;
-
 /// How long a dial waits for the attempt in flight before it also tries
 /// the next address. A LAN handshake takes a few milliseconds; RFC 8305's
 /// 250 ms is meant for the Internet. An attempt that fails outright starts
 /// the next one at once.
 pub(crate) const DIAL_STAGGER: Duration = Duration::from_millis(50);
-
-/// The party-key proof of `role` ("client" or "server") on a connection:
-/// a BLAKE3 keyed MAC, under a key derived from the party words, over the
-/// TLS exporter of this session and both certificate fingerprints. A relay
-/// terminates two TLS sessions with different exporters, so a proof it
-/// forwards does not verify on the other leg.
-pub(crate) fn party_proof(key_words: &str, conn: &dyn Connection, client: &PeerId, server: &PeerId, role: &str) -> Option<[u8; 32]> {
-    let exporter = conn.export_keying_material(PARTY_LABEL).ok()?;
-    let key = blake3::derive_key("lanspread party key v1", key_words.trim().as_bytes());
-    let mut mac = blake3::Hasher::new_keyed(&key);
-    mac.update(role.as_bytes());
-    mac.update(&exporter);
-    mac.update(&client.0);
-    mac.update(&server.0);
-    Some(*mac.finalize().as_bytes())
-}
-
-/// Constant-time comparison of two proofs.
-pub(crate) fn proof_matches(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The connection to one peer, dialed at most once at a time.
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>;
@@ -55,7 +32,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>;
 pub(crate) struct Pool {
     transport: Arc<dyn Transport>,
     clock: Arc<dyn Clock>,
-    party_key: Option<String>,
+    party_key: Option<PartyKey>,
     request_timeout: Duration,
     conns: Mutex<BTreeMap<PeerId, Slot>>,
     /// Where each peer can be reached, best first (from the peer machine).
@@ -68,7 +45,7 @@ impl Pool {
         Pool {
             transport: ports.transport.clone(),
             clock: ports.clock.clone(),
-            party_key: cfg.party_key.clone(),
+            party_key: cfg.party_key.as_deref().map(PartyKey::new),
             request_timeout: cfg.request_timeout,
             conns: Mutex::default(),
             addrs: Mutex::default(),
@@ -76,30 +53,25 @@ impl Pool {
         }
     }
 
-    /// Our Hello on `conn`, with the party proof of `role`.
-    pub fn our_hello(&self, conn: &dyn Connection, client: &PeerId, server: &PeerId, role: &str) -> Hello {
+    /// The party key, if this peer is in a LAN party.
+    pub fn party_key(&self) -> Option<&PartyKey> {
+        self.party_key.as_ref()
+    }
+
+    /// Our Hello, carrying our half of a party-key exchange (`pake`) and, on
+    /// the server side, the key confirmation.
+    pub fn our_hello(&self, pake: Option<Vec<u8>>, party_proof: Option<[u8; 32]>) -> Hello {
         let mut capabilities = vec![CAP_VERIFIED_CHUNKS.to_owned()];
-        let party_proof = self.party_key.as_deref().and_then(|k| {
+        if self.party_key.is_some() {
             capabilities.push(CAP_PARTY_KEY.to_owned());
-            party_proof(k, conn, client, server, role)
-        });
+        }
         Hello {
             version: PROTOCOL_VERSION,
             peer_id: self.transport.local_id(),
             capabilities,
             listen_port: self.transport.local_addr().port(),
+            pake,
             party_proof,
-        }
-    }
-
-    /// Whether a client's Hello carries the right party proof (always,
-    /// without a party key).
-    pub fn admits(&self, hello: &Hello, conn: &dyn Connection) -> bool {
-        let Some(k) = self.party_key.as_deref() else { return true };
-        let me = self.transport.local_id();
-        match (hello.party_proof, party_proof(k, conn, &conn.peer_id(), &me, "client")) {
-            (Some(got), Some(want)) => proof_matches(&got, &want),
-            _ => false,
         }
     }
 
@@ -112,11 +84,17 @@ impl Pool {
         }
     }
 
-    /// Client side of the handshake.
+    /// Client side of the handshake: Hello, and with a party key the
+    /// exchange (see `party.rs`): check the server's confirmation, then
+    /// confirm ours.
     async fn hello(&self, conn: &dyn Connection) -> Result<Hello, String> {
         let me = self.transport.local_id();
         let them = conn.peer_id();
-        let req = Request::Hello(self.our_hello(conn, &me, &them, "client"));
+        let exchange = match &self.party_key {
+            Some(key) => Some(key.start(conn).ok_or("no TLS exporter for the party key")?),
+            None => None,
+        };
+        let req = Request::Hello(self.our_hello(exchange.as_ref().map(|x| x.message.clone()), None));
         let resp = self.with_timeout(wire::request(conn, &req)).await?;
         let Response::Hello(h) = resp else { return Err("peer did not answer Hello".into()) };
         if h.peer_id != them {
@@ -125,11 +103,17 @@ impl Pool {
         if h.version != PROTOCOL_VERSION {
             return Err(format!("peer speaks protocol v{}, we speak v{PROTOCOL_VERSION}", h.version));
         }
-        if let Some(k) = self.party_key.as_deref() {
-            let want = party_proof(k, conn, &me, &them, "server").ok_or("no TLS exporter for the party proof")?;
-            match h.party_proof {
-                Some(p) if proof_matches(&p, &want) => {}
-                _ => return Err("peer does not know the party key".into()),
+        if let Some(exchange) = exchange {
+            let unknown = || "peer does not know the party key".to_owned();
+            let key = h.pake.as_deref().and_then(|theirs| exchange.finish(theirs)).ok_or_else(unknown)?;
+            match &h.party_proof {
+                Some(p) if key.verify(Role::Server, p, &me, &them) => {}
+                _ => return Err(unknown()),
+            }
+            let confirm = Request::Confirm { proof: key.proof(Role::Client, &me, &them) };
+            match self.with_timeout(wire::request(conn, &confirm)).await? {
+                Response::Confirmed => {}
+                other => return Err(format!("peer refused our party-key confirmation: {other:?}")),
             }
         }
         Ok(h)

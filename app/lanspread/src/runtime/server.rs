@@ -2,16 +2,19 @@
 //! from the local library.
 
 use super::ctx::{Ctx, Input};
+use super::party::{same_proof, Role};
 use bytes::Bytes;
+use lanspread_core::protocol::Hello;
 use lanspread_core::protocol::{ErrorCode, Request, Response, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION};
 use lanspread_core::serve::{Reply, ServeView};
 use lanspread_core::wire::{self, WireError};
-use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream};
-use std::collections::BTreeMap;
+use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream, Timestamp};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// What the server may serve, published by the peer machine.
@@ -37,10 +40,51 @@ const SENDS_PER_HOST: usize = 8;
 /// Stream reset code of a reply whose reader stalled.
 const RESET_STALLED: u32 = 6;
 
+/// Party-key exchanges one host may start per [`ATTEMPT_WINDOW`]: each
+/// tests one guess of the words, so this bounds online guessing. A peer
+/// needs one per connection.
+const ATTEMPTS_PER_HOST: usize = 20;
+/// The window of [`ATTEMPTS_PER_HOST`].
+const ATTEMPT_WINDOW: Duration = Duration::from_secs(60);
+
 /// What the server holds per remote host.
 struct Host {
     connections: usize,
-    sends: Arc<tokio::sync::Semaphore>,
+    share: Arc<HostShare>,
+}
+
+/// What the connections of one host share.
+struct HostShare {
+    /// Data replies in flight ([`SENDS_PER_HOST`]).
+    sends: tokio::sync::Semaphore,
+    /// When its recent party-key exchanges started.
+    attempts: Mutex<VecDeque<Timestamp>>,
+}
+
+impl HostShare {
+    fn new() -> Self {
+        HostShare { sends: tokio::sync::Semaphore::new(SENDS_PER_HOST), attempts: Mutex::default() }
+    }
+
+    /// Prunes attempts older than the window; returns whether none is left.
+    fn forget_old_attempts(&self, now: Timestamp) -> bool {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        while attempts.front().is_some_and(|t| now.saturating_since(*t) >= ATTEMPT_WINDOW) {
+            attempts.pop_front();
+        }
+        attempts.is_empty()
+    }
+
+    /// Records a party-key exchange, unless the host used up its attempts.
+    fn try_attempt(&self, now: Timestamp) -> bool {
+        self.forget_old_attempts(now);
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        if attempts.len() >= ATTEMPTS_PER_HOST {
+            return false;
+        }
+        attempts.push_back(now);
+        true
+    }
 }
 
 pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
@@ -55,10 +99,11 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
             Some(host) = ended.recv() => {
                 if let Some(h) = hosts.get_mut(&host) {
                     h.connections -= 1;
-                    if h.connections == 0 {
-                        hosts.remove(&host);
-                    }
                 }
+                // A host is forgotten once it has no connection and no
+                // recent party-key attempt.
+                let now = sh.ports.clock.now();
+                hosts.retain(|_, h| h.connections > 0 || !h.share.forget_old_attempts(now));
                 continue;
             }
             c = sh.ports.transport.accept() => match c {
@@ -67,8 +112,7 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
             },
         };
         let host = conn.remote_addr().ip().to_canonical();
-        let held =
-            hosts.entry(host).or_insert_with(|| Host { connections: 0, sends: Arc::new(tokio::sync::Semaphore::new(SENDS_PER_HOST)) });
+        let held = hosts.entry(host).or_insert_with(|| Host { connections: 0, share: Arc::new(HostShare::new()) });
         if held.connections >= MAX_CONNECTIONS_PER_HOST {
             conn.close(3, "too many connections from your host");
             continue;
@@ -78,9 +122,9 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
             continue;
         };
         held.connections += 1;
-        let (sh2, serve, ended_tx, sends) = (sh.clone(), serve.clone(), ended_tx.clone(), held.sends.clone());
+        let (sh2, serve, ended_tx, share) = (sh.clone(), serve.clone(), ended_tx.clone(), held.share.clone());
         sh.tasks.spawn(async move {
-            serve_connection(sh2, conn, serve, sends).await;
+            serve_connection(sh2, conn, serve, share).await;
             drop(slot);
             let _ = ended_tx.send(host);
         });
@@ -98,8 +142,8 @@ async fn within(sh: &Ctx, step: impl Future<Output = Result<(), WireError>>) -> 
     }
 }
 
-async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeRx, sends: Arc<tokio::sync::Semaphore>) {
-    let authorized = Arc::new(AtomicBool::new(false));
+async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeRx, host: Arc<HostShare>) {
+    let handshake = Arc::new(Handshake::default());
     let limit = Arc::new(tokio::sync::Semaphore::new(sh.cfg.max_streams_per_conn));
     let mut stop = sh.shutdown_signal();
     // A connection that does not authenticate in time loses its slot.
@@ -112,7 +156,7 @@ async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeR
             _ = stop.changed() => break,
             () = &mut hello_deadline, if awaiting_hello => {
                 awaiting_hello = false;
-                if authorized.load(Ordering::SeqCst) {
+                if handshake.authorized.load(Ordering::SeqCst) {
                     continue;
                 }
                 tracing::debug!("{} sent no Hello within {:?}; closing", conn.remote_addr(), sh.cfg.hello_timeout);
@@ -127,11 +171,11 @@ async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeR
         // Bounded concurrency per connection: a flood of streams waits here
         // (and QUIC's stream credit stops the peer from opening more).
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
-        let (sh2, conn, authorized, serve, sends) = (sh.clone(), conn.clone(), authorized.clone(), serve.clone(), sends.clone());
+        let (sh2, conn, handshake, serve, host) = (sh.clone(), conn.clone(), handshake.clone(), serve.clone(), host.clone());
         sh.tasks.spawn(async move {
             let sh = sh2;
             let _permit = permit;
-            let stream = Stream { conn: conn.as_ref(), authorized: &authorized, serve: &serve, sends: &sends };
+            let stream = Stream { conn: conn.as_ref(), handshake: &handshake, serve: &serve, host: &host };
             if let Err(e) = serve_stream(&sh, stream, send, recv).await {
                 tracing::debug!("serving {}: {e}", conn.peer_id());
             }
@@ -152,14 +196,25 @@ async fn respond(sh: &Ctx, send: &mut dyn SendStream, resp: &Response) -> Result
     Ok(())
 }
 
+/// The handshake state of one connection.
+#[derive(Default)]
+struct Handshake {
+    /// It said Hello (and, in a party, confirmed the key).
+    authorized: AtomicBool,
+    /// A party-key exchange was started (one per connection).
+    exchanged: AtomicBool,
+    /// Between a party member's Hello and its Confirm: the confirmation we
+    /// expect and where its server listens.
+    pending: Mutex<Option<([u8; 32], Option<SocketAddr>)>>,
+}
+
 /// What one request stream is served with.
 struct Stream<'a> {
     conn: &'a dyn Connection,
-    /// Whether the connection said Hello (with the party proof).
-    authorized: &'a AtomicBool,
+    handshake: &'a Handshake,
     serve: &'a ServeRx,
-    /// The host's share of data replies in flight.
-    sends: &'a tokio::sync::Semaphore,
+    /// What the connections of the client's host share.
+    host: &'a HostShare,
 }
 
 async fn serve_stream(
@@ -168,7 +223,7 @@ async fn serve_stream(
     mut send: Box<dyn SendStream>,
     mut recv: Box<dyn RecvStream>,
 ) -> Result<(), WireError> {
-    let Stream { conn, authorized, serve, sends } = stream;
+    let Stream { conn, handshake, serve, host } = stream;
     // A peer that opens a stream and sends nothing (or trickles) loses it.
     let read = tokio::select! {
         biased;
@@ -193,33 +248,9 @@ async fn serve_stream(
     };
     recv.stop(0);
     match req {
-        Request::Hello(h) => {
-            let them = conn.peer_id();
-            let me = sh.ports.transport.local_id();
-            if h.peer_id != them || h.version != PROTOCOL_VERSION {
-                return respond(
-                    sh,
-                    send.as_mut(),
-                    &Response::error(ErrorCode::BadRequest, "Hello does not match the TLS identity or protocol version"),
-                )
-                .await;
-            }
-            if !sh.pool.admits(&h, conn) {
-                return respond(sh, send.as_mut(), &Response::error(ErrorCode::Unauthorized, "this LAN party needs its key")).await;
-            }
-            authorized.store(true, Ordering::SeqCst);
-            let hello = sh.pool.our_hello(conn, &them, &me, "server");
-            respond(sh, send.as_mut(), &Response::Hello(hello)).await?;
-            if h.listen_port != 0 {
-                // The address it dialed from, at its listen port; a link-local
-                // address keeps its scope id.
-                let mut addr = conn.remote_addr();
-                addr.set_port(h.listen_port);
-                sh.tell(Input::Hello { peer: them, addr });
-            }
-            Ok(())
-        }
-        _ if !authorized.load(Ordering::SeqCst) => {
+        Request::Hello(h) => hello(sh, conn, handshake, host, h, send.as_mut()).await,
+        Request::Confirm { proof } => confirm(sh, conn, handshake, &proof, send.as_mut()).await,
+        _ if !handshake.authorized.load(Ordering::SeqCst) => {
             respond(sh, send.as_mut(), &Response::error(ErrorCode::Unauthorized, "say Hello first")).await
         }
         Request::Ping { nonce } => {
@@ -232,15 +263,98 @@ async fn serve_stream(
             match view.handle(&req) {
                 Reply::Message(m) => respond(sh, send.as_mut(), &m).await,
                 Reply::Data { path, offset, len } => {
-                    let _turn = sends.acquire().await;
+                    let _turn = host.sends.acquire().await;
                     send_data(sh, send.as_mut(), &path, offset, len).await
                 }
                 Reply::Pieces { pieces, len } => {
-                    let _turn = sends.acquire().await;
+                    let _turn = host.sends.acquire().await;
                     send_pieces(sh, send.as_mut(), pieces, len).await
                 }
             }
         }
+    }
+}
+
+/// Server side of Hello. Without a party key the connection is admitted
+/// at once. In a party, the client's half of the key exchange is answered
+/// with ours and our confirmation; the client is admitted by its `Confirm`.
+async fn hello(
+    sh: &Ctx,
+    conn: &dyn Connection,
+    handshake: &Handshake,
+    host: &HostShare,
+    h: Hello,
+    send: &mut dyn SendStream,
+) -> Result<(), WireError> {
+    let (them, me) = (conn.peer_id(), sh.ports.transport.local_id());
+    if h.peer_id != them || h.version != PROTOCOL_VERSION {
+        let refusal = Response::error(ErrorCode::BadRequest, "Hello does not match the TLS identity or protocol version");
+        return respond(sh, send, &refusal).await;
+    }
+    // The address it dialed from, at its listen port; a link-local address
+    // keeps its scope id.
+    let listens_at = (h.listen_port != 0).then(|| {
+        let mut addr = conn.remote_addr();
+        addr.set_port(h.listen_port);
+        addr
+    });
+    let Some(key) = sh.pool.party_key() else {
+        handshake.authorized.store(true, Ordering::SeqCst);
+        respond(sh, send, &Response::Hello(sh.pool.our_hello(None, None))).await?;
+        admitted(sh, them, listens_at);
+        return Ok(());
+    };
+    let unauthorized = |why: &str| Response::error(ErrorCode::Unauthorized, why);
+    let Some(theirs) = h.pake else { return respond(sh, send, &unauthorized("this LAN party needs its key")).await };
+    if handshake.exchanged.swap(true, Ordering::SeqCst) {
+        return respond(sh, send, &unauthorized("one party-key exchange per connection")).await;
+    }
+    if !host.try_attempt(sh.ports.clock.now()) {
+        respond(sh, send, &unauthorized("too many party-key attempts from your host; wait a minute")).await?;
+        conn.close(7, "too many party-key attempts");
+        return Ok(());
+    }
+    let Some(exchange) = key.start(conn) else {
+        return respond(sh, send, &Response::error(ErrorCode::Internal, "no TLS exporter for the party key")).await;
+    };
+    let ours = exchange.message.clone();
+    let Some(session) = exchange.finish(&theirs) else {
+        return respond(sh, send, &unauthorized("malformed party-key exchange")).await;
+    };
+    *handshake.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some((session.proof(Role::Client, &them, &me), listens_at));
+    let hello = sh.pool.our_hello(Some(ours), Some(session.proof(Role::Server, &them, &me)));
+    respond(sh, send, &Response::Hello(hello)).await
+}
+
+/// A party member's key confirmation: the connection is admitted if it
+/// matches, closed if not.
+async fn confirm(
+    sh: &Ctx,
+    conn: &dyn Connection,
+    handshake: &Handshake,
+    proof: &[u8; 32],
+    send: &mut dyn SendStream,
+) -> Result<(), WireError> {
+    let pending = handshake.pending.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match pending {
+        Some((want, listens_at)) if same_proof(proof, &want) => {
+            handshake.authorized.store(true, Ordering::SeqCst);
+            respond(sh, send, &Response::Confirmed).await?;
+            admitted(sh, conn.peer_id(), listens_at);
+            Ok(())
+        }
+        _ => {
+            respond(sh, send, &Response::error(ErrorCode::Unauthorized, "this LAN party needs its key")).await?;
+            conn.close(7, "wrong party key");
+            Ok(())
+        }
+    }
+}
+
+/// Tells the peer machine about a peer that authenticated.
+fn admitted(sh: &Ctx, peer: lanspread_ports::PeerId, listens_at: Option<SocketAddr>) {
+    if let Some(addr) = listens_at {
+        sh.tell(Input::Hello { peer, addr });
     }
 }
 
