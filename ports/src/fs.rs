@@ -41,6 +41,8 @@ pub enum FsErrorKind {
     PermissionDenied,
     /// The path is not a valid relative path or leaves the root.
     InvalidPath,
+    /// A game directory is in use by another process (its lock is held).
+    InUse,
     /// Any other I/O failure.
     Io,
 }
@@ -365,9 +367,19 @@ pub trait Fs: Send + Sync + 'static {
     }
 }
 
+/// A game directory opened by an [`FsProvider`]: its filesystem, and what
+/// must stay alive while the peer uses it (e.g. the directory's lock).
+pub struct OpenedDir {
+    /// The filesystem beneath the directory.
+    pub fs: std::sync::Arc<dyn Fs>,
+    /// Dropped when the peer leaves the directory.
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
 /// Opens a filesystem port rooted at a game directory (used when the user
 /// changes the game directory at run time).
 pub trait FsProvider: Send + Sync + 'static {
-    /// Opens `dir` (a platform path chosen by the user) as the root of a new [`Fs`].
-    fn open(&self, dir: &str) -> FsResult<std::sync::Arc<dyn Fs>>;
+    /// Opens `dir` (a platform path chosen by the user) as the root of a new
+    /// [`Fs`]; [`FsErrorKind::InUse`] if another process holds it.
+    fn open(&self, dir: &str) -> FsResult<OpenedDir>;
 }

@@ -20,7 +20,8 @@ pub mod unpack;
 pub use clock::{Clock, Timestamp};
 pub use discovery::{Discovery, DiscoveryError, DiscoveryEvent, PeerAdvert};
 pub use fs::{
-    DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata, ReadPiece, WatchEvent, Watcher, WritePiece,
+    DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata, OpenedDir, ReadPiece, WatchEvent, Watcher,
+    WritePiece,
 };
 pub use path::{PathError, RelPath};
 pub use transport::{BiStream, Connection, RecvStream, SendStream, Transport, TransportError};

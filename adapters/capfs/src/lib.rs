@@ -25,8 +25,8 @@ use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeD
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, File, FileExt, OpenOptions};
 use lanspread_ports::{
-    DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata, ReadPiece, RelPath, WatchEvent, Watcher,
-    WritePiece,
+    DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata, OpenedDir, ReadPiece, RelPath, WatchEvent,
+    Watcher, WritePiece,
 };
 use std::io;
 use std::ops::Deref;
@@ -109,8 +109,8 @@ impl CapFs {
 pub struct CapFsProvider;
 
 impl FsProvider for CapFsProvider {
-    fn open(&self, dir: &str) -> FsResult<Arc<dyn Fs>> {
-        Ok(Arc::new(CapFs::open(Path::new(dir))?))
+    fn open(&self, dir: &str) -> FsResult<OpenedDir> {
+        Ok(OpenedDir { fs: Arc::new(CapFs::open(Path::new(dir))?), guard: None })
     }
 }
 

@@ -36,8 +36,9 @@ async fn open_missing_root_fails() {
     assert_eq!(e.kind, FsErrorKind::NotADirectory);
     // Through the provider.
     use lanspread_ports::FsProvider;
-    let fs = lanspread_capfs::CapFsProvider.open(tmp.path().to_str().unwrap()).unwrap();
-    assert_eq!(fs.read_file(&p("file"), 10).await.unwrap(), b"x");
+    let opened = lanspread_capfs::CapFsProvider.open(tmp.path().to_str().unwrap()).unwrap();
+    assert!(opened.guard.is_none(), "the plain provider takes no lock");
+    assert_eq!(opened.fs.read_file(&p("file"), 10).await.unwrap(), b"x");
 }
 
 #[tokio::test]

@@ -248,6 +248,34 @@ pub fn open_game_dir(games: &Path) -> Result<Arc<dyn Fs>, BuildError> {
     }
 }
 
+/// Opens another real game directory at run time (`SetGameDir`): checks it,
+/// takes its lock (refusing with [`FsErrorKind::InUse`] while another
+/// process holds it) and keeps the lock as long as the peer uses it.
+#[derive(Debug, Clone)]
+pub struct LockingProvider {
+    /// What the lock file says holds it.
+    pub label: String,
+}
+
+impl FsProvider for LockingProvider {
+    fn open(&self, dir: &str) -> Result<lanspread_ports::OpenedDir, FsError> {
+        use lanspread_ports::FsErrorKind;
+        let refuse = |e: BuildError| {
+            let kind = match e {
+                BuildError::DirectoryInUse { .. } => FsErrorKind::InUse,
+                BuildError::GameDirNotFound { .. } => FsErrorKind::NotFound,
+                BuildError::NotADirectory { .. } => FsErrorKind::NotADirectory,
+                _ => FsErrorKind::Io,
+            };
+            FsError::new(kind, e.to_string())
+        };
+        let dir = check_game_dir(Path::new(dir)).map_err(refuse)?;
+        let lock = lock_games_dir(&dir, &self.label).map_err(refuse)?;
+        let fs = open_game_dir(&dir).map_err(refuse)?;
+        Ok(lanspread_ports::OpenedDir { fs, guard: Some(Box::new(lock)) })
+    }
+}
+
 /// The unpacker of real games: zip, tar (plain, gzip, zstd) and RAR through
 /// an external tool.
 pub fn standard_unpacker() -> Arc<dyn Unpacker> {
@@ -616,7 +644,7 @@ impl Builder {
         };
         let (fs, fs_provider) = match (fs, &game_dir) {
             (Some(fs), _) => (fs, fs_provider.flatten()),
-            (None, Some(dir)) => (open_game_dir(dir)?, fs_provider.unwrap_or_else(real_fs_provider)),
+            (None, Some(dir)) => (open_game_dir(dir)?, fs_provider.unwrap_or_else(|| real_fs_provider(dir_lock.then_some(&lock_label)))),
             (None, None) => return Err(BuildError::MissingGameDir),
         };
         let mut mdns_unavailable = None;
@@ -677,14 +705,20 @@ impl fmt::Debug for Assembled {
     }
 }
 
-/// The real filesystem's provider, when the real filesystem is built in.
-fn real_fs_provider() -> Option<Arc<dyn FsProvider>> {
+/// The real filesystem's provider, when the real filesystem is built in:
+/// one that locks each directory it opens (with `lock_label`) unless locks
+/// are off.
+fn real_fs_provider(lock_label: Option<&String>) -> Option<Arc<dyn FsProvider>> {
     #[cfg(feature = "capfs")]
     {
-        Some(Arc::new(lanspread_capfs::CapFsProvider))
+        Some(match lock_label {
+            Some(label) => Arc::new(LockingProvider { label: label.clone() }),
+            None => Arc::new(lanspread_capfs::CapFsProvider),
+        })
     }
     #[cfg(not(feature = "capfs"))]
     {
+        let _ = lock_label;
         None
     }
 }

@@ -45,8 +45,6 @@ struct Inner {
     done: watch::Receiver<bool>,
     main: tokio::task::AbortHandle,
     ctx: Arc<Ctx>,
-    /// Held while the peer runs (the game directory's lock, if any).
-    _guard: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What an update did: the download, then the install.
@@ -190,7 +188,6 @@ impl Peer {
         snapshot: watch::Receiver<Arc<Snapshot>>,
         done: watch::Receiver<bool>,
         main: tokio::task::AbortHandle,
-        guard: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> Self {
         let inner = Inner {
             inbox,
@@ -202,7 +199,6 @@ impl Peer {
             done,
             main,
             ctx,
-            _guard: guard,
         };
         Peer { inner: Arc::new(inner) }
     }

@@ -363,6 +363,15 @@ pub enum SetGameDirError {
     /// This runtime has no way to open another directory.
     #[error("this runtime cannot change its game directory")]
     Unsupported,
+    /// Another process uses the directory (holds its lock).
+    #[error("game directory {dir} is in use: {source}")]
+    InUse {
+        /// The directory asked for.
+        dir: String,
+        /// The lock's holder, as the provider tells it.
+        #[source]
+        source: FsError,
+    },
     /// The directory could not be opened.
     #[error("game directory {dir}: {source}")]
     Open {
@@ -383,6 +392,7 @@ impl HasCode for SetGameDirError {
             SetGameDirError::ShuttingDown => ErrorCode::ShuttingDown,
             SetGameDirError::Busy => ErrorCode::Busy,
             SetGameDirError::Unsupported => ErrorCode::Unsupported,
+            SetGameDirError::InUse { .. } => ErrorCode::Busy,
             SetGameDirError::Open { .. } => ErrorCode::Internal,
         }
     }

@@ -88,10 +88,16 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(cfg: PeerConfig, ports: Ports, events: broadcast::Sender<PeerEvent>, inbox: mpsc::UnboundedSender<Input>) -> Arc<Self> {
+    pub fn new(
+        cfg: PeerConfig,
+        ports: Ports,
+        guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+        events: broadcast::Sender<PeerEvent>,
+        inbox: mpsc::UnboundedSender<Input>,
+    ) -> Arc<Self> {
         let pool = Pool::new(&cfg, &ports, inbox.clone());
         Arc::new(Ctx {
-            local: Local::new(ports.fs.clone()),
+            local: Local::new(lanspread_ports::OpenedDir { fs: ports.fs.clone(), guard }),
             pool,
             files: FileBudget::default(),
             events,

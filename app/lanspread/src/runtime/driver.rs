@@ -40,6 +40,8 @@ pub(crate) struct Published {
     pub snapshot: watch::Sender<Arc<Snapshot>>,
     pub serve: watch::Sender<Arc<ServeView>>,
     pub roots: watch::Sender<Vec<GameId>>,
+    /// Bumped when the game directory changes.
+    pub game_dir: watch::Sender<u64>,
 }
 
 /// See the module docs.
@@ -74,7 +76,7 @@ impl Driver {
         let mut long = JoinSet::new();
         long.spawn(server::run(ctx.clone(), self.published.serve.subscribe()));
         long.spawn(discovery(ctx.clone()));
-        long.spawn(monitor::run(ctx.clone(), self.published.roots.subscribe()));
+        long.spawn(monitor::run(ctx.clone(), self.published.roots.subscribe(), self.published.game_dir.subscribe()));
         loop {
             self.flush();
             if self.stopping && self.running.is_empty() {
@@ -94,6 +96,8 @@ impl Driver {
         ctx.ports.transport.shutdown().await;
         long.abort_all();
         while long.join_next().await.is_some() {}
+        // The directory is free for another peer (in this process or not).
+        ctx.local.release();
         ctx.emit(PeerEvent::Stopped);
         let _ = done.send(true);
     }
@@ -144,8 +148,13 @@ impl Driver {
             return Err(SetGameDirError::Busy);
         }
         let provider = self.ctx.ports.fs_provider.clone().ok_or(SetGameDirError::Unsupported)?;
-        let fs = provider.open(dir).map_err(|source| SetGameDirError::Open { dir: dir.to_owned(), source })?;
-        self.ctx.local.replace(fs).await;
+        let opened = provider.open(dir).map_err(|source| match source.kind {
+            lanspread_ports::FsErrorKind::InUse => SetGameDirError::InUse { dir: dir.to_owned(), source },
+            _ => SetGameDirError::Open { dir: dir.to_owned(), source },
+        })?;
+        self.ctx.local.replace(opened).await;
+        // The monitor drops the old directory's watches.
+        self.published.game_dir.send_modify(|generation| *generation += 1);
         self.load_game_dir().await;
         Ok(())
     }

@@ -7,30 +7,40 @@ use lanspread_core::game::GameId;
 use lanspread_core::peer::{ErrorCode, Failure};
 use lanspread_core::scan::{LocalGame, LocalLibrary, ScanIndex, Scanner};
 use lanspread_core::txn;
-use lanspread_ports::Fs;
+use lanspread_ports::{Fs, OpenedDir};
 use std::sync::{Arc, Mutex};
+
+/// What keeps a game directory ours while we use it (its lock).
+type Guard = Option<Box<dyn std::any::Any + Send + Sync>>;
 
 /// See the module docs.
 pub(crate) struct Local {
-    fs: Mutex<Arc<dyn Fs>>,
+    fs: Mutex<(Arc<dyn Fs>, Guard)>,
     /// The scan index: one scan at a time, so two never race on it.
     pub scanner: tokio::sync::Mutex<Scanner>,
 }
 
 impl Local {
-    pub fn new(fs: Arc<dyn Fs>) -> Self {
-        Local { fs: Mutex::new(fs), scanner: tokio::sync::Mutex::new(Scanner::default()) }
+    pub fn new(dir: OpenedDir) -> Self {
+        Local { fs: Mutex::new((dir.fs, dir.guard)), scanner: tokio::sync::Mutex::new(Scanner::default()) }
     }
 
     pub fn fs(&self) -> Arc<dyn Fs> {
-        self.fs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.fs.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
     }
 
     /// Switches to another game directory (its index is loaded by the next
-    /// full scan).
-    pub async fn replace(&self, fs: Arc<dyn Fs>) {
-        *self.fs.lock().unwrap_or_else(|e| e.into_inner()) = fs;
+    /// full scan); the old directory's guard (its lock) is released.
+    pub async fn replace(&self, dir: OpenedDir) {
+        let old = std::mem::replace(&mut *self.fs.lock().unwrap_or_else(|e| e.into_inner()), (dir.fs, dir.guard));
         *self.scanner.lock().await = Scanner::default();
+        drop(old);
+    }
+
+    /// Lets go of the game directory's guard (its lock): the peer stopped.
+    pub fn release(&self) {
+        let guard = self.fs.lock().unwrap_or_else(|e| e.into_inner()).1.take();
+        drop(guard);
     }
 
     /// Rescans one game and saves the index.

@@ -120,17 +120,22 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Starts a peer on `ports`; `guard` (e.g. the game directory's lock) is
-/// held as long as any handle lives.
+/// Starts a peer on `ports`; `guard` (the game directory's lock) is held
+/// while the peer uses that directory (until it stops or switches
+/// directories).
 pub(crate) fn start(config: PeerConfig, ports: Ports, guard: Option<Box<dyn std::any::Any + Send + Sync>>) -> crate::Peer {
     let (inbox_tx, inbox) = mpsc::unbounded_channel();
     let (events, first_events) = broadcast::channel(config.event_capacity.max(16));
-    let ctx = ctx::Ctx::new(config, ports, events, inbox_tx.clone());
+    let ctx = ctx::Ctx::new(config, ports, guard, events, inbox_tx.clone());
     let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
-    let published =
-        driver::Published { snapshot, serve: watch::channel(Arc::new(ServeView::default())).0, roots: watch::channel(Vec::new()).0 };
+    let published = driver::Published {
+        snapshot,
+        serve: watch::channel(Arc::new(ServeView::default())).0,
+        roots: watch::channel(Vec::new()).0,
+        game_dir: watch::channel(0).0,
+    };
     let (done_tx, done) = watch::channel(false);
     let driver = driver::Driver::new(ctx.clone(), inbox, published);
     let main = tokio::spawn(driver.run(done_tx)).abort_handle();
-    crate::Peer::from_parts(ctx, first_events, inbox_tx, snapshot_rx, done, main, guard)
+    crate::Peer::from_parts(ctx, first_events, inbox_tx, snapshot_rx, done, main)
 }

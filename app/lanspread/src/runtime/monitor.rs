@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-pub(crate) async fn run(ctx: Arc<Ctx>, mut roots: watch::Receiver<Vec<GameId>>) {
+pub(crate) async fn run(ctx: Arc<Ctx>, mut roots: watch::Receiver<Vec<GameId>>, mut game_dir: watch::Receiver<u64>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<WatchEvent>();
     let mut watched: BTreeSet<RelPath> = BTreeSet::new();
     let mut watchers = JoinSet::new();
@@ -45,6 +45,13 @@ pub(crate) async fn run(ctx: Arc<Ctx>, mut roots: watch::Receiver<Vec<GameId>>) 
             _ = stop.changed() => break,
             changed = roots.changed() => {
                 if changed.is_err() { break }
+                continue;
+            }
+            changed = game_dir.changed() => {
+                if changed.is_err() { break }
+                // Another game directory: its watches replace the old ones.
+                watchers.abort_all();
+                watched.clear();
                 continue;
             }
             ended = watchers.join_next(), if !watchers.is_empty() => {
