@@ -272,6 +272,17 @@ fn progress_bar(id: &GameId, json: bool) -> ProgressBar {
     bar
 }
 
+/// A line about the download: above the progress bar on a terminal, on
+/// stderr when the bar is hidden (a pipe, a log, `--json`), where
+/// indicatif would drop it.
+fn notice(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
 /// Shows a download's progress and the events worth a line (bans, waits)
 /// until the download ends.
 async fn show_download(bar: &ProgressBar, mut progress: watch::Receiver<Progress>, mut events: Events, id: &GameId, wait: f64) {
@@ -285,9 +296,9 @@ async fn show_download(bar: &ProgressBar, mut progress: watch::Receiver<Progress
                 bar.set_message(output::shares(&p.peers, p.done));
             }
             e = next_event(&mut events) => match e {
-                Some(PeerEvent::PeerBanned { peer, reason }) => bar.println(format!("peer {peer} banned: {reason}")),
+                Some(PeerEvent::PeerBanned { peer, reason }) => notice(bar, format!("peer {peer} banned: {reason}")),
                 Some(PeerEvent::DownloadWaiting { id: of, reason, .. }) if &of == id => {
-                    bar.println(format!("{reason}; waiting up to {wait:.0} s for another peer that holds {id}"));
+                    notice(bar, format!("{reason}; waiting up to {wait:.0} s for another peer that holds {id}"));
                 }
                 Some(PeerEvent::DownloadBegin { id: of, peers, total, .. }) if &of == id => {
                     bar.set_length(total);

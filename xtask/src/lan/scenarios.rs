@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod liar;
 mod many;
 #[path = "mdns_v6.rs"]
 mod mdns_v6;
@@ -50,7 +51,7 @@ struct Scenario {
     run: fn(&Cx, &mut Procs) -> Result<String, String>,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario { key: "a", name: "mdns: two seeders + one downloader, real mDNS, byte-identical, installed", run: mdns },
     Scenario { key: "b", name: "kill: a seeder is SIGKILLed mid-download, the other one finishes it", run: kill },
     Scenario {
@@ -60,6 +61,7 @@ const SCENARIOS: [Scenario; 6] = [
     },
     Scenario { key: "d", name: "many: 16,000 files and a zip of them, RLIMIT_NOFILE 256 on both sides, verified", run: many::many },
     Scenario { key: "e", name: "safety: no hand-made local/ replaced without --adopt; case-colliding games unshared", run: safety::safety },
+    Scenario { key: "f", name: "liar first: the only holder serves corrupt bytes; banned, then honest seeders finish it", run: liar::liar },
     Scenario { key: "v6", name: "mdns-v6: a seeder reachable only at its IPv6 link-local address joins by mDNS", run: mdns_v6::mdns_v6 },
 ];
 
