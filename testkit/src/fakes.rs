@@ -10,19 +10,29 @@ use std::sync::Arc;
 
 /// A filesystem that, once `lie` is switched on, returns corrupted bytes
 /// from files whose name ends with `suffix` — a peer serving wrong data
-/// under a correct manifest.
+/// under a correct manifest. With a version claim, whole-file reads of
+/// `version.ini` (what the scan parses the version from) return the claim
+/// while the bytes served stay the real ones — a peer advertising a version
+/// its data does not have.
 #[derive(Clone)]
 pub struct LyingFs {
     inner: MemFs,
     suffix: String,
     /// Switch.
     pub lie: Arc<AtomicBool>,
+    version_claim: Option<Bytes>,
 }
 
 impl LyingFs {
     /// Wraps `inner`.
     pub fn new(inner: MemFs, suffix: &str) -> Self {
-        LyingFs { inner, suffix: suffix.to_owned(), lie: Arc::new(AtomicBool::new(false)) }
+        LyingFs { inner, suffix: suffix.to_owned(), lie: Arc::new(AtomicBool::new(false)), version_claim: None }
+    }
+
+    /// Makes `version.ini` read as `claim` when read whole.
+    pub fn claiming_version(mut self, claim: &str) -> Self {
+        self.version_claim = Some(Bytes::copy_from_slice(claim.as_bytes()));
+        self
     }
 }
 
@@ -59,6 +69,12 @@ impl FileHandle for LyingFile {
 
 #[async_trait]
 impl Fs for LyingFs {
+    async fn read_file(&self, path: &RelPath, max_len: u64) -> FsResult<Vec<u8>> {
+        match &self.version_claim {
+            Some(claim) if path.as_str().ends_with("version.ini") => Ok(claim.to_vec()),
+            _ => self.inner.read_file(path, max_len).await,
+        }
+    }
     async fn read_dir(&self, dir: &RelPath) -> FsResult<Vec<DirEntry>> {
         self.inner.read_dir(dir).await
     }

@@ -127,6 +127,34 @@ fn a_download_waits_for_honest_holders_found_after_a_liar() {
     });
 }
 
+/// A holder can advertise any version; a download commits only if the
+/// `version.ini` it verified names the version claimed.
+#[test]
+fn a_claimed_version_that_the_data_does_not_have_is_not_committed() {
+    Sim::run("a_claimed_version_that_the_data_does_not_have_is_not_committed", 24, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", 4 * MIB);
+        let cat = catalog_of(&[&game]);
+        let h = sim.host("claimer", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        let p = sim.add_peer("claimer", h, fs, Sim::config(cat.clone()));
+        // It advertises 9.9 (same length as "1.0\n"), but serves 1.0's bytes.
+        p.fs_override = Some(Arc::new(LyingFs::new(p.fs.clone(), ".none").claiming_version("9.9\n")));
+        sim.start("claimer");
+        let hd = sim.host("d", HostConfig::symmetric(20.0 * MB, ms(1)));
+        let dfs = MemFs::unrecorded();
+        sim.spawn("d", hd, dfs.clone(), Sim::config(cat));
+        sim.wait_until("d sees the claim", Duration::from_secs(10), |s| holders(s, "d", "arena") == 1).await;
+        sim.send("d", PeerCommand::download(gid("arena")));
+        let (_, e) = sim
+            .wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::DownloadFailed { .. } | PeerEvent::DownloadFinished { .. }))
+            .await;
+        assert!(matches!(&e, PeerEvent::DownloadFailed { error, .. } if error.code == lanspread::ErrorCode::VersionMismatch), "{e:?}");
+        assert!(!dfs.exists("arena/version.ini"), "nothing was committed");
+        sim
+    });
+}
+
 #[test]
 fn peers_with_another_manifest_of_the_same_version_are_not_mixed() {
     Sim::run("peers_with_another_manifest_of_the_same_version_are_not_mixed", 22, |mut sim| async move {
