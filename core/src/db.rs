@@ -57,6 +57,11 @@ pub struct GameView {
     pub latest_remote: Option<Version>,
     /// Peers holding `latest_remote`.
     pub peers_with_latest: Vec<PeerId>,
+    /// How many hosts those peers are on (see [`Voter`]): identities cost
+    /// nothing, so this, not the number of peers, says how widely a version
+    /// is held.
+    #[serde(default)]
+    pub hosts_with_latest: usize,
     /// Size of the latest version (remote, else local).
     pub size: u64,
     /// Summary of the state.
@@ -240,6 +245,12 @@ impl GameDb {
         self.peers.values().filter_map(|p| p.games.get(id)).map(|s| s.version.clone()).max()
     }
 
+    /// How many hosts hold the latest remote version of `id`.
+    pub fn hosts_with_latest(&self, id: &GameId) -> usize {
+        let holders = self.peers_with_latest(id);
+        holders.iter().filter_map(|pid| Some(Voter::of(pid, self.peers.get(pid)?))).collect::<BTreeSet<_>>().len()
+    }
+
     /// Peers holding the latest remote version of `id`, ordered by id.
     pub fn peers_with_latest(&self, id: &GameId) -> Vec<PeerId> {
         let Some(latest) = self.latest_remote(id) else { return vec![] };
@@ -287,6 +298,7 @@ impl GameDb {
         let local = self.local.games.get(id);
         let latest_remote = self.latest_remote(id);
         let peers_with_latest = self.peers_with_latest(id);
+        let hosts_with_latest = self.hosts_with_latest(id);
         let catalog = self.catalog.get(id).cloned();
         let remote_summary = self.peers.values().filter_map(|p| p.games.get(id)).find(|s| Some(&s.version) == latest_remote.as_ref());
         let name =
@@ -324,6 +336,7 @@ impl GameDb {
             installed,
             latest_remote,
             peers_with_latest,
+            hosts_with_latest,
             size,
             availability,
             shared,
@@ -446,6 +459,7 @@ mod tests {
         assert_eq!(s.digest, [7; 32], "two hosts outvote ten identities on one host");
         assert_eq!(s.peers, vec![PeerId([1; 32]), PeerId([2; 32])]);
         assert_eq!(s.dissenters.len(), 10);
+        assert_eq!(db.view_of(&gid("both")).hosts_with_latest, 3, "ten identities on one host, and two other hosts");
         // The same address as IPv4 and as IPv4-mapped IPv6 is one host.
         db.upsert_peer(PeerId([3; 32]), at("::ffff:10.0.0.66"), now);
         db.set_peer_games(&PeerId([3; 32]), vec![summary("both", "1", 6)], now);
