@@ -24,6 +24,14 @@ fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
 }
 
+/// Starts a peer named `name` on its own 20 MB/s host, holding `game`.
+fn spawn_holder(sim: &mut Sim, name: &str, game: &SimGame, config: lanspread::PeerConfig) {
+    let h = sim.host(name, HostConfig::symmetric(20.0 * MB, ms(1)));
+    let fs = MemFs::unrecorded();
+    game.write(&fs, &sim.rng);
+    sim.spawn(name, h, fs, config);
+}
+
 fn holders(sim: &Sim, peer: &str, id: &str) -> usize {
     let id = gid(id);
     sim.events(peer)
@@ -116,10 +124,7 @@ fn a_download_waits_for_honest_holders_found_after_a_liar() {
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::PeerBanned { .. })).await;
         sim.sleep(Duration::from_secs(3)).await;
         for s in ["s1", "s2"] {
-            let h = sim.host(s, HostConfig::symmetric(20.0 * MB, ms(1)));
-            let fs = MemFs::unrecorded();
-            game.write(&fs, &sim.rng);
-            sim.spawn(s, h, fs, Sim::config(cat.clone()));
+            spawn_holder(&mut sim, s, &game, Sim::config(cat.clone()));
         }
         wait_installed(&sim, "d", "arena").await;
         assert_eq!(downloaded(&sim.peer("s1").fs, "arena"), downloaded(&sim.peer("d").fs, "arena"));
@@ -194,10 +199,7 @@ fn party_key_keeps_strangers_and_wrong_keys_out() {
             c.party_key = key.map(str::to_owned);
             c
         };
-        let h = sim.host("host", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        sim.spawn("host", h, fs, keyed(Some("correct horse battery staple")));
+        spawn_holder(&mut sim, "host", &game, keyed(Some("correct horse battery staple")));
         for (name, key) in [("friend", Some("correct horse battery staple")), ("stranger", None), ("wrongkey", Some("tr0ub4dor"))] {
             let h = sim.host(name, HostConfig::symmetric(20.0 * MB, ms(1)));
             sim.spawn(name, h, MemFs::unrecorded(), keyed(key));
@@ -225,10 +227,7 @@ fn party_key_guesses_are_rate_limited_per_host() {
         let game = SimGame::new("arena", "1.0", MIB);
         let mut cfg = Sim::config(catalog_of(&[&game]));
         cfg.party_key = Some("correct horse battery staple".into());
-        let h = sim.host("host", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        sim.spawn("host", h, fs, cfg.clone());
+        spawn_holder(&mut sim, "host", &game, cfg.clone());
         sim.sleep(ms(300)).await;
         let hm = sim.host("mallory", HostConfig::symmetric(20.0 * MB, ms(1)));
         let me = sim.rng.fork("mallory").peer_id();
@@ -488,10 +487,7 @@ fn a_stream_flood_does_not_starve_honest_peers() {
     Sim::run("a_stream_flood_does_not_starve_honest_peers", 27, |mut sim| async move {
         let game = SimGame::new("arena", "1.0", 4 * MIB);
         let cat = catalog_of(&[&game]);
-        let ha = sim.host("a", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        sim.spawn("a", ha, fs, Sim::config(cat.clone()));
+        spawn_holder(&mut sim, "a", &game, Sim::config(cat.clone()));
         sim.sleep(ms(300)).await;
         // Mallory says Hello, then opens every stream it can and sends only
         // a stream header on each, forever.
@@ -545,10 +541,7 @@ fn flood_scenario(name: &str, flood: Flood) -> f64 {
         sim.net = lanspread_testkit::SimNet::with_params(sim.rng.fork("net"), params);
         let game = SimGame::new("arena", "1.0", 32 * MIB);
         let cat = catalog_of(&[&game]);
-        let ha = sim.host("a", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        sim.spawn("a", ha, fs, Sim::config(cat.clone()));
+        spawn_holder(&mut sim, "a", &game, Sim::config(cat.clone()));
         sim.wait_for("a", Duration::from_secs(5), |e| matches!(e, PeerEvent::LibrarySnapshot { .. })).await;
         // What the flood holds, to check afterwards what the seeder did to it.
         type Streams = Vec<(Box<dyn lanspread_ports::SendStream>, Box<dyn lanspread_ports::RecvStream>)>;
