@@ -10,7 +10,6 @@ use lanspread_core::serve::{Reply, ServeView};
 use lanspread_core::wire::{self, WireError};
 use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,15 +130,39 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
     }
 }
 
-/// Runs one send step, or gives up when the reader lets it stall for the
-/// write deadline: `Ok(false)` means the caller must reset the stream (a
-/// reader that never reads would otherwise hold a file and a buffer).
-async fn within(sh: &Ctx, step: impl Future<Output = Result<(), WireError>>) -> Result<bool, WireError> {
-    tokio::select! {
+/// One step of a reply: a framed message, then raw bytes, then the end of
+/// the stream, each optional.
+struct Step<'a> {
+    frame: Option<(&'a Response, usize)>,
+    body: Option<Bytes>,
+    finish: bool,
+}
+
+/// Sends `step`, or resets the stream when its reader lets the step stall
+/// for the write deadline (a reader that never reads would otherwise hold a
+/// file and a buffer). Returns whether the step went through.
+async fn send_step(sh: &Ctx, send: &mut dyn SendStream, step: Step<'_>) -> Result<bool, WireError> {
+    let write = async {
+        if let Some((msg, max)) = step.frame {
+            wire::write_message(&mut *send, msg, max).await?;
+        }
+        if let Some(body) = step.body.filter(|b| !b.is_empty()) {
+            send.write(body).await?;
+        }
+        if step.finish {
+            send.finish().await?;
+        }
+        Ok::<(), WireError>(())
+    };
+    let sent = tokio::select! {
         biased;
-        r = step => r.map(|()| true),
-        _ = sh.ports.clock.sleep(sh.cfg.write_timeout) => Ok(false),
+        r = write => { r?; true }
+        _ = sh.ports.clock.sleep(sh.cfg.write_timeout) => false,
+    };
+    if !sent {
+        send.reset(RESET_STALLED);
     }
+    Ok(sent)
 }
 
 async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeRx, host: Arc<HostShare>) {
@@ -184,16 +207,7 @@ async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeR
 }
 
 async fn respond(sh: &Ctx, send: &mut dyn SendStream, resp: &Response) -> Result<(), WireError> {
-    let sent = within(sh, async {
-        wire::write_message(&mut *send, resp, MAX_RESPONSE_FRAME).await?;
-        send.finish().await?;
-        Ok(())
-    })
-    .await?;
-    if !sent {
-        send.reset(RESET_STALLED);
-    }
-    Ok(())
+    send_step(sh, send, Step { frame: Some((resp, MAX_RESPONSE_FRAME)), body: None, finish: true }).await.map(drop)
 }
 
 /// The handshake state of one connection.
@@ -380,26 +394,16 @@ async fn send_data(sh: &Ctx, send: &mut dyn SendStream, path: &lanspread_ports::
                 return Ok(());
             }
         };
-        if !started {
-            started = true;
-            if !within(sh, wire::write_message(&mut *send, &Response::Data { len }, MAX_REQUEST_FRAME)).await? {
-                send.reset(RESET_STALLED);
-                return Ok(());
-            }
-        }
-        if !data.is_empty() && !within(sh, async { Ok(send.write(data).await?) }).await? {
-            send.reset(RESET_STALLED);
+        // The Data frame goes with the first piece; the last piece ends the stream.
+        let header = Response::Data { len };
+        let frame = (!started).then_some((&header, MAX_REQUEST_FRAME));
+        started = true;
+        pos += want as u64;
+        let finish = pos >= end;
+        if !send_step(sh, send, Step { frame, body: Some(data), finish }).await? || finish {
             return Ok(());
         }
-        pos += want as u64;
-        if pos >= end {
-            break;
-        }
     }
-    if !within(sh, async { Ok(send.finish().await?) }).await? {
-        send.reset(RESET_STALLED);
-    }
-    Ok(())
 }
 
 /// Reads exactly `want` bytes of `path` at `pos` under the server's share
@@ -436,15 +440,6 @@ async fn send_pieces(sh: &Ctx, send: &mut dyn SendStream, mut pieces: Vec<ReadPi
     for piece in &data {
         body.extend_from_slice(piece);
     }
-    let sent = within(sh, async {
-        wire::write_message(&mut *send, &Response::Data { len }, MAX_REQUEST_FRAME).await?;
-        send.write(body.freeze()).await?;
-        send.finish().await?;
-        Ok(())
-    })
-    .await?;
-    if !sent {
-        send.reset(RESET_STALLED);
-    }
-    Ok(())
+    let step = Step { frame: Some((&Response::Data { len }, MAX_REQUEST_FRAME)), body: Some(body.freeze()), finish: true };
+    send_step(sh, send, step).await.map(drop)
 }
