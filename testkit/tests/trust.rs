@@ -11,6 +11,7 @@ use lanspread_memfs::MemFs;
 use lanspread_ports::{Connection, RelPath, Transport};
 use lanspread_testkit::fakes::LyingFs;
 use lanspread_testkit::game::catalog_of;
+use lanspread_testkit::sim::SimPeer;
 use lanspread_testkit::{ms, HostConfig, Sim, SimGame, SimRng};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -24,12 +25,19 @@ fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
 }
 
-/// Starts a peer named `name` on its own 20 MB/s host, holding `game`.
-fn spawn_holder(sim: &mut Sim, name: &str, game: &SimGame, config: lanspread::PeerConfig) {
+/// Adds (without starting) a peer named `name` on its own 20 MB/s host,
+/// holding `game`.
+fn add_holder<'a>(sim: &'a mut Sim, name: &str, game: &SimGame, config: lanspread::PeerConfig) -> &'a mut SimPeer {
     let h = sim.host(name, HostConfig::symmetric(20.0 * MB, ms(1)));
     let fs = MemFs::unrecorded();
     game.write(&fs, &sim.rng);
-    sim.spawn(name, h, fs, config);
+    sim.add_peer(name, h, fs, config)
+}
+
+/// Starts a peer named `name` on its own 20 MB/s host, holding `game`.
+fn spawn_holder(sim: &mut Sim, name: &str, game: &SimGame, config: lanspread::PeerConfig) {
+    add_holder(sim, name, game, config);
+    sim.start(name);
 }
 
 fn holders(sim: &Sim, peer: &str, id: &str) -> usize {
@@ -67,12 +75,9 @@ fn lying_peer_is_banned_and_the_download_completes_from_honest_ones() {
         let cat = catalog_of(&[&game]);
         let mut liar = None;
         for s in ["liar", "s1", "s2"] {
-            let h = sim.host(s, HostConfig::symmetric(20.0 * MB, ms(1)));
-            let fs = MemFs::unrecorded();
-            game.write(&fs, &sim.rng);
-            let p = sim.add_peer(s, h, fs.clone(), Sim::config(cat.clone()));
+            let p = add_holder(&mut sim, s, &game, Sim::config(cat.clone()));
             if s == "liar" {
-                let lying = LyingFs::new(fs, ".simpack");
+                let lying = LyingFs::new(p.fs.clone(), ".simpack");
                 liar = Some(lying.lie.clone());
                 p.fs_override = Some(Arc::new(lying));
             }
@@ -107,11 +112,8 @@ fn a_download_waits_for_honest_holders_found_after_a_liar() {
     Sim::run("a_download_waits_for_honest_holders_found_after_a_liar", 23, |mut sim| async move {
         let game = SimGame::new("arena", "1.0", 8 * MIB);
         let cat = catalog_of(&[&game]);
-        let h = sim.host("liar", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        let p = sim.add_peer("liar", h, fs.clone(), Sim::config(cat.clone()));
-        let lying = LyingFs::new(fs, ".simpack");
+        let p = add_holder(&mut sim, "liar", &game, Sim::config(cat.clone()));
+        let lying = LyingFs::new(p.fs.clone(), ".simpack");
         let lie = lying.lie.clone();
         p.fs_override = Some(Arc::new(lying));
         sim.start("liar");
@@ -139,10 +141,7 @@ fn a_claimed_version_that_the_data_does_not_have_is_not_committed() {
     Sim::run("a_claimed_version_that_the_data_does_not_have_is_not_committed", 24, |mut sim| async move {
         let game = SimGame::new("arena", "1.0", 4 * MIB);
         let cat = catalog_of(&[&game]);
-        let h = sim.host("claimer", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        let p = sim.add_peer("claimer", h, fs, Sim::config(cat.clone()));
+        let p = add_holder(&mut sim, "claimer", &game, Sim::config(cat.clone()));
         // It advertises 9.9 (same length as "1.0\n"), but serves 1.0's bytes.
         p.fs_override = Some(Arc::new(LyingFs::new(p.fs.clone(), ".none").claiming_version("9.9\n")));
         sim.start("claimer");
@@ -384,10 +383,7 @@ fn a_pinned_peer_that_changes_its_key_is_refused() {
     Sim::run("a_pinned_peer_that_changes_its_key_is_refused", 25, |mut sim| async move {
         let game = SimGame::new("arena", "1.0", 2 * MIB);
         let cat = catalog_of(&[&game]);
-        let ha = sim.host("a", HostConfig::symmetric(20.0 * MB, ms(1)));
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        let p = sim.add_peer("a", ha, fs, Sim::config(cat.clone()));
+        let p = add_holder(&mut sim, "a", &game, Sim::config(cat.clone()));
         p.discovery = false;
         sim.start("a");
         let hb = sim.host("b", HostConfig::symmetric(20.0 * MB, ms(1)));
