@@ -44,7 +44,7 @@ pub fn print_games(games: &[GameView], json: bool) {
         say!("no games (empty catalog and no peers)");
         return;
     }
-    say!("{:<20} {:<28} {:<12} {:<12} {:>10} {:>5}  STATE", "ID", "NAME", "LOCAL", "LATEST", "SIZE", "PEERS");
+    say!("{:<20} {:<28} {:<12} {:<12} {:>10} {:>5}  STATE", "ID", "NAME", "LOCAL", "LATEST", "SIZE", "HOSTS");
     for g in games {
         let state = match g.availability {
             Availability::Installed => "installed",
@@ -60,7 +60,7 @@ pub fn print_games(games: &[GameView], json: bool) {
             g.local_version.as_ref().map(|v| v.as_str()).unwrap_or("-"),
             g.latest_remote.as_ref().map(|v| v.as_str()).unwrap_or("-"),
             size(g.size),
-            g.peers_with_latest.len(),
+            g.hosts_with_latest,
         );
         for problem in &g.problems {
             say!("{:<20} ! {problem}", "");

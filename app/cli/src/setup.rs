@@ -76,11 +76,11 @@ fn check_games_dir(games: &Path) -> Result<PathBuf, String> {
     builder::check_game_dir(games).map_err(|e| e.to_string())
 }
 
-/// Where the identity of a game directory lives: one per directory, kept in
-/// the config directory (never inside the game directory, never compiled in).
-pub fn identity_for(games: &Path) -> PathBuf {
-    let key = blake3::hash(games.as_os_str().as_encoded_bytes()).to_hex();
-    config_dir().join("identities").join(&key.as_str()[..16])
+/// Where the identities of game directories live: one per directory, kept
+/// in the config directory (never inside the game directory, never
+/// compiled in); see `lanspread::identity_dir_for`.
+fn identities() -> PathBuf {
+    config_dir().join("identities")
 }
 
 /// A running peer with its event stream.
@@ -151,7 +151,7 @@ pub async fn start_with(
         .game_dir(&games)
         .lock_label(what)
         .catalog(catalog.clone())
-        .identity_dir(identity_for(&games))
+        .identities_under(identities())
         .transport(kind)
         .discovery(if no_mdns { DiscoveryKind::None } else { DiscoveryKind::Mdns })
         .static_peers(static_peers)

@@ -25,6 +25,9 @@
 //! # }
 //! ```
 
+#[cfg(any(feature = "quinn", feature = "s2n"))]
+mod rebind;
+
 use crate::runtime::{NoDiscovery, PeerConfig, Ports};
 use lanspread_core::catalog::Catalog;
 use lanspread_ports::{Clock, Discovery, DiscoveryError, Fs, FsError, FsProvider, Transport, TransportError, Unpacker};
@@ -292,6 +295,9 @@ pub fn standard_clock() -> Arc<dyn Clock> {
 enum IdentitySource {
     None,
     Dir(PathBuf),
+    /// One identity per game directory, in a directory of its own under
+    /// this root (see [`identity_dir_for`]).
+    PerGameDir(PathBuf),
     #[cfg(any(feature = "quinn", feature = "s2n"))]
     Given(lanspread_tls::Identity),
     Ephemeral,
@@ -464,6 +470,15 @@ impl Builder {
         self
     }
 
+    /// One TLS identity per game directory, each kept in a directory of
+    /// its own under `root` (see [`identity_dir_for`]); a peer that moves
+    /// to another game directory ([`Peer::set_game_dir`](crate::Peer::set_game_dir))
+    /// takes that directory's identity, so two directories never share one.
+    pub fn identities_under(mut self, root: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::PerGameDir(root.into());
+        self
+    }
+
     /// This TLS identity.
     #[cfg(any(feature = "quinn", feature = "s2n"))]
     pub fn identity(mut self, identity: lanspread_tls::Identity) -> Self {
@@ -576,7 +591,8 @@ impl Builder {
         if matches!(self.discovery, DiscoveryChoice::Kind(DiscoveryKind::Mdns)) && !cfg!(feature = "mdns") {
             return Err(BuildError::FeatureDisabled("mdns"));
         }
-        if self.game_dir.is_none() && self.fs.is_none() {
+        let per_dir_identity = matches!(self.identity, IdentitySource::PerGameDir(_));
+        if self.game_dir.is_none() && (self.fs.is_none() || per_dir_identity) {
             return Err(BuildError::MissingGameDir);
         }
         if self.fs.is_none() && !cfg!(feature = "capfs") {
@@ -638,9 +654,9 @@ impl Builder {
             Some(dir) if dir_lock => Some(lock_games_dir(dir, &lock_label)?),
             _ => None,
         };
-        let transport = match transport {
-            TransportChoice::Custom(t) => t,
-            TransportChoice::Kind(kind) => quic_transport(kind, identity, listen)?,
+        let (transport, rebind) = match transport {
+            TransportChoice::Custom(t) => (t, None),
+            TransportChoice::Kind(kind) => quic_transport(kind, identity, game_dir.as_deref(), listen, &discovery)?,
         };
         let (fs, fs_provider) = match (fs, &game_dir) {
             (Some(fs), _) => (fs, fs_provider.flatten()),
@@ -669,6 +685,7 @@ impl Builder {
             fs_provider,
             transport,
             discovery,
+            rebind,
             unpacker: unpacker.unwrap_or_else(standard_unpacker),
             clock: clock.unwrap_or_else(standard_clock),
         };
@@ -740,37 +757,84 @@ fn mdns(_transport: &dyn Transport) -> Result<Result<Arc<dyn Discovery>, Discove
 fn load_identity(source: IdentitySource) -> Result<lanspread_tls::Identity, BuildError> {
     match source {
         IdentitySource::None => Err(BuildError::MissingIdentity),
-        IdentitySource::Dir(dir) => {
-            lanspread_tls::Identity::load_or_create(&dir).map_err(|e| BuildError::Identity { dir, source: Box::new(e) })
-        }
+        IdentitySource::Dir(dir) => load_identity_dir(dir),
+        IdentitySource::PerGameDir(_) => Err(BuildError::MissingGameDir),
         IdentitySource::Given(identity) => Ok(identity),
         IdentitySource::Ephemeral => lanspread_tls::Identity::generate().map_err(|e| BuildError::GenerateIdentity(Box::new(e))),
     }
 }
 
-/// Loads the identity and listens with `kind`.
 #[cfg(any(feature = "quinn", feature = "s2n"))]
-fn quic_transport(kind: TransportKind, identity: IdentitySource, listen: Listen) -> Result<Arc<dyn Transport>, BuildError> {
+fn load_identity_dir(dir: PathBuf) -> Result<lanspread_tls::Identity, BuildError> {
+    lanspread_tls::Identity::load_or_create(&dir).map_err(|e| BuildError::Identity { dir, source: Box::new(e) })
+}
+
+/// Where the identity of `game_dir` (canonical) lives under `root`: a
+/// directory named by a hash of the path, so each game directory has its
+/// own identity and none is kept inside a shared game directory.
+pub fn identity_dir_for(root: &Path, game_dir: &Path) -> PathBuf {
+    let key = blake3::hash(game_dir.as_os_str().as_encoded_bytes()).to_hex();
+    root.join(&key.as_str()[..16])
+}
+
+/// A listening transport, and what switches its identity with the game
+/// directory (when there is one identity per directory).
+type ListeningTransport = (Arc<dyn Transport>, Option<Arc<dyn crate::runtime::Rebind>>);
+
+/// Loads the identity and listens with `kind`; with one identity per game
+/// directory, also what switches identities with the directory.
+#[cfg(any(feature = "quinn", feature = "s2n"))]
+fn quic_transport(
+    kind: TransportKind,
+    identity: IdentitySource,
+    game_dir: Option<&Path>,
+    listen: Listen,
+    discovery: &DiscoveryChoice,
+) -> Result<ListeningTransport, BuildError> {
+    let identity = match (identity, game_dir) {
+        (IdentitySource::PerGameDir(root), Some(dir)) => {
+            let identity = load_identity_dir(identity_dir_for(&root, dir))?;
+            let transport = listen_as(kind, &identity, listen)?;
+            let rediscover = match discovery {
+                DiscoveryChoice::Kind(kind) => Some(*kind),
+                DiscoveryChoice::Custom(_) => None,
+            };
+            let rebind = rebind::QuicRebind::new(kind, root, rediscover, identity);
+            return Ok((transport, Some(Arc::new(rebind))));
+        }
+        (other, _) => load_identity(other)?,
+    };
+    Ok((listen_as(kind, &identity, listen)?, None))
+}
+
+/// A transport of `kind` listening as `identity`.
+#[cfg(any(feature = "quinn", feature = "s2n"))]
+fn listen_as(kind: TransportKind, identity: &lanspread_tls::Identity, listen: Listen) -> Result<Arc<dyn Transport>, BuildError> {
     use std::net::{Ipv4Addr, Ipv6Addr};
-    let identity = load_identity(identity)?;
     match listen {
-        Listen::Exact(addr) => make_transport(kind, addr, &identity),
+        Listen::Exact(addr) => make_transport(kind, addr, identity),
         Listen::DualStack(port) => {
             // One socket for IPv4 and IPv6, so peers that mDNS shows at IPv6
             // link-local addresses can be dialed and can dial us; IPv4 only
             // where IPv6 is disabled in the kernel.
             let dual = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-            make_transport(kind, dual, &identity).or_else(|e| {
+            make_transport(kind, dual, identity).or_else(|e| {
                 let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
                 tracing::info!("{e}; trying {v4} (IPv4 only)");
-                make_transport(kind, v4, &identity).map_err(|_| e)
+                make_transport(kind, v4, identity).map_err(|_| e)
             })
         }
     }
 }
 
 #[cfg(not(any(feature = "quinn", feature = "s2n")))]
-fn quic_transport(kind: TransportKind, _identity: IdentitySource, _listen: Listen) -> Result<Arc<dyn Transport>, BuildError> {
+fn quic_transport(
+    kind: TransportKind,
+    _identity: IdentitySource,
+    _game_dir: Option<&Path>,
+    _listen: Listen,
+    _discovery: &DiscoveryChoice,
+) -> Result<ListeningTransport, BuildError> {
     Err(BuildError::FeatureDisabled(kind.feature()))
 }
 

@@ -56,11 +56,11 @@ mod peer;
 mod progress;
 mod runtime;
 
-pub use builder::{Assembled, BuildError, Builder, DirLock, DiscoveryKind, TransportKind};
+pub use builder::{identity_dir_for, Assembled, BuildError, Builder, DirLock, DiscoveryKind, TransportKind};
 pub use command::PeerCommand;
 pub use peer::{Events, EventsError, Operation, Peer, UpdateReport};
 pub use progress::Progress;
-pub use runtime::{NoDiscovery, PeerConfig, Ports};
+pub use runtime::{Network, NoDiscovery, PeerConfig, Ports, Rebind, RebindFailed};
 
 pub use lanspread_core::catalog::{Catalog, CatalogEntry};
 pub use lanspread_core::db::{Availability, GameView};

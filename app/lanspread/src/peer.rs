@@ -36,8 +36,6 @@ pub struct Peer {
 
 struct Inner {
     inbox: mpsc::UnboundedSender<Input>,
-    id: PeerId,
-    addr: SocketAddr,
     events: broadcast::Sender<PeerEvent>,
     /// Subscribed before the peer started: handed to the first subscriber.
     first_events: std::sync::Mutex<Option<broadcast::Receiver<PeerEvent>>>,
@@ -189,28 +187,21 @@ impl Peer {
         done: watch::Receiver<bool>,
         main: tokio::task::AbortHandle,
     ) -> Self {
-        let inner = Inner {
-            inbox,
-            id: ctx.ports.transport.local_id(),
-            addr: ctx.ports.transport.local_addr(),
-            events: ctx.events.clone(),
-            first_events: std::sync::Mutex::new(Some(first_events)),
-            snapshot,
-            done,
-            main,
-            ctx,
-        };
+        let inner =
+            Inner { inbox, events: ctx.events.clone(), first_events: std::sync::Mutex::new(Some(first_events)), snapshot, done, main, ctx };
         Peer { inner: Arc::new(inner) }
     }
 
-    /// Our identity (the fingerprint of our TLS certificate).
+    /// Our identity (the fingerprint of our TLS certificate). It changes
+    /// when [`set_game_dir`](Peer::set_game_dir) moves to a directory with
+    /// an identity of its own (see `Builder::identities_under`).
     pub fn id(&self) -> PeerId {
-        self.inner.id
+        self.inner.ctx.transport().local_id()
     }
 
     /// Where our server listens.
     pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+        self.inner.ctx.transport().local_addr()
     }
 
     /// The current library, peers and operations.

@@ -64,3 +64,64 @@ async fn set_game_dir_takes_the_new_directorys_lock_and_moves_the_watches() {
     peer.shutdown().await;
     drop(lock_games_dir(second.path(), "test").expect("released at shutdown"));
 }
+
+/// Waits until `peer` sees `id` held by `holder` (or, with `None`, by nobody).
+async fn held_by(peer: &Peer, id: &GameId, holder: Option<lanspread::PeerId>, within: Duration) -> bool {
+    let mut library = peer.library();
+    let seen = |s: &std::sync::Arc<lanspread::Snapshot>| {
+        let holders = s.games.iter().find(|g| &g.id == id).map(|g| g.peers_with_latest.clone()).unwrap_or_default();
+        holders == holder.into_iter().collect::<Vec<_>>()
+    };
+    tokio::time::timeout(within, library.wait_for(seen)).await.is_ok_and(|r| r.is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_game_dir_takes_the_new_directorys_identity_and_peers_see_it() {
+    let (ids, first, second, theirs) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_game(first.path(), "arena");
+    write_game(second.path(), "quest");
+    let catalog = Catalog::from_toml("[[games]]\nid = \"arena\"\nname = \"Arena\"\n[[games]]\nid = \"quest\"\nname = \"Quest\"\n").unwrap();
+    let fast = |c: &mut lanspread::PeerConfig| {
+        c.ping_interval = Duration::from_millis(200);
+        c.peer_timeout = Duration::from_secs(2);
+    };
+    let other = Builder::new()
+        .game_dir(theirs.path())
+        .catalog(catalog.clone())
+        .ephemeral_identity()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .discovery(DiscoveryKind::None)
+        .config(fast)
+        .spawn()
+        .await
+        .unwrap();
+    let peer = Builder::new()
+        .game_dir(first.path())
+        .catalog(catalog)
+        .identities_under(ids.path())
+        .listen("127.0.0.1:0".parse().unwrap())
+        .discovery(DiscoveryKind::None)
+        .static_peers(vec![other.addr()])
+        .config(fast)
+        .spawn()
+        .await
+        .unwrap();
+    let (arena, quest) = (GameId::new("arena").unwrap(), GameId::new("quest").unwrap());
+    let (first_id, addr) = (peer.id(), peer.addr());
+    assert!(held_by(&other, &arena, Some(first_id), Duration::from_secs(10)).await, "the first directory is served");
+
+    peer.set_game_dir(second.path().to_str().unwrap()).await.expect("switches");
+    let second_id = peer.id();
+    assert_ne!(second_id, first_id, "the second directory has an identity of its own");
+    assert_eq!(peer.addr(), addr, "the peer listens where it did");
+    assert!(held_by(&other, &quest, Some(second_id), Duration::from_secs(10)).await, "peers see the new identity's games");
+    assert!(held_by(&other, &arena, None, Duration::from_secs(10)).await, "and the old identity leaves");
+
+    // Each directory keeps its identity: going back takes the first one again.
+    peer.set_game_dir(first.path().to_str().unwrap()).await.expect("switches back");
+    assert_eq!(peer.id(), first_id);
+    assert!(held_by(&other, &arena, Some(first_id), Duration::from_secs(10)).await);
+    peer.shutdown().await;
+    other.shutdown().await;
+}

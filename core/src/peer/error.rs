@@ -381,6 +381,16 @@ pub enum SetGameDirError {
         #[source]
         source: FsError,
     },
+    /// The directory's identity could not be loaded, or the peer could not
+    /// listen again as that identity (it goes on as before, in the old
+    /// directory).
+    #[error("game directory {dir}: cannot take its identity: {reason}")]
+    Identity {
+        /// The directory asked for.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
     /// The peer is shutting down (or stopped).
     #[error("the peer is shutting down")]
     ShuttingDown,
@@ -393,7 +403,7 @@ impl HasCode for SetGameDirError {
             SetGameDirError::Busy => ErrorCode::Busy,
             SetGameDirError::Unsupported => ErrorCode::Unsupported,
             SetGameDirError::InUse { .. } => ErrorCode::Busy,
-            SetGameDirError::Open { .. } => ErrorCode::Internal,
+            SetGameDirError::Open { .. } | SetGameDirError::Identity { .. } => ErrorCode::Internal,
         }
     }
 }

@@ -1088,6 +1088,22 @@ impl PeerMachine {
         self.out.extend(downloads.into_iter().map(Output::Cancel));
     }
 
+    /// We are another identity now (the new game directory's): every peer
+    /// knew us as the old one, so all are forgotten and found again, and
+    /// static addresses are dialed at once.
+    pub fn handle_identity_changed(&mut self, id: PeerId, now: Timestamp) {
+        self.cfg.local_id = id;
+        let peers: Vec<PeerId> = self.db.peers().map(|(p, _)| *p).collect();
+        for peer in &peers {
+            self.forget_peer(peer);
+        }
+        self.known_ids.clear();
+        for state in self.statics.values_mut() {
+            *state = StaticState::Idle { next_try: now };
+        }
+        self.next_tick = now;
+    }
+
     /// Whether the game directory may be replaced now (no operation runs).
     pub fn may_change_game_dir(&self) -> bool {
         self.ops.is_empty()

@@ -752,3 +752,36 @@ mod random {
         }
     }
 }
+
+#[test]
+fn a_new_identity_forgets_every_peer_and_dials_static_addresses_again() {
+    let cfg = MachineConfig {
+        local_id: peer(0),
+        catalog: Catalog::default(),
+        static_peers: vec![addr(9)],
+        ping_interval: Duration::from_secs(5),
+        peer_timeout: Duration::from_secs(20),
+        fallback_scan: Duration::from_secs(300),
+    };
+    let mut m = PeerMachine::new(cfg, secs(0));
+    m.handle_full_scan(LocalLibrary::default());
+    m.handle_dialed(addr(9), DialOutcome::Connected(peer(9)), secs(0));
+    m.handle_discovered(&advert(1), secs(0));
+    drain(&mut m);
+
+    m.handle_identity_changed(peer(7), secs(3));
+    let out = drain(&mut m);
+    for p in [peer(1), peer(9)] {
+        assert!(events(&out).contains(&PeerEvent::PeerLeft(p)), "{out:?}");
+        assert!(out.contains(&Output::Disconnect(p)));
+    }
+    assert!(m.snapshot().peers.is_empty());
+    m.handle_timeout(secs(3));
+    assert!(drain(&mut m).iter().any(|o| matches!(o, Output::Dial { addr: a, .. } if *a == addr(9))), "static dialed at once");
+    // Our new identity is us; the old one is a stranger now (another
+    // process may serve the old directory with it).
+    m.handle_discovered(&advert(7), secs(4));
+    m.handle_discovered(&advert(0), secs(4));
+    let ids: Vec<PeerId> = m.snapshot().peers.iter().map(|p| p.id).collect();
+    assert_eq!(ids, vec![peer(0)]);
+}

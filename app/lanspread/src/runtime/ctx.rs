@@ -8,13 +8,13 @@
 use super::budget::FileBudget;
 use super::local::Local;
 use super::pool::Pool;
-use super::{PeerConfig, Ports};
+use super::{Network, PeerConfig, Ports, StablePorts};
 use crate::peer::Command;
 use lanspread_core::game::GameId;
 use lanspread_core::peer::{DialOutcome, Failure, OpToken, Outcome, PeerEvent, Query};
 use lanspread_core::protocol::Response;
 use lanspread_core::scan::{LocalGame, LocalLibrary};
-use lanspread_ports::{PeerAdvert, PeerId};
+use lanspread_ports::{Discovery, PeerAdvert, PeerId, Transport};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -77,9 +77,11 @@ impl TaskSet {
 /// What the tasks share (see the module docs).
 pub(crate) struct Ctx {
     pub cfg: PeerConfig,
-    pub ports: Ports,
+    pub ports: StablePorts,
     pub local: Local,
     pub pool: Pool,
+    /// Replaced with the transport when the identity changes.
+    discovery: Mutex<Arc<dyn Discovery>>,
     pub files: FileBudget,
     pub events: broadcast::Sender<PeerEvent>,
     inbox: mpsc::UnboundedSender<Input>,
@@ -95,10 +97,12 @@ impl Ctx {
         events: broadcast::Sender<PeerEvent>,
         inbox: mpsc::UnboundedSender<Input>,
     ) -> Arc<Self> {
-        let pool = Pool::new(&cfg, &ports, inbox.clone());
+        let (ports, net) = ports.split();
+        let pool = Pool::new(&cfg, net.transport, ports.clock.clone(), inbox.clone());
         Arc::new(Ctx {
             local: Local::new(lanspread_ports::OpenedDir { fs: ports.fs.clone(), guard }),
             pool,
+            discovery: Mutex::new(net.discovery),
             files: FileBudget::default(),
             events,
             inbox,
@@ -107,6 +111,33 @@ impl Ctx {
             cfg,
             ports,
         })
+    }
+
+    /// The transport in use now.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.pool.transport()
+    }
+
+    /// The discovery in use now.
+    pub fn discovery(&self) -> Arc<dyn Discovery> {
+        self.discovery.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The network in use now.
+    pub fn network(&self) -> Network {
+        Network { transport: self.transport(), discovery: self.discovery() }
+    }
+
+    /// Hands over the network (for the identity to change): nothing here
+    /// holds it any more, and every connection is dropped.
+    pub fn detach_network(&self) -> Network {
+        Network { transport: self.pool.detach(), discovery: self.discovery() }
+    }
+
+    /// Uses `net` from now on.
+    pub fn attach_network(&self, net: Network) {
+        *self.discovery.lock().unwrap_or_else(|e| e.into_inner()) = net.discovery;
+        self.pool.attach(net.transport);
     }
 
     /// Tells the driver.

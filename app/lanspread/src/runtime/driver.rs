@@ -52,13 +52,15 @@ pub(crate) struct Driver {
     inbox: mpsc::UnboundedReceiver<Input>,
     published: Published,
     running: BTreeMap<OpToken, Running>,
+    /// The server and discovery tasks of the current identity.
+    network_tasks: JoinSet<()>,
     stopping: bool,
 }
 
 impl Driver {
     pub fn new(ctx: Arc<Ctx>, inbox: mpsc::UnboundedReceiver<Input>, published: Published) -> Self {
         let cfg = MachineConfig {
-            local_id: ctx.ports.transport.local_id(),
+            local_id: ctx.transport().local_id(),
             catalog: ctx.cfg.catalog.clone(),
             static_peers: ctx.cfg.static_peers.clone(),
             ping_interval: ctx.cfg.ping_interval,
@@ -66,16 +68,24 @@ impl Driver {
             fallback_scan: ctx.cfg.fallback_scan,
         };
         let machine = PeerMachine::new(cfg, ctx.ports.clock.now());
-        Driver { ctx, machine, waiters: BTreeMap::new(), inbox, published, running: BTreeMap::new(), stopping: false }
+        Driver {
+            ctx,
+            machine,
+            waiters: BTreeMap::new(),
+            inbox,
+            published,
+            running: BTreeMap::new(),
+            network_tasks: JoinSet::new(),
+            stopping: false,
+        }
     }
 
     /// Runs the peer until it is shut down.
     pub async fn run(mut self, done: watch::Sender<bool>) {
         self.load_game_dir().await;
         let ctx = self.ctx.clone();
+        self.start_network_tasks();
         let mut long = JoinSet::new();
-        long.spawn(server::run(ctx.clone(), self.published.serve.subscribe()));
-        long.spawn(discovery(ctx.clone()));
         long.spawn(monitor::run(ctx.clone(), self.published.roots.subscribe(), self.published.game_dir.subscribe()));
         loop {
             self.flush();
@@ -92,14 +102,53 @@ impl Driver {
                 _ = ctx.ports.clock.sleep(sleep_for) => self.machine.handle_timeout(ctx.ports.clock.now()),
             }
         }
-        ctx.ports.discovery.shutdown().await;
-        ctx.ports.transport.shutdown().await;
+        let net = ctx.network();
+        net.discovery.shutdown().await;
+        net.transport.shutdown().await;
         long.abort_all();
+        self.stop_network_tasks().await;
         while long.join_next().await.is_some() {}
         // The directory is free for another peer (in this process or not).
         ctx.local.release();
         ctx.emit(PeerEvent::Stopped);
         let _ = done.send(true);
+    }
+
+    /// Serves and advertises the current identity.
+    fn start_network_tasks(&mut self) {
+        let ctx = &self.ctx;
+        self.network_tasks.spawn(server::run(ctx.clone(), self.published.serve.subscribe()));
+        self.network_tasks.spawn(discovery(ctx.clone()));
+    }
+
+    async fn stop_network_tasks(&mut self) {
+        self.network_tasks.abort_all();
+        while self.network_tasks.join_next().await.is_some() {}
+    }
+
+    /// Takes `dir`'s identity if it has its own (see [`super::Rebind`]):
+    /// the server and discovery restart as it, and every peer is found
+    /// again. On failure the old identity goes on.
+    async fn take_identity_of(&mut self, dir: &str) -> Result<(), SetGameDirError> {
+        let Some(rebind) = self.ctx.ports.rebind.clone() else { return Ok(()) };
+        if rebind.id_for(dir)? == self.ctx.transport().local_id() {
+            return Ok(());
+        }
+        self.stop_network_tasks().await;
+        let old = self.ctx.detach_network();
+        let (net, result) = match rebind.rebind(dir, old).await {
+            Ok(net) => (Some(net), Ok(())),
+            Err(failed) => (failed.restored, Err(failed.error)),
+        };
+        let Some(net) = net else {
+            self.begin_shutdown();
+            return result;
+        };
+        let id = net.transport.local_id();
+        self.ctx.attach_network(net);
+        self.machine.handle_identity_changed(id, self.ctx.ports.clock.now());
+        self.start_network_tasks();
+        result
     }
 
     /// Recovery, then a full scan of the game directory.
@@ -152,6 +201,8 @@ impl Driver {
             lanspread_ports::FsErrorKind::InUse => SetGameDirError::InUse { dir: dir.to_owned(), source },
             _ => SetGameDirError::Open { dir: dir.to_owned(), source },
         })?;
+        // Dropping `opened` on failure releases the new directory's lock.
+        self.take_identity_of(dir).await?;
         self.ctx.local.replace(opened).await;
         // The monitor drops the old directory's watches.
         self.published.game_dir.send_modify(|generation| *generation += 1);
@@ -277,13 +328,14 @@ fn request_of(query: &Query) -> Request {
 
 /// Advertises us and passes discovery's news to the driver.
 async fn discovery(ctx: Arc<Ctx>) {
+    let (transport, discovery) = (ctx.transport(), ctx.discovery());
     let me = PeerAdvert {
-        id: ctx.ports.transport.local_id(),
-        addrs: vec![ctx.ports.transport.local_addr()],
+        id: transport.local_id(),
+        addrs: vec![transport.local_addr()],
         protocol_version: u32::from(PROTOCOL_VERSION),
         meta: BTreeMap::new(),
     };
-    if let Err(e) = ctx.ports.discovery.advertise(me).await {
+    if let Err(e) = discovery.advertise(me).await {
         let failure =
             lanspread_core::peer::Failure::new(lanspread_core::peer::ErrorCode::Internal, format!("advertising on the LAN failed: {e}"));
         ctx.tell(Input::Failure(failure));
@@ -293,7 +345,7 @@ async fn discovery(ctx: Arc<Ctx>) {
         let ev = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            e = ctx.ports.discovery.next_event() => match e { Some(e) => e, None => break },
+            e = discovery.next_event() => match e { Some(e) => e, None => break },
         };
         match ev {
             DiscoveryEvent::Up(advert) => ctx.tell(Input::Discovered(advert)),

@@ -17,10 +17,11 @@ mod pool;
 mod server;
 
 use lanspread_core::catalog::Catalog;
+use lanspread_core::peer::SetGameDirError;
 use lanspread_core::peer::Snapshot;
 use lanspread_core::sched::SchedulerConfig;
 use lanspread_core::serve::ServeView;
-use lanspread_ports::{Clock, Discovery, Fs, FsProvider, Transport, Unpacker};
+use lanspread_ports::{Clock, Discovery, Fs, FsProvider, PeerId, Transport, Unpacker};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,6 +104,36 @@ impl Default for PeerConfig {
     }
 }
 
+/// The network side of a peer: what changes with its identity.
+#[derive(Clone)]
+pub struct Network {
+    /// QUIC (or simulated) endpoint, already listening.
+    pub transport: Arc<dyn Transport>,
+    /// Peer discovery, advertising (and skipping) the transport's identity.
+    pub discovery: Arc<dyn Discovery>,
+}
+
+/// Why a [`Rebind`] failed, and the network to go on with.
+pub struct RebindFailed {
+    /// Why.
+    pub error: SetGameDirError,
+    /// The old identity, listening again (`None` if even that failed: the
+    /// peer then stops).
+    pub restored: Option<Network>,
+}
+
+/// Gives a peer the identity of another game directory, so that two
+/// directories served one after the other (or by two processes) never
+/// share an identity.
+#[async_trait::async_trait]
+pub trait Rebind: Send + Sync {
+    /// The id of `dir`'s identity (loaded, or created on first use).
+    fn id_for(&self, dir: &str) -> Result<PeerId, SetGameDirError>;
+    /// Stops `old` and listens again at its address as `dir`'s identity,
+    /// with discovery for that identity.
+    async fn rebind(&self, dir: &str, old: Network) -> Result<Network, RebindFailed>;
+}
+
 /// The adapters a runtime runs on.
 #[derive(Clone)]
 pub struct Ports {
@@ -114,10 +145,32 @@ pub struct Ports {
     pub transport: Arc<dyn Transport>,
     /// Peer discovery.
     pub discovery: Arc<dyn Discovery>,
+    /// Switches identities with the game directory (optional; without it
+    /// the identity stays when the directory changes).
+    pub rebind: Option<Arc<dyn Rebind>>,
     /// Archive extraction.
     pub unpacker: Arc<dyn Unpacker>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+}
+
+/// The ports that stay for the peer's life; the [`Network`] is kept apart,
+/// since it changes with the identity (and an old endpoint is released
+/// only when nothing holds it).
+pub(crate) struct StablePorts {
+    pub fs: Arc<dyn Fs>,
+    pub fs_provider: Option<Arc<dyn FsProvider>>,
+    pub rebind: Option<Arc<dyn Rebind>>,
+    pub unpacker: Arc<dyn Unpacker>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Ports {
+    /// Splits into what stays and what changes with the identity.
+    pub(crate) fn split(self) -> (StablePorts, Network) {
+        let Ports { fs, fs_provider, transport, discovery, rebind, unpacker, clock } = self;
+        (StablePorts { fs, fs_provider, rebind, unpacker, clock }, Network { transport, discovery })
+    }
 }
 
 /// Starts a peer on `ports`; `guard` (the game directory's lock) is held

@@ -7,7 +7,7 @@
 
 use super::ctx::Input;
 use super::party::{PartyKey, Role};
-use super::{PeerConfig, Ports};
+use super::PeerConfig;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lanspread_core::peer::DialOutcome;
 use lanspread_core::protocol::{Hello, Request, Response, CAP_PARTY_KEY, CAP_VERIFIED_CHUNKS, PROTOCOL_VERSION};
@@ -30,7 +30,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>;
 
 /// See the module docs.
 pub(crate) struct Pool {
-    transport: Arc<dyn Transport>,
+    /// Replaced when the peer takes another identity (see [`Pool::rebind`]).
+    transport: Mutex<Arc<dyn Transport>>,
     clock: Arc<dyn Clock>,
     party_key: Option<PartyKey>,
     request_timeout: Duration,
@@ -41,15 +42,47 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfg: &PeerConfig, ports: &Ports, inbox: mpsc::UnboundedSender<Input>) -> Self {
+    pub fn new(cfg: &PeerConfig, transport: Arc<dyn Transport>, clock: Arc<dyn Clock>, inbox: mpsc::UnboundedSender<Input>) -> Self {
         Pool {
-            transport: ports.transport.clone(),
-            clock: ports.clock.clone(),
+            transport: Mutex::new(transport),
+            clock,
             party_key: cfg.party_key.as_deref().map(PartyKey::new),
             request_timeout: cfg.request_timeout,
             conns: Mutex::default(),
             addrs: Mutex::default(),
             inbox,
+        }
+    }
+
+    /// The transport in use now.
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Hands over the transport (for the identity to change), keeping a
+    /// [`Detached`] one in its place, and drops every connection: they were
+    /// made, and authenticated, as the old identity. An endpoint's socket
+    /// is released only once nothing holds the endpoint.
+    pub fn detach(&self) -> Arc<dyn Transport> {
+        let mut transport = self.transport.lock().unwrap_or_else(|e| e.into_inner());
+        let detached = Arc::new(Detached { id: transport.local_id(), addr: transport.local_addr() });
+        let old = std::mem::replace(&mut *transport, detached);
+        drop(transport);
+        self.drop_all();
+        old
+    }
+
+    /// Uses `transport` from now on.
+    pub fn attach(&self, transport: Arc<dyn Transport>) {
+        *self.transport.lock().unwrap_or_else(|e| e.into_inner()) = transport;
+        self.drop_all();
+    }
+
+    /// Closes every connection.
+    pub fn drop_all(&self) {
+        let peers: Vec<PeerId> = self.conns.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+        for peer in peers {
+            self.drop_connection(&peer);
         }
     }
 
@@ -65,11 +98,12 @@ impl Pool {
         if self.party_key.is_some() {
             capabilities.push(CAP_PARTY_KEY.to_owned());
         }
+        let transport = self.transport();
         Hello {
             version: PROTOCOL_VERSION,
-            peer_id: self.transport.local_id(),
+            peer_id: transport.local_id(),
             capabilities,
-            listen_port: self.transport.local_addr().port(),
+            listen_port: transport.local_addr().port(),
             pake,
             party_proof,
         }
@@ -88,7 +122,7 @@ impl Pool {
     /// exchange (see `party.rs`): check the server's confirmation, then
     /// confirm ours.
     async fn hello(&self, conn: &dyn Connection) -> Result<Hello, String> {
-        let me = self.transport.local_id();
+        let me = self.transport().local_id();
         let them = conn.peer_id();
         let exchange = match &self.party_key {
             Some(key) => Some(key.start(conn).ok_or("no TLS exporter for the party key")?),
@@ -154,9 +188,10 @@ impl Pool {
     /// flight are dropped (which closes them). Bounded by the request timeout.
     async fn dial(&self, addrs: &[SocketAddr], expected: Option<PeerId>) -> Result<(SocketAddr, Arc<dyn Connection>), DialError> {
         let t = self.request_timeout;
+        let transport = self.transport();
         let (addr, conn) = tokio::select! {
             biased;
-            r = race(&self.transport, self.clock.as_ref(), addrs, expected) => r?,
+            r = race(&transport, self.clock.as_ref(), addrs, expected) => r?,
             _ = self.clock.sleep(t) => return Err(DialError::Failed(format!("connect to {} timed out", show_addrs(addrs)))),
         };
         if let Err(e) = self.hello(conn.as_ref()).await {
@@ -205,6 +240,30 @@ impl Pool {
             }
         }
     }
+}
+
+/// The transport between two identities: it keeps the old one's id and
+/// address for whoever asks, accepts nothing and dials nowhere.
+struct Detached {
+    id: PeerId,
+    addr: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl Transport for Detached {
+    fn local_id(&self) -> PeerId {
+        self.id
+    }
+    fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    async fn accept(&self) -> Option<Box<dyn Connection>> {
+        None
+    }
+    async fn connect(&self, _addr: SocketAddr, _expected: Option<PeerId>) -> Result<Box<dyn Connection>, TransportError> {
+        Err(TransportError::Closed)
+    }
+    async fn shutdown(&self) {}
 }
 
 /// Why a dial failed.

@@ -91,6 +91,8 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut hosts: BTreeMap<IpAddr, Host> = BTreeMap::new();
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<IpAddr>();
+    // This task serves one identity: a new one restarts it.
+    let transport = sh.transport();
     loop {
         let conn = tokio::select! {
             biased;
@@ -105,7 +107,7 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
                 hosts.retain(|_, h| h.connections > 0 || !h.share.forget_old_attempts(now));
                 continue;
             }
-            c = sh.ports.transport.accept() => match c {
+            c = transport.accept() => match c {
                 Some(c) => Arc::<dyn Connection>::from(c),
                 None => break,
             },
@@ -300,7 +302,7 @@ async fn hello(
     h: Hello,
     send: &mut dyn SendStream,
 ) -> Result<(), WireError> {
-    let (them, me) = (conn.peer_id(), sh.ports.transport.local_id());
+    let (them, me) = (conn.peer_id(), sh.transport().local_id());
     if h.peer_id != them || h.version != PROTOCOL_VERSION {
         let refusal = Response::error(ErrorCode::BadRequest, "Hello does not match the TLS identity or protocol version");
         return respond(sh, send, &refusal).await;
