@@ -40,6 +40,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! A UI (the HTTP API of `lanspread-web`, a desktop shell) shows the state
+//! and events through [`bridge`], which names them once for every UI.
+//!
 //! Apps written against the reference system's interface send
 //! [`PeerCommand`]s with [`Peer::send`] and read [`PeerEvent`]s.
 //!
@@ -50,6 +53,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod builder;
 mod command;
 mod peer;
