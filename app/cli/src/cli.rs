@@ -1,5 +1,6 @@
 //! The command line: arguments, and the entry point that dispatches them.
 
+use crate::ui::UiArgs;
 use crate::{demo, limits, setup};
 use clap::{Parser, Subcommand, ValueEnum};
 use lanspread::TransportKind;
@@ -67,6 +68,8 @@ enum Command {
     Serve {
         #[command(flatten)]
         net: NetArgs,
+        #[command(flatten)]
+        ui: UiArgs,
     },
     /// What the LAN offers, merged with the local library.
     Games {
@@ -149,6 +152,9 @@ enum Command {
         /// Keep the demo directory instead of deleting it.
         #[arg(long)]
         keep: bool,
+        /// With --ui, the demo LAN keeps running behind the web UI until Ctrl-C (nothing is downloaded until you click Get).
+        #[command(flatten)]
+        ui: UiArgs,
     },
 }
 
@@ -189,7 +195,7 @@ pub fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve { net } => setup::serve(net).await,
+            Command::Serve { net, ui } => setup::serve(net, ui).await,
             Command::Games { net, wait, json } => setup::games(net, wait, json).await,
             Command::Get { game, net, no_install, adopt, wait, json } => setup::get(game, net, !no_install, adopt, wait, json).await,
             Command::Install(AdoptArgs { local: a, adopt }) => {
@@ -201,7 +207,7 @@ pub fn main() -> ExitCode {
             Command::Remove(a) => setup::local_op(setup::LocalOp::Remove, &a.game, &a.games, a.catalog.as_deref()).await,
             Command::Status { games, catalog, json } => setup::status(&games, catalog.as_deref(), json).await,
             Command::GenGame { games, id, size_mib, version, seed } => demo::gen_game(&games, &id, size_mib, &version, seed),
-            Command::Demo { seeders, size_mib, transport, keep } => demo::run(seeders, size_mib, transport.into(), keep).await,
+            Command::Demo { seeders, size_mib, transport, keep, ui } => demo::run(seeders, size_mib, transport.into(), keep, ui).await,
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));

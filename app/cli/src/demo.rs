@@ -3,6 +3,7 @@
 
 use crate::output::{self, say};
 use crate::setup::{self, Running};
+use crate::ui::UiArgs;
 use lanspread::{Builder, DiscoveryKind, TransportKind};
 use lanspread_core::catalog::Catalog;
 use lanspread_core::game::GameId;
@@ -126,12 +127,38 @@ async fn start_demo_peer(dir: &Path, kind: TransportKind, static_peers: Vec<Sock
     Ok(Running::start(assembled, catalog.clone()))
 }
 
-pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool) -> Result<(), String> {
+pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool, ui: UiArgs) -> Result<(), String> {
     let seeders = seeders.clamp(1, 16);
     let tmp = tempfile::Builder::new().prefix("lanspread-demo-").tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let base = tmp.path().to_path_buf();
     let catalog = Catalog::from_toml(CATALOG).map_err(|e| e.to_string())?;
     say!("lanspread demo: {seeders} seeders + 1 downloader on 127.0.0.1 ({kind:?} QUIC), in {}", base.display());
+    let first = base.join("seeder-1");
+    generate_games(&base, seeders, size_mib)?;
+    let peers = start_seeders(&base, seeders, kind, &catalog).await?;
+    let down_dir = base.join("downloader");
+    std::fs::create_dir_all(&down_dir).map_err(|e| e.to_string())?;
+    let addrs = peers.iter().map(|p| p.peer.addr()).collect();
+    let downloader = start_demo_peer(&down_dir, kind, addrs, &catalog).await?;
+    let result = match ui.ui {
+        Some(_) => behind_the_ui(&downloader, &down_dir, &ui).await,
+        None => download_and_verify(&downloader, &first, &down_dir, size_mib).await,
+    };
+    downloader.peer.shutdown().await;
+    for p in peers {
+        p.peer.shutdown().await;
+    }
+    result?;
+    if keep {
+        let kept = tmp.keep();
+        say!("kept {}", kept.display());
+    }
+    Ok(())
+}
+
+/// The demo games: `demo-arena` (`size_mib`) on every seeder, hard-linked
+/// from the first one, and a small `demo-puzzle` on the first only.
+fn generate_games(base: &Path, seeders: usize, size_mib: u64) -> Result<(), String> {
     let t = Instant::now();
     let first = base.join("seeder-1");
     generate_game(&first.join(GAME), "1.0", size_mib, 0x5eed).map_err(|e| format!("generating the demo game: {e}"))?;
@@ -140,52 +167,60 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool)
         link_tree(&first.join(GAME), &base.join(format!("seeder-{i}")).join(GAME)).map_err(|e| e.to_string())?;
     }
     say!("generated {GAME} ({}) in {:.1} s", output::size(size_mib << 20), t.elapsed().as_secs_f64());
+    Ok(())
+}
 
+async fn start_seeders(base: &Path, seeders: usize, kind: TransportKind, catalog: &Catalog) -> Result<Vec<Running>, String> {
     let mut peers = Vec::new();
     for i in 1..=seeders {
-        let mut p = start_demo_peer(&base.join(format!("seeder-{i}")), kind, vec![], &catalog).await?;
+        let mut p = start_demo_peer(&base.join(format!("seeder-{i}")), kind, vec![], catalog).await?;
         // Wait until the seeder has scanned (and hashed) its library.
         setup::first_snapshot(&mut p.events).await?;
         say!("seeder {i}: {} at {}", p.peer.id(), p.peer.addr());
         peers.push(p);
     }
-    let down_dir = base.join("downloader");
-    std::fs::create_dir_all(&down_dir).map_err(|e| e.to_string())?;
-    let addrs = peers.iter().map(|p| p.peer.addr()).collect();
-    let downloader = start_demo_peer(&down_dir, kind, addrs, &catalog).await?;
+    Ok(peers)
+}
+
+/// `demo --ui`: the downloader waits for clicks in the web UI until Ctrl-C.
+async fn behind_the_ui(downloader: &Running, dir: &Path, ui: &UiArgs) -> Result<(), String> {
+    // A throwaway token: the URL printed now is the only way in.
+    let dir = Some(dir.display().to_string());
+    let web = crate::ui::start(&downloader.peer, ui, lanspread_web::Token::generate(), dir).await?;
+    say!("downloader: {}; click Get on {GAME} in the page; Ctrl-C ends the demo", downloader.peer.id());
+    setup::wait_for_signal().await;
+    say!("stopping...");
+    if let Some(web) = web {
+        web.stop().await;
+    }
+    Ok(())
+}
+
+/// The plain demo: fetch the game from every seeder at once, install it,
+/// and check the result byte for byte.
+async fn download_and_verify(downloader: &Running, first: &Path, down_dir: &Path, size_mib: u64) -> Result<(), String> {
     say!("downloader: {} fetching {GAME} from every seeder at once", downloader.peer.id());
     let id = GameId::new(GAME).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let result = setup::get_inner(&downloader, &id, true, false, 15.0, false).await;
+    setup::get_inner(downloader, &id, true, false, 15.0, false).await?;
     let elapsed = t.elapsed().as_secs_f64();
-    let verify = result.and_then(|()| {
-        let want = hash_tree(&first.join(GAME)).map_err(|e| e.to_string())?;
-        let got = hash_tree(&down_dir.join(GAME)).map_err(|e| e.to_string())?;
-        if want != got {
-            return Err("the downloaded tree differs from the seeders' tree".into());
-        }
-        let installed = down_dir.join(GAME).join("local");
-        let play = std::fs::read_to_string(installed.join("play.sh")).map_err(|e| format!("installed game is missing play.sh: {e}"))?;
-        if !play.contains("demo arena") {
-            return Err("installed play.sh has the wrong content".into());
-        }
-        let packs = std::fs::read_dir(installed.join("data")).map_err(|e| e.to_string())?.count();
-        Ok((want.len(), packs))
-    });
-    downloader.peer.shutdown().await;
-    for p in peers {
-        p.peer.shutdown().await;
+    let want = hash_tree(&first.join(GAME)).map_err(|e| e.to_string())?;
+    let got = hash_tree(&down_dir.join(GAME)).map_err(|e| e.to_string())?;
+    if want != got {
+        return Err("the downloaded tree differs from the seeders' tree".into());
     }
-    let (files, packs) = verify?;
+    let installed = down_dir.join(GAME).join("local");
+    let play = std::fs::read_to_string(installed.join("play.sh")).map_err(|e| format!("installed game is missing play.sh: {e}"))?;
+    if !play.contains("demo arena") {
+        return Err("installed play.sh has the wrong content".into());
+    }
+    let packs = std::fs::read_dir(installed.join("data")).map_err(|e| e.to_string())?.count();
     say!(
-        "verified: {files} files byte-identical to the seeders', {packs} data packs installed in {GAME}/local ({:.2} s end to end, {}/s)",
+        "verified: {} files byte-identical to the seeders', {packs} data packs installed in {GAME}/local ({:.2} s end to end, {}/s)",
+        want.len(),
         elapsed,
         output::size(((size_mib << 20) as f64 / elapsed) as u64)
     );
-    if keep {
-        let kept = tmp.keep();
-        say!("kept {}", kept.display());
-    }
     Ok(())
 }
 

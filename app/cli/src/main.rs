@@ -8,6 +8,7 @@ mod demo;
 mod limits;
 mod output;
 mod setup;
+mod ui;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -5,6 +5,7 @@
 use crate::cli::NetArgs;
 use crate::output;
 use crate::output::say;
+use crate::ui::UiArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use lanspread::builder;
 use lanspread::{Builder, DiscoveryKind, DownloadOptions, Events, EventsError, Peer, PeerEvent, Progress, TransportKind};
@@ -173,7 +174,7 @@ pub async fn start_with(
     Ok(Running::start(assembled, catalog))
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -194,10 +195,16 @@ async fn wait_for_signal() {
     }
 }
 
-pub async fn serve(net: NetArgs) -> Result<(), String> {
+pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
     let mut r = start(&net, DEFAULT_PORT, "serve", false).await?;
     let served = first_snapshot(&mut r.events).await?.iter().filter(|g| g.shared).count();
     say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.peer.addr(), r.peer.id().to_hex());
+    let token = if ui.ui.is_some() { Some(crate::ui::saved_token()?) } else { None };
+    let game_dir = check_games_dir(&net.games)?.to_string_lossy().into_owned();
+    let web = match token {
+        Some(token) => crate::ui::start(&r.peer, &ui, token, Some(game_dir)).await?,
+        None => None,
+    };
     let mut events = r.events;
     let printer = tokio::spawn(async move {
         while let Some(e) = next_event(&mut events).await {
@@ -215,6 +222,9 @@ pub async fn serve(net: NetArgs) -> Result<(), String> {
     });
     wait_for_signal().await;
     say!("stopping...");
+    if let Some(web) = web {
+        web.stop().await;
+    }
     r.peer.shutdown().await;
     printer.abort();
     Ok(())

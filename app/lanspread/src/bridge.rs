@@ -381,6 +381,8 @@ struct DownloadFinished<'a> {
     bytes: u64,
     reused: u64,
     secs: f64,
+    /// Each peer's share of the whole download.
+    peers: &'a [PeerShare],
 }
 
 #[derive(Serialize)]
@@ -486,8 +488,8 @@ pub fn ui_event_with(e: &PeerEvent, progress: impl Fn(&GameId) -> Option<Progres
     Some(event)
 }
 
-fn download_finished<'a>(id: &'a GameId, version: &'a Version, stats: &TransferStats) -> DownloadFinished<'a> {
-    DownloadFinished { id, version, bytes: stats.bytes, reused: stats.reused, secs: stats.secs }
+fn download_finished<'a>(id: &'a GameId, version: &'a Version, stats: &'a TransferStats) -> DownloadFinished<'a> {
+    DownloadFinished { id, version, bytes: stats.bytes, reused: stats.reused, secs: stats.secs, peers: &stats.peers }
 }
 
 /// Whether `name` is an event that only tells progress (a UI may skip some
