@@ -614,9 +614,14 @@ mod tests {
             json!({"id": "arena", "progress": {"done": 50, "total": 150, "rate": 25.0, "eta_secs": 4.0, "waiting": null,
                    "peers": [{"peer": hex, "bytes": 50, "rate": 25.0}]}})
         );
-        let stats = TransferStats { bytes: 10, reused: 2, secs: 1.5, peers: vec![] };
+        let share = PeerShare { peer: PeerId([7; 32]), bytes: 10, rate: 4.0 };
+        let stats = TransferStats { bytes: 10, reused: 2, secs: 1.5, peers: vec![share] };
         let done = PeerEvent::DownloadFinished { id: id.clone(), version: ver("1.2"), stats };
-        assert_eq!(ui_event(&done).unwrap().data, json!({"id": "arena", "version": "1.2", "bytes": 10, "reused": 2, "secs": 1.5}));
+        let peers = json!([{"peer": PeerId([7; 32]).to_hex(), "bytes": 10, "rate": 4.0}]);
+        assert_eq!(
+            ui_event(&done).unwrap().data,
+            json!({"id": "arena", "version": "1.2", "bytes": 10, "reused": 2, "secs": 1.5, "peers": peers})
+        );
         let waiting = PeerEvent::DownloadWaiting { id: id.clone(), reason: "all banned".into(), deadline: Timestamp::ZERO };
         assert_eq!(ui_event(&waiting).unwrap().data, json!({"id": "arena", "reason": "all banned"}));
         let joined = PeerEvent::PeerJoined { peer, addr: "10.0.0.2:5000".parse().unwrap() };
