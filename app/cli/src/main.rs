@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod control;
 mod demo;
 mod limits;
 mod output;
+mod remote;
 mod setup;
 mod ui;
 

@@ -5,6 +5,7 @@
 use crate::cli::NetArgs;
 use crate::output;
 use crate::output::say;
+use crate::remote::Remote;
 use crate::ui::UiArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use lanspread::builder;
@@ -199,12 +200,18 @@ pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
     let mut r = start(&net, DEFAULT_PORT, "serve", false).await?;
     let served = first_snapshot(&mut r.events).await?.iter().filter(|g| g.shared).count();
     say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.peer.addr(), r.peer.id().to_hex());
-    let token = if ui.ui.is_some() { Some(crate::ui::saved_token()?) } else { None };
-    let game_dir = check_games_dir(&net.games)?.to_string_lossy().into_owned();
-    let web = match token {
-        Some(token) => crate::ui::start(&r.peer, &ui, token, Some(game_dir)).await?,
-        None => None,
+    let token = crate::ui::saved_token()?;
+    let games = check_games_dir(&net.games)?;
+    // Local control is always on, so other commands drive this peer
+    // instead of being refused while it holds the directory.
+    let control = match crate::control::start(&r.peer, &games, token.clone()).await {
+        Ok(control) => Some(control),
+        Err(e) => {
+            eprintln!("lanspread: {e}; other lanspread commands cannot reach this one");
+            None
+        }
     };
+    let web = crate::ui::start(&r.peer, &ui, token, Some(games.display().to_string())).await?;
     let mut events = r.events;
     let printer = tokio::spawn(async move {
         while let Some(e) = next_event(&mut events).await {
@@ -222,8 +229,8 @@ pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
     });
     wait_for_signal().await;
     say!("stopping...");
-    if let Some(web) = web {
-        web.stop().await;
+    for server in [web, control].into_iter().flatten() {
+        server.stop().await;
     }
     r.peer.shutdown().await;
     printer.abort();
@@ -231,6 +238,9 @@ pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
 }
 
 pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
+    if let Some(remote) = Remote::find(&net.games).await {
+        return crate::remote::games(&remote, json).await;
+    }
     let mut r = start(&net, 0, "games", false).await?;
     first_snapshot(&mut r.events).await?;
     // Listen for peers for `wait` seconds, then show what is known.
@@ -243,6 +253,9 @@ pub async fn games(net: NetArgs, wait: f64, json: bool) -> Result<(), String> {
 
 pub async fn get(game: String, net: NetArgs, install: bool, adopt: bool, wait: f64, json: bool) -> Result<(), String> {
     let id = GameId::new(game.clone()).map_err(|e| format!("{game:?}: {e}"))?;
+    if let Some(remote) = Remote::find(&net.games).await {
+        return crate::remote::get(&remote, &id, install, adopt, wait, json).await;
+    }
     // --wait bounds both the wait for a first holder and, once the
     // download runs, the wait for a new one when none is usable.
     let holder_wait = Duration::from_secs_f64(wait.max(0.0));
@@ -271,7 +284,7 @@ async fn wait_for_holder(peer: &Peer, id: &GameId, wait: f64) -> Result<(), Stri
     }
 }
 
-fn progress_bar(id: &GameId, json: bool) -> ProgressBar {
+pub fn progress_bar(id: &GameId, json: bool) -> ProgressBar {
     let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}")
@@ -285,7 +298,7 @@ fn progress_bar(id: &GameId, json: bool) -> ProgressBar {
 /// A line about the download: above the progress bar on a terminal, on
 /// stderr when the bar is hidden (a pipe, a log, `--json`), where
 /// indicatif would drop it.
-fn notice(bar: &ProgressBar, line: String) {
+pub fn notice(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
         eprintln!("{line}");
     } else {
@@ -395,9 +408,12 @@ fn say_kept(id: &GameId, games: &Path, kept: Option<&lanspread_ports::RelPath>) 
 }
 
 pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Path>) -> Result<(), String> {
+    let id = GameId::new(game.to_owned()).map_err(|e| format!("{game:?}: {e}"))?;
+    if let Some(remote) = Remote::find(games).await {
+        return crate::remote::local_op(&remote, op, &id).await;
+    }
     let games = check_games_dir(games)?;
     let catalog = load_catalog(&games, catalog)?;
-    let id = GameId::new(game.to_owned()).map_err(|e| format!("{game:?}: {e}"))?;
     if !catalog.contains(&id) {
         return Err(format!("{id} is not in the catalog"));
     }
@@ -426,6 +442,9 @@ pub async fn local_op(op: LocalOp, game: &str, games: &Path, catalog: Option<&Pa
 }
 
 pub async fn status(games: &Path, catalog: Option<&Path>, json: bool) -> Result<(), String> {
+    if let Some(remote) = Remote::find(games).await {
+        return crate::remote::games(&remote, json).await;
+    }
     let games = check_games_dir(games)?;
     let catalog = load_catalog(&games, catalog)?;
     let fs = builder::open_game_dir(&games).map_err(|e| e.to_string())?;

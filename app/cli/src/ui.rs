@@ -18,13 +18,28 @@ pub struct UiArgs {
     pub ui_public: bool,
 }
 
-/// A running UI; [`RunningUi::stop`] ends it.
+/// A running UI (or control socket); [`RunningUi::stop`] ends it.
 pub struct RunningUi {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// A socket file to remove once stopped.
+    socket: Option<std::path::PathBuf>,
 }
 
 impl RunningUi {
+    /// Serves `router` on `listener` until stopped.
+    pub fn spawn<L>(listener: L, router: axum::Router, socket: Option<std::path::PathBuf>) -> Self
+    where
+        L: axum::serve::Listener,
+        L::Addr: std::fmt::Debug,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(lanspread_web::serve(listener, router, async move {
+            let _ = stopped.await;
+        }));
+        RunningUi { stop, task, socket }
+    }
+
     /// Ends open event streams and waits for the server to stop.
     pub async fn stop(self) {
         let _ = self.stop.send(());
@@ -32,6 +47,9 @@ impl RunningUi {
             Ok(Err(e)) => eprintln!("lanspread: web UI: {e}"),
             Err(e) => eprintln!("lanspread: web UI: {e}"),
             Ok(Ok(())) => {}
+        }
+        if let Some(socket) = self.socket {
+            let _ = std::fs::remove_file(socket);
         }
     }
 }
@@ -63,11 +81,7 @@ pub async fn start(peer: &Peer, args: &UiArgs, token: Token, game_dir: Option<St
     cfg.game_dir = game_dir;
     say!("web UI: open {}", cfg.url());
     let router = lanspread_web::router(peer.clone(), cfg);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(lanspread_web::serve(listener, router, async move {
-        let _ = stopped.await;
-    }));
-    Ok(Some(RunningUi { stop, task }))
+    Ok(Some(RunningUi::spawn(listener, router, None)))
 }
 
 /// The token of this user's UIs, kept (0600) in the config directory so a

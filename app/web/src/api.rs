@@ -34,6 +34,7 @@ pub const ROUTES: &[RouteDoc] = &[
     doc("GET", "/api/v1", "this list"),
     doc("GET", "/api/v1/games", "the library: every game with its state"),
     doc("GET", "/api/v1/games/{id}", "one game"),
+    doc("GET", "/api/v1/library", "the library in the lanspread library's own types (what `lanspread games --json` prints)"),
     doc("GET", "/api/v1/peers", "the peers on the LAN"),
     doc("GET", "/api/v1/status", "this peer at a glance"),
     doc("GET", "/api/v1/settings", "the settings"),
@@ -41,7 +42,11 @@ pub const ROUTES: &[RouteDoc] = &[
     doc("POST", "/api/v1/games/{id}/get", "download, then install unless {\"install\": false}"),
     doc("POST", "/api/v1/games/{id}/install", "install (or update) the downloaded game"),
     doc("POST", "/api/v1/games/{id}/update", "download the newest version and update the install"),
-    doc("POST", "/api/v1/games/{id}/uninstall", "uninstall, keeping the user's files"),
+    doc(
+        "POST",
+        "/api/v1/games/{id}/uninstall",
+        "uninstall, keeping the user's files ({\"adopt\": true}: over a local/ lanspread did not make)",
+    ),
     doc("POST", "/api/v1/games/{id}/remove", "delete the downloaded files of a game that is not installed"),
     doc("POST", "/api/v1/games/{id}/adopt", "take over a hand-made install, keeping its files as the user's"),
     doc("POST", "/api/v1/games/{id}/cancel", "cancel the running download"),
@@ -55,6 +60,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/v1/games", get(games))
         .route("/api/v1/games/{id}", get(game))
         .route("/api/v1/games/{id}/{action}", post(action))
+        .route("/api/v1/library", get(library))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/status", get(status))
         .route("/api/v1/settings", get(settings))
@@ -84,6 +90,17 @@ async fn games(State(s): State<AppState>) -> Json<Games> {
 async fn game(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<GameJson>, ApiError> {
     let id = game_id(&id)?;
     s.games().into_iter().find(|g| g.id == id).map(Json).ok_or_else(|| unknown_game(&id))
+}
+
+#[derive(Serialize)]
+struct Library {
+    games: Vec<lanspread::GameView>,
+}
+
+/// The rows as the library has them, for clients (the CLI) that print
+/// them as a local peer would.
+async fn library(State(s): State<AppState>) -> Json<Library> {
+    Json(Library { games: s.peer.snapshot().games.clone() })
 }
 
 #[derive(Serialize)]
@@ -160,11 +177,13 @@ impl Action {
     }
 }
 
-/// The body of an action: `{}`, or for `get`, `{"install": false}`.
+/// The body of an action: `{}`; for `get`, `{"install": false}`; for
+/// `uninstall`, `{"adopt": true}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     install: Option<bool>,
+    adopt: Option<bool>,
 }
 
 /// The answer of an action that started.
@@ -186,17 +205,27 @@ async fn action(
     if body.install.is_some() && action != Action::Get {
         return Err(ApiError::bad_request("only get takes \"install\""));
     }
-    start(&s, &id, action, body.install.unwrap_or(true)).await?;
+    if body.adopt.is_some() && action != Action::Uninstall {
+        return Err(ApiError::bad_request("only uninstall takes \"adopt\" (install over a hand-made local/ with adopt)"));
+    }
+    let options = Options { install: body.install.unwrap_or(true), adopt: body.adopt.unwrap_or(false) };
+    start(&s, &id, action, options).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { id, action: action.name() })))
 }
 
-async fn start(s: &AppState, id: &GameId, action: Action, install: bool) -> Result<(), ApiError> {
+/// What an action's body asked for.
+struct Options {
+    install: bool,
+    adopt: bool,
+}
+
+async fn start(s: &AppState, id: &GameId, action: Action, options: Options) -> Result<(), ApiError> {
     let peer = &s.peer;
     match action {
-        Action::Get => follow(peer.download(id, DownloadOptions { install, ..DownloadOptions::default() }).await),
+        Action::Get => follow(peer.download(id, DownloadOptions { install: options.install, ..DownloadOptions::default() }).await),
         Action::Install => follow(peer.install(id, false).await),
         Action::Update => follow(peer.update(id, false).await),
-        Action::Uninstall => follow(peer.uninstall(id, false).await),
+        Action::Uninstall => follow(peer.uninstall(id, options.adopt).await),
         Action::Remove => follow(peer.remove(id).await),
         Action::Adopt => adopt(peer, id).await,
         Action::Cancel => cancel(s, id).await,

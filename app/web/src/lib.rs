@@ -124,10 +124,13 @@ fn header(name: axum::http::HeaderName, value: &'static str) -> SetResponseHeade
     SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes; then open
-/// event streams end, requests in flight finish, and this returns.
-pub async fn serve<F>(listener: tokio::net::TcpListener, router: Router, shutdown: F) -> std::io::Result<()>
+/// Serves `router` on `listener` (TCP, or a Unix socket for local
+/// control) until `shutdown` completes; then open event streams end,
+/// requests in flight finish, and this returns.
+pub async fn serve<L, F>(listener: L, router: Router, shutdown: F) -> std::io::Result<()>
 where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
     F: Future<Output = ()> + Send + 'static,
 {
     let (stop, stopping) = watch::channel(false);

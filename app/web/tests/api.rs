@@ -222,6 +222,11 @@ fn games_peers_status_and_settings_have_their_shapes() {
         assert!(status["lanspread_version"].is_string());
 
         assert_eq!(send(&ui, get("/api/v1/settings")).await.json(), json!({"game_dir": "/srv/games"}));
+
+        // The library's own rows, for the CLI.
+        let library = send(&ui, get("/api/v1/library")).await.json();
+        let rows: Vec<lanspread::GameView> = serde_json::from_value(library["games"].clone()).expect("GameView rows");
+        assert_eq!(rows, d.snapshot().games);
         sim
     });
 }
@@ -358,6 +363,9 @@ fn adopt_takes_over_a_hand_made_install_and_keeps_the_users_files() {
         assert_eq!(finished.data["id"], json!("arena"));
         assert_eq!(fs.read("arena/local/saves/slot1.sav").as_deref(), Some(&b"my save"[..]));
         assert!(fs.exists("arena/local/game.exe"), "the game is installed beside it");
+        // Only uninstall takes "adopt" in its body.
+        let refused = send(&ui, post("/api/v1/games/arena/remove", r#"{"adopt": true}"#)).await;
+        assert_eq!((refused.status, &refused.json()["error"]["code"]), (StatusCode::BAD_REQUEST, &json!("bad_request")));
         sim
     });
 }
