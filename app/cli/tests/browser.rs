@@ -6,6 +6,13 @@
 //!
 //! Without a browser the test is skipped with a printed reason, except
 //! under `CI=true`, where a missing browser fails it (CI installs one).
+//!
+//! On loopback the download is over before a screenshot can catch it; the
+//! README's screenshots come from a run in a network namespace whose
+//! loopback is capped (`ip netns add ui; ip netns exec ui ip link set lo
+//! up; ip netns exec ui tc qdisc add dev lo root tbf rate 400mbit burst
+//! 256kb latency 50ms`, then `ip netns exec ui cargo test --offline -p
+//! lanspread-cli --test browser`).
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
@@ -119,7 +126,7 @@ fn card(state: &str) -> String {
 async fn download_under_way(client: &Client) -> bool {
     let download = format!(r#"article.game[data-game-id="{GAME}"] .download"#);
     let Ok(bar) = client.find(Locator::Css(&format!("{download} progress.overall"))).await else { return false };
-    let done = bar.prop("value").await.ok().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let done = bar.attr("value").await.ok().flatten().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let peers = client.find_all(Locator::Css(&format!("{download} .peer-share"))).await.map(|p| p.len()).unwrap_or(0);
     done > 0.0 && peers > 0
 }
