@@ -20,9 +20,37 @@ pub fn socket_path(games: &Path) -> PathBuf {
     crate::setup::config_dir().join("control").join(key).with_extension("sock")
 }
 
-/// Listens on the control socket of `games` (whose lock the caller holds)
+/// Serves `peer`'s API on the control socket of the directory it holds,
+/// moving the socket when the peer moves to another directory, until
+/// `until` completes.
+pub async fn serve_until(peer: &Peer, token: Token, until: impl std::future::Future<Output = ()>) {
+    let mut dirs = peer.game_dir_watch();
+    tokio::pin!(until);
+    loop {
+        let dir = dirs.borrow_and_update().clone();
+        let control = match dir {
+            Some(dir) => start(peer, Path::new(&dir), token.clone())
+                .await
+                .map_err(|e| eprintln!("lanspread: {e}; other lanspread commands cannot reach this one"))
+                .ok(),
+            None => None,
+        };
+        let moved = tokio::select! {
+            () = &mut until => false,
+            changed = dirs.changed() => changed.is_ok(),
+        };
+        if let Some(control) = control {
+            control.stop().await;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// Listens on the control socket of `games` (whose lock the peer holds)
 /// and serves `peer`'s API there with `token`.
-pub async fn start(peer: &Peer, games: &Path, token: Token) -> Result<RunningUi, String> {
+async fn start(peer: &Peer, games: &Path, token: Token) -> Result<RunningUi, String> {
     let path = socket_path(games);
     let fail = |e: std::io::Error| format!("control socket {}: {e}", path.display());
     let dir = path.parent().ok_or_else(|| format!("control socket {}: no directory", path.display()))?;
@@ -36,7 +64,6 @@ pub async fn start(peer: &Peer, games: &Path, token: Token) -> Result<RunningUi,
     // No TCP address: the Host allowed is `localhost`, the token the same.
     let mut cfg = UiConfig::new(token, SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.extra_hosts = vec![HOST.to_owned()];
-    cfg.game_dir = Some(games.display().to_string());
     let router = lanspread_web::router(peer.clone(), cfg);
     Ok(RunningUi::spawn(listener, router, Some(path)))
 }

@@ -141,7 +141,7 @@ pub async fn run(seeders: usize, size_mib: u64, kind: TransportKind, keep: bool,
     let addrs = peers.iter().map(|p| p.peer.addr()).collect();
     let downloader = start_demo_peer(&down_dir, kind, addrs, &catalog).await?;
     let result = match ui.ui {
-        Some(_) => behind_the_ui(&downloader, &down_dir, &ui).await,
+        Some(_) => behind_the_ui(&downloader, &ui).await,
         None => download_and_verify(&downloader, &first, &down_dir, size_mib).await,
     };
     downloader.peer.shutdown().await;
@@ -183,10 +183,9 @@ async fn start_seeders(base: &Path, seeders: usize, kind: TransportKind, catalog
 }
 
 /// `demo --ui`: the downloader waits for clicks in the web UI until Ctrl-C.
-async fn behind_the_ui(downloader: &Running, dir: &Path, ui: &UiArgs) -> Result<(), String> {
+async fn behind_the_ui(downloader: &Running, ui: &UiArgs) -> Result<(), String> {
     // A throwaway token: the URL printed now is the only way in.
-    let dir = Some(dir.display().to_string());
-    let web = crate::ui::start(&downloader.peer, ui, lanspread_web::Token::generate(), dir).await?;
+    let web = crate::ui::start(&downloader.peer, ui, lanspread_web::Token::generate()).await?;
     say!("downloader: {}; click Get on {GAME} in the page; Ctrl-C ends the demo", downloader.peer.id());
     setup::wait_for_signal().await;
     say!("stopping...");

@@ -58,7 +58,10 @@ impl Remote {
         let socket = crate::control::socket_path(&games);
         tokio::net::UnixStream::connect(&socket).await.ok()?;
         let token = crate::ui::saved_token().ok()?.to_hex();
-        Some(Remote { socket, token })
+        let remote = Remote { socket, token };
+        // A socket whose peer moved on to another directory is not this one's.
+        let (_, settings) = remote.call(Method::GET, "/api/v1/settings", None).await.ok()?;
+        (settings["game_dir"].as_str() == Some(&games.display().to_string())).then_some(remote)
     }
 
     /// One request; the answer's status and body.

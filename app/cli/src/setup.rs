@@ -201,17 +201,7 @@ pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
     let served = first_snapshot(&mut r.events).await?.iter().filter(|g| g.shared).count();
     say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.peer.addr(), r.peer.id().to_hex());
     let token = crate::ui::saved_token()?;
-    let games = check_games_dir(&net.games)?;
-    // Local control is always on, so other commands drive this peer
-    // instead of being refused while it holds the directory.
-    let control = match crate::control::start(&r.peer, &games, token.clone()).await {
-        Ok(control) => Some(control),
-        Err(e) => {
-            eprintln!("lanspread: {e}; other lanspread commands cannot reach this one");
-            None
-        }
-    };
-    let web = crate::ui::start(&r.peer, &ui, token, Some(games.display().to_string())).await?;
+    let web = crate::ui::start(&r.peer, &ui, token.clone()).await?;
     let mut events = r.events;
     let printer = tokio::spawn(async move {
         while let Some(e) = next_event(&mut events).await {
@@ -227,10 +217,12 @@ pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
             }
         }
     });
-    wait_for_signal().await;
+    // Local control is always on (beside whichever directory the peer
+    // holds), so other commands drive this peer instead of being refused.
+    crate::control::serve_until(&r.peer, token, wait_for_signal()).await;
     say!("stopping...");
-    for server in [web, control].into_iter().flatten() {
-        server.stop().await;
+    if let Some(web) = web {
+        web.stop().await;
     }
     r.peer.shutdown().await;
     printer.abort();

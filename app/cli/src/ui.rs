@@ -72,13 +72,12 @@ fn check_addr(addr: SocketAddr, public: bool) -> Result<(), String> {
 
 /// Starts the UI of `peer` when `--ui` was given, with `token`, and prints
 /// the one line with the URL to open.
-pub async fn start(peer: &Peer, args: &UiArgs, token: Token, game_dir: Option<String>) -> Result<Option<RunningUi>, String> {
+pub async fn start(peer: &Peer, args: &UiArgs, token: Token) -> Result<Option<RunningUi>, String> {
     let Some(addr) = args.ui else { return Ok(None) };
     check_addr(addr, args.ui_public)?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("web UI on {addr}: {e}"))?;
     let listen = listener.local_addr().map_err(|e| format!("web UI on {addr}: {e}"))?;
-    let mut cfg = UiConfig::new(token, listen);
-    cfg.game_dir = game_dir;
+    let cfg = UiConfig::new(token, listen);
     say!("web UI: open {}", cfg.url());
     let router = lanspread_web::router(peer.clone(), cfg);
     Ok(Some(RunningUi::spawn(listener, router, None)))

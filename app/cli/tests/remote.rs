@@ -94,8 +94,62 @@ fn commands_on_a_directory_that_serve_holds_go_to_the_running_peer() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains(GAME), "{}", String::from_utf8_lossy(&refused.stderr));
 
+    // Moved to another directory (here through its API), the running peer
+    // takes its control socket along: commands there reach it, and the
+    // old directory is free for commands of their own.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(seeds.path().join("catalog.toml"), other.path().join("catalog.toml")).unwrap();
+    let before = sockets(player_cfg.path());
+    let moved =
+        api(player_cfg.path(), &before[0], "PUT", "/api/v1/settings/game-dir", &format!(r#"{{"path": "{}"}}"#, other.path().display()));
+    assert!(moved.contains(&other.path().display().to_string()), "{moved}");
+    wait_until(|| sockets(player_cfg.path()).len() == 1 && sockets(player_cfg.path()) != before);
+    let refused = lanspread(player_cfg.path()).args(["install", GAME, "--games"]).arg(other.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && !said.contains("in use"), "the running peer answered, not the lock: {said}");
+    run(lanspread(player_cfg.path()).args(["status", "--games"]).arg(games.path()));
+
     player.stop();
     seeder.stop();
     // With no peer running there, the command runs on its own again.
     assert!(!installed(player_cfg.path(), games.path()));
+}
+
+/// The control sockets in a config directory.
+fn sockets(config: &Path) -> Vec<std::path::PathBuf> {
+    let dir = config.join("control");
+    let mut found: Vec<_> = std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+    found.retain(|p| p.extension().is_some_and(|e| e == "sock"));
+    found
+}
+
+fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "not reached in 10 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One JSON request to a control socket, with the config's token; the
+/// answer's body.
+fn api(config: &Path, socket: &Path, method: &str, path: &str, body: &str) -> String {
+    use http_body_util::{BodyExt, Full};
+    let token = std::fs::read_to_string(config.join("ui-token")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .header("content-type", "application/json")
+            .body(Full::new(hyper::body::Bytes::from(body.to_owned())))
+            .unwrap();
+        let answer = sender.send_request(request).await.unwrap();
+        String::from_utf8_lossy(&answer.into_body().collect().await.unwrap().to_bytes()).into_owned()
+    })
 }

@@ -676,7 +676,8 @@ impl Builder {
                 }
             },
         };
-        let mut config = PeerConfig { catalog, static_peers, party_key, ..PeerConfig::default() };
+        let shown_dir = game_dir.as_ref().map(|d| d.display().to_string());
+        let mut config = PeerConfig { game_dir: shown_dir, catalog, static_peers, party_key, ..PeerConfig::default() };
         for f in adjust {
             f(&mut config);
         }

@@ -204,6 +204,18 @@ impl Peer {
         self.inner.ctx.transport().local_addr()
     }
 
+    /// The game directory's path (`None` when the app gave its own
+    /// filesystem); [`set_game_dir`](Peer::set_game_dir) changes it.
+    pub fn game_dir(&self) -> Option<String> {
+        self.inner.ctx.game_dir.borrow().clone()
+    }
+
+    /// The game directory's path, watched: changes when
+    /// [`set_game_dir`](Peer::set_game_dir) succeeds.
+    pub fn game_dir_watch(&self) -> watch::Receiver<Option<String>> {
+        self.inner.ctx.game_dir.subscribe()
+    }
+
     /// The current library, peers and operations.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.snapshot.borrow().clone()

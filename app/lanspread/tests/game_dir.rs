@@ -51,6 +51,8 @@ async fn set_game_dir_takes_the_new_directorys_lock_and_moves_the_watches() {
     drop(other);
 
     peer.set_game_dir(second_dir).await.expect("switches once the directory is free");
+    let shown = std::fs::canonicalize(second.path()).unwrap().display().to_string();
+    assert_eq!(peer.game_dir(), Some(shown), "the peer tells its new directory");
     // The second directory is ours now, the first one free.
     assert!(matches!(lock_games_dir(second.path(), "test"), Err(BuildError::DirectoryInUse { .. })));
     drop(lock_games_dir(first.path(), "test").expect("the old directory's lock was released"));

@@ -113,7 +113,7 @@ async fn peers(State(s): State<AppState>) -> Json<Peers> {
 }
 
 async fn status(State(s): State<AppState>) -> Json<StatusJson> {
-    let game_dir = s.game_dir.borrow().clone();
+    let game_dir = s.peer.game_dir();
     Json(bridge::status_json(s.peer.id(), s.peer.addr(), &s.peer.snapshot(), game_dir.as_deref()))
 }
 
@@ -123,7 +123,7 @@ struct Settings {
 }
 
 async fn settings(State(s): State<AppState>) -> Json<Settings> {
-    Json(Settings { game_dir: s.game_dir.borrow().clone() })
+    Json(Settings { game_dir: s.peer.game_dir() })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,8 +140,7 @@ async fn set_game_dir(State(s): State<AppState>, JsonBody(body): JsonBody<GameDi
         return Err(ApiError::bad_request("path must be an absolute directory"));
     }
     s.peer.set_game_dir(path).await.map_err(|e| ApiError::typed(&e))?;
-    s.game_dir.send_replace(Some(path.to_owned()));
-    Ok(Json(Settings { game_dir: Some(path.to_owned()) }))
+    Ok(Json(Settings { game_dir: s.peer.game_dir() }))
 }
 
 /// What an action route does.

@@ -102,10 +102,10 @@ fn check_token(policy: &Policy, req: &Request) -> Result<Pass, ApiError> {
         }
     }
     let headers = req.headers();
-    let offered = bearer(headers).into_iter().chain(cookies(headers));
+    let offered = bearer(headers).map(str::to_owned).into_iter().chain(cookies(headers));
     // Every offered token is checked, so which one was right is not told
     // by timing either.
-    let ok = offered.fold(false, |ok, t| policy.token.matches(t) | ok);
+    let ok = offered.fold(false, |ok, t| policy.token.matches(&t) | ok);
     if ok {
         Ok(Pass::Route)
     } else {
@@ -128,26 +128,27 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
-/// Every `lanspread_token` cookie the request carries.
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// Every `lanspread_token` cookie the request carries (parsed by the
+/// `cookie` crate).
+fn cookies(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value)
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == COOKIE_NAME)
+        .map(|c| c.value().to_owned())
 }
 
 /// Sets the cookie and sends the browser to `/`, so the token leaves the
 /// address bar (and the history) at once.
 fn login(token: &Token) -> Response {
-    let cookie = format!("{COOKIE_NAME}={}; HttpOnly; SameSite=Strict; Path=/", token.to_hex());
+    let cookie = cookie::Cookie::build((COOKIE_NAME, token.to_hex())).http_only(true).same_site(cookie::SameSite::Strict).path("/").build();
     let mut response = StatusCode::SEE_OTHER.into_response();
     let headers = response.headers_mut();
     headers.insert(LOCATION, HeaderValue::from_static("/"));
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Ok(v) = HeaderValue::from_str(&cookie.to_string()) {
         headers.insert(SET_COOKIE, v);
     }
     response

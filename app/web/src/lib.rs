@@ -59,15 +59,12 @@ pub struct UiConfig {
     pub listen: SocketAddr,
     /// More `Host` values to answer to, as `name:port` (`--ui-public`).
     pub extra_hosts: Vec<String>,
-    /// The peer's game directory, shown by `status` and `settings` (the
-    /// library does not tell it; the UI keeps it up to date on a change).
-    pub game_dir: Option<String>,
 }
 
 impl UiConfig {
     /// A UI on `listen` opened with `token`.
     pub fn new(token: Token, listen: SocketAddr) -> Self {
-        UiConfig { token, listen, extra_hosts: Vec::new(), game_dir: None }
+        UiConfig { token, listen, extra_hosts: Vec::new() }
     }
 
     /// The URL to open: it logs the browser in (and sends it on to `/`).
@@ -88,8 +85,6 @@ impl UiConfig {
 pub(crate) struct AppState {
     peer: lanspread::Peer,
     hub: events::Hub,
-    /// The game directory as last set (see [`UiConfig::game_dir`]).
-    game_dir: Arc<watch::Sender<Option<String>>>,
 }
 
 impl AppState {
@@ -103,7 +98,7 @@ impl AppState {
 /// tokio runtime (so call it inside one); the hub ends when the peer stops.
 pub fn router(peer: lanspread::Peer, cfg: UiConfig) -> Router {
     let policy = Arc::new(guard::Policy::new(&cfg));
-    let state = AppState { hub: events::Hub::start(peer.clone()), peer, game_dir: Arc::new(watch::channel(cfg.game_dir).0) };
+    let state = AppState { hub: events::Hub::start(peer.clone()), peer };
     Router::new()
         .merge(api::routes())
         .merge(assets::routes())

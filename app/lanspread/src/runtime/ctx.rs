@@ -87,6 +87,8 @@ pub(crate) struct Ctx {
     inbox: mpsc::UnboundedSender<Input>,
     pub shutdown: watch::Sender<bool>,
     pub tasks: TaskSet,
+    /// The game directory's path, as apps show it (changed by `SetGameDir`).
+    pub game_dir: watch::Sender<Option<String>>,
 }
 
 impl Ctx {
@@ -108,6 +110,7 @@ impl Ctx {
             inbox,
             shutdown: watch::channel(false).0,
             tasks: TaskSet::default(),
+            game_dir: watch::channel(cfg.game_dir.clone()).0,
             cfg,
             ports,
         })

@@ -204,6 +204,10 @@ impl Driver {
         // Dropping `opened` on failure releases the new directory's lock.
         self.take_identity_of(dir).await?;
         self.ctx.local.replace(opened).await;
+        // Shown as the user would type it: canonical where the real
+        // filesystem knows the path.
+        let shown = std::fs::canonicalize(dir).map_or_else(|_| dir.to_owned(), |p| p.display().to_string());
+        self.ctx.game_dir.send_replace(Some(shown));
         // The monitor drops the old directory's watches.
         self.published.game_dir.send_modify(|generation| *generation += 1);
         self.load_game_dir().await;

@@ -45,6 +45,9 @@ impl Discovery for NoDiscovery {
 /// Runtime settings.
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
+    /// The game directory's path as apps show it ([`crate::Peer::game_dir`]);
+    /// set by the builder, `None` with a filesystem of the app's.
+    pub game_dir: Option<String>,
     /// Games this peer may announce and serve.
     pub catalog: Catalog,
     /// Addresses to dial even without discovery (`--peer`).
@@ -85,6 +88,7 @@ pub struct PeerConfig {
 impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
+            game_dir: None,
             catalog: Catalog::default(),
             static_peers: vec![],
             ping_interval: Duration::from_secs(5),

@@ -25,11 +25,9 @@ pub fn token() -> Token {
     Token::from_hex(&"5a".repeat(32)).expect("64 hex digits")
 }
 
-/// The UI of `peer` on [`HOST`], its game directory said to be /srv/games.
+/// The UI of `peer` on [`HOST`].
 pub fn ui(peer: &Peer) -> Router {
-    let mut cfg = UiConfig::new(token(), HOST.parse().expect("an address"));
-    cfg.game_dir = Some("/srv/games".into());
-    router(peer.clone(), cfg)
+    router(peer.clone(), UiConfig::new(token(), HOST.parse().expect("an address")))
 }
 
 pub fn arena() -> GameId {
@@ -57,8 +55,10 @@ pub async fn lan(sim: &mut Sim, seeded: bool, d_fs: MemFs) -> Peer {
     lan_with(sim, seeded, d_fs, Sim::config(catalog())).await
 }
 
-/// [`lan`] with `d` configured by `d_config`.
-pub async fn lan_with(sim: &mut Sim, seeded: bool, d_fs: MemFs, d_config: PeerConfig) -> Peer {
+/// [`lan`] with `d` configured by `d_config` (its game directory said to
+/// be /srv/games unless the config names one).
+pub async fn lan_with(sim: &mut Sim, seeded: bool, d_fs: MemFs, mut d_config: PeerConfig) -> Peer {
+    d_config.game_dir.get_or_insert_with(|| "/srv/games".into());
     if seeded {
         let fs = MemFs::unrecorded();
         game().write(&fs, &sim.rng);
