@@ -20,30 +20,51 @@ pub fn socket_path(games: &Path) -> PathBuf {
     crate::setup::config_dir().join("control").join(key).with_extension("sock")
 }
 
-/// Serves `peer`'s API on the control socket of the directory it holds,
-/// moving the socket when the peer moves to another directory, until
-/// `until` completes.
-pub async fn serve_until(peer: &Peer, token: Token, until: impl std::future::Future<Output = ()>) {
-    let mut dirs = peer.game_dir_watch();
-    tokio::pin!(until);
-    loop {
-        let dir = dirs.borrow_and_update().clone();
-        let control = match dir {
-            Some(dir) => start(peer, Path::new(&dir), token.clone())
+/// The control socket of a running peer, beside whichever directory the
+/// peer holds.
+pub struct Control {
+    peer: Peer,
+    token: Token,
+    dirs: tokio::sync::watch::Receiver<Option<String>>,
+    current: Option<RunningUi>,
+}
+
+impl Control {
+    /// Opens the control socket of the directory `peer` holds now (so a
+    /// command started after this returns reaches the peer).
+    pub async fn start(peer: &Peer, token: Token) -> Control {
+        let mut control = Control { peer: peer.clone(), token, dirs: peer.game_dir_watch(), current: None };
+        control.open().await;
+        control
+    }
+
+    async fn open(&mut self) {
+        let dir = self.dirs.borrow_and_update().clone();
+        self.current = match dir {
+            Some(dir) => start(&self.peer, Path::new(&dir), self.token.clone())
                 .await
                 .map_err(|e| eprintln!("lanspread: {e}; other lanspread commands cannot reach this one"))
                 .ok(),
             None => None,
         };
-        let moved = tokio::select! {
-            () = &mut until => false,
-            changed = dirs.changed() => changed.is_ok(),
-        };
-        if let Some(control) = control {
-            control.stop().await;
-        }
-        if !moved {
-            return;
+    }
+
+    /// Serves until `until` completes, moving the socket when the peer
+    /// moves to another directory; then closes it.
+    pub async fn serve_until(mut self, until: impl std::future::Future<Output = ()>) {
+        tokio::pin!(until);
+        loop {
+            let moved = tokio::select! {
+                () = &mut until => false,
+                changed = self.dirs.changed() => changed.is_ok(),
+            };
+            if let Some(current) = self.current.take() {
+                current.stop().await;
+            }
+            if !moved {
+                return;
+            }
+            self.open().await;
         }
     }
 }

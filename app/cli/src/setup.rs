@@ -199,9 +199,13 @@ pub async fn wait_for_signal() {
 pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
     let mut r = start(&net, DEFAULT_PORT, "serve", false).await?;
     let served = first_snapshot(&mut r.events).await?.iter().filter(|g| g.shared).count();
-    say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.peer.addr(), r.peer.id().to_hex());
+    // Local control is always on (beside whichever directory the peer
+    // holds), so other commands drive this peer instead of being refused;
+    // it is open before the line that says the peer serves.
     let token = crate::ui::saved_token()?;
-    let web = crate::ui::start(&r.peer, &ui, token.clone()).await?;
+    let control = crate::control::Control::start(&r.peer, token.clone()).await;
+    say!("serving {served} game(s) from {} on {} as {}", net.games.display(), r.peer.addr(), r.peer.id().to_hex());
+    let web = crate::ui::start(&r.peer, &ui, token).await?;
     let mut events = r.events;
     let printer = tokio::spawn(async move {
         while let Some(e) = next_event(&mut events).await {
@@ -217,9 +221,7 @@ pub async fn serve(net: NetArgs, ui: UiArgs) -> Result<(), String> {
             }
         }
     });
-    // Local control is always on (beside whichever directory the peer
-    // holds), so other commands drive this peer instead of being refused.
-    crate::control::serve_until(&r.peer, token, wait_for_signal()).await;
+    control.serve_until(wait_for_signal()).await;
     say!("stopping...");
     if let Some(web) = web {
         web.stop().await;
