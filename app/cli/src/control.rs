@@ -41,7 +41,7 @@ impl Control {
     async fn open(&mut self) {
         let dir = self.dirs.borrow_and_update().clone();
         self.current = match dir {
-            Some(dir) => start(&self.peer, Path::new(&dir), self.token.clone())
+            Some(dir) => listen(&self.peer, Path::new(&dir), self.token.clone())
                 .await
                 .map_err(|e| eprintln!("lanspread: {e}; other lanspread commands cannot reach this one"))
                 .ok(),
@@ -71,7 +71,7 @@ impl Control {
 
 /// Listens on the control socket of `games` (whose lock the peer holds)
 /// and serves `peer`'s API there with `token`.
-async fn start(peer: &Peer, games: &Path, token: Token) -> Result<RunningUi, String> {
+async fn listen(peer: &Peer, games: &Path, token: Token) -> Result<RunningUi, String> {
     let path = socket_path(games);
     let fail = |e: std::io::Error| format!("control socket {}: {e}", path.display());
     let dir = path.parent().ok_or_else(|| format!("control socket {}: no directory", path.display()))?;
