@@ -19,6 +19,15 @@
 //! that may span many small files ([`crate::units`]). The header makes a
 //! peer of version 1 fail with a clear [`ProtocolError::VersionMismatch`] on
 //! both sides; nothing of one version is ever decoded as the other.
+//!
+//! Version 4 added swarming: [`Request::Have`] asks a peer which units of a
+//! version it holds verified (a peer still downloading serves exactly
+//! those), answered with [`HaveNews`]: everything, or the units verified
+//! since the asker's last answer, and a few other members of that swarm.
+//! A server too busy to take a data request answers [`Response::Busy`]
+//! with a retry-after instead of queueing it without bound, and one that
+//! just sent a unit to another member of the swarm answers
+//! [`Response::Elsewhere`] (the swarm passes it on).
 
 use crate::game::{GameId, GameSummary, Hash, Manifest};
 use crate::units::UnitIdx;
@@ -27,9 +36,9 @@ use lanspread_ports::path::RelPath;
 use lanspread_ports::PeerId;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-/// The protocol version spoken by this build (3: the party key is a PAKE,
-/// `Hello::pake` and `Request::Confirm`).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// The protocol version spoken by this build (4: swarming, `Request::Have`
+/// and `Response::Busy`).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Stream header magic.
 pub const MAGIC: [u8; 4] = *b"LNSP";
 /// Length of the stream header.
@@ -48,6 +57,11 @@ pub const CAP_VERIFIED_CHUNKS: &str = "verified-chunks/blake3-1m";
 /// Capability: the LAN party key, as a SPAKE2 exchange bound to the TLS
 /// session with key confirmation.
 pub const CAP_PARTY_KEY: &str = "party-key/spake2-ed25519";
+/// Most units one [`HaveNews`] lists (the asker asks again for the rest).
+pub const MAX_HAVE_UNITS: usize = 8192;
+/// Most swarm members one [`HaveNews`] names.
+pub const MAX_HAVE_MEMBERS: usize = 16;
+
 /// Largest SPAKE2 message a Hello may carry (an Ed25519 element and a side
 /// byte are 33 bytes).
 pub const MAX_PAKE_MESSAGE: usize = 64;
@@ -147,6 +161,20 @@ pub enum Request {
         /// The unit.
         unit: UnitIdx,
     },
+    /// Which units of the version with `digest` the server holds verified:
+    /// the asker is downloading it. Answered with `Response::Have`, at once
+    /// when there is news since `since` (the count of logged units the
+    /// asker already knows), else when news comes or after a short wait
+    /// (a long poll, so units are announced as they are verified without
+    /// anybody polling fast). `UnknownGame` when the server holds none of it.
+    Have {
+        /// The game.
+        id: GameId,
+        /// [`Manifest::digest`] of the version.
+        digest: Hash,
+        /// Units of the server's log the asker already knows.
+        since: u32,
+    },
     /// Liveness probe.
     Ping {
         /// Echoed back.
@@ -225,6 +253,70 @@ pub enum Response {
     Error(ErrorResponse),
     /// Answer to `Confirm`: the connection is admitted to the party.
     Confirmed,
+    /// Answer to `Have`.
+    Have(HaveNews),
+    /// The server is sending as much as it fairly can: ask again (here or
+    /// elsewhere) after `retry_after_ms`. Not a failure of the data.
+    Busy {
+        /// Milliseconds to wait before asking this server again.
+        retry_after_ms: u32,
+    },
+    /// This unit went to another member of the swarm moments ago: fetch it
+    /// from them once they announce it, or from here after
+    /// `retry_after_ms`. A seeder sends each unit about once, and the
+    /// swarm passes it on.
+    Elsewhere {
+        /// Milliseconds before this server sends the unit after all.
+        retry_after_ms: u32,
+    },
+}
+
+/// What a server holds of one version (the answer to `Request::Have`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaveNews {
+    /// Which log the units belong to: a new download attempt starts a new
+    /// log, and an asker that sees another epoch forgets what it knew.
+    pub epoch: u64,
+    /// The units held.
+    pub held: Held,
+    /// Other peers that asked about this version recently (exchange of
+    /// swarm members, so downloaders find each other without a tracker).
+    pub members: Vec<PeerId>,
+}
+
+/// The units a server holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Held {
+    /// Every unit: the version is committed here.
+    All,
+    /// Units of the server's log from position `from` on, in the order
+    /// they were verified (the asker's next `since` is `from + units.len()`).
+    Log {
+        /// Position of the first listed unit in the log.
+        from: u32,
+        /// Newly verified units, at most [`MAX_HAVE_UNITS`].
+        units: Vec<UnitIdx>,
+    },
+}
+
+impl HaveNews {
+    /// Checks the limits a peer-supplied answer must keep: at most
+    /// [`MAX_HAVE_UNITS`] units, all below `unit_count`, and at most
+    /// [`MAX_HAVE_MEMBERS`] members.
+    pub fn check(&self, unit_count: usize) -> Result<(), ProtocolError> {
+        if self.members.len() > MAX_HAVE_MEMBERS {
+            return Err(ProtocolError::Malformed(format!("{} swarm members in one answer", self.members.len())));
+        }
+        if let Held::Log { units, .. } = &self.held {
+            if units.len() > MAX_HAVE_UNITS {
+                return Err(ProtocolError::Malformed(format!("{} units in one answer", units.len())));
+            }
+            if let Some(bad) = units.iter().find(|u| u.index() >= unit_count) {
+                return Err(ProtocolError::Malformed(format!("{bad} is past the {unit_count} units of the manifest")));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Response {
@@ -389,6 +481,7 @@ mod tests {
             Request::GetGameFileData { id: id.clone(), path: path.clone() },
             Request::GetGameFileChunk { id: id.clone(), path, offset: 1 << 40, len: 1 << 20 },
             Request::GetUnit { id, digest: [4; 32], unit: UnitIdx(u32::MAX) },
+            Request::Have { id: GameId::new("game").unwrap(), digest: [6; 32], since: u32::MAX },
             Request::Ping { nonce: u64::MAX },
             Request::Confirm { proof: [5; 32] },
         ]
@@ -428,6 +521,10 @@ mod tests {
             Response::Data { len: 12 },
             Response::Pong { nonce: 1, library_rev: 7 },
             Response::Confirmed,
+            Response::Busy { retry_after_ms: 250 },
+            Response::Elsewhere { retry_after_ms: 40 },
+            Response::Have(HaveNews { epoch: 9, held: Held::All, members: vec![PeerId([1; 32])] }),
+            Response::Have(HaveNews { epoch: 1, held: Held::Log { from: 3, units: vec![UnitIdx(7), UnitIdx(0)] }, members: vec![] }),
             Response::error(ErrorCode::NotInManifest, "nope"),
         ];
         for r in responses {
@@ -466,7 +563,25 @@ mod tests {
         assert!(matches!(decode_all::<Request>(&bytes, MAX_REQUEST_FRAME, 64), Err(ProtocolError::Malformed(_))));
     }
 
+    #[test]
+    fn have_news_beyond_its_limits_is_refused() {
+        let log = |units: Vec<UnitIdx>| HaveNews { epoch: 1, held: Held::Log { from: 0, units }, members: vec![] };
+        assert!(log(vec![UnitIdx(0), UnitIdx(9)]).check(10).is_ok());
+        assert!(log(vec![UnitIdx(10)]).check(10).is_err(), "a unit past the manifest");
+        assert!(log(vec![UnitIdx(0); MAX_HAVE_UNITS + 1]).check(10).is_err(), "too many units");
+        let crowd = HaveNews { epoch: 1, held: Held::All, members: vec![PeerId([0; 32]); MAX_HAVE_MEMBERS + 1] };
+        assert!(crowd.check(10).is_err(), "too many members");
+    }
+
     proptest! {
+        #[test]
+        fn have_news_round_trips(epoch in any::<u64>(), from in any::<u32>(), units in proptest::collection::vec(any::<u32>(), 0..64)) {
+            let news = HaveNews { epoch, held: Held::Log { from, units: units.into_iter().map(UnitIdx).collect() }, members: vec![PeerId([2; 32])] };
+            let r = Response::Have(news);
+            let bytes = encode_stream_start(&r, MAX_RESPONSE_FRAME).unwrap();
+            prop_assert_eq!(decode_all::<Response>(&bytes, MAX_RESPONSE_FRAME, 5).unwrap().0, r);
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048), step in 1usize..64) {
             let mut bytes = header().to_vec();

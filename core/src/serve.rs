@@ -7,7 +7,7 @@
 
 use crate::catalog::Catalog;
 use crate::game::{EntryKind, GameId, GameSummary, Manifest};
-use crate::protocol::{ErrorCode, GameDetails, Request, Response, MAX_CHUNK_REQUEST};
+use crate::protocol::{ErrorCode, GameDetails, HaveNews, Held, Request, Response, MAX_CHUNK_REQUEST};
 use crate::units::{UnitIdx, UnitLayout};
 use lanspread_ports::fs::ReadPiece;
 use lanspread_ports::path::RelPath;
@@ -33,6 +33,23 @@ pub struct ServedGame {
     pub summary: GameSummary,
     /// Manifest.
     pub manifest: Arc<Manifest>,
+    /// Where its units are read from.
+    pub units: UnitSource,
+}
+
+impl ServedGame {
+    /// Serves `manifest` under `summary`.
+    pub fn new(summary: GameSummary, manifest: Manifest) -> Self {
+        let units = UnitSource::new(&summary.id, &manifest);
+        ServedGame { summary, manifest: Arc::new(manifest), units }
+    }
+}
+
+/// The units of one manifest and where their pieces lie beneath the game
+/// directory: what a committed game serves, and what a download in
+/// progress serves of the units it verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitSource {
     /// The manifest's units.
     pub layout: Arc<UnitLayout>,
     /// Each manifest entry's path beneath the game directory (empty if one
@@ -40,12 +57,26 @@ pub struct ServedGame {
     paths: Vec<RelPath>,
 }
 
-impl ServedGame {
-    /// Serves `manifest` under `summary`.
-    pub fn new(summary: GameSummary, manifest: Manifest) -> Self {
-        let layout = Arc::new(UnitLayout::of(&manifest));
-        let paths = manifest.paths_under(&summary.id.root()).unwrap_or_default();
-        ServedGame { summary, manifest: Arc::new(manifest), layout, paths }
+impl UnitSource {
+    /// The units of `manifest`, read from the root of `id`.
+    pub fn new(id: &GameId, manifest: &Manifest) -> Self {
+        UnitSource { layout: Arc::new(UnitLayout::of(manifest)), paths: manifest.paths_under(&id.root()).unwrap_or_default() }
+    }
+
+    /// What to send for `unit` of game `id`.
+    pub fn reply(&self, id: &GameId, unit: UnitIdx) -> Reply {
+        let pieces = self.layout.pieces(unit);
+        if pieces.is_empty() {
+            return refuse(ErrorCode::BadRange, format!("{id} has no {unit}"));
+        }
+        let mut out = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            match self.paths.get(p.file.index()) {
+                Some(path) => out.push(ReadPiece { path: path.clone(), offset: p.offset, len: p.len as usize }),
+                None => return refuse(ErrorCode::BadRequest, format!("{id}: a path of its manifest is too long to serve")),
+            }
+        }
+        Reply::Pieces { pieces: out, len: self.layout.len(unit) }
     }
 }
 
@@ -92,6 +123,10 @@ impl ServeView {
             Request::GetUnit { id, digest, unit } => self.unit(id, digest, *unit),
             Request::GetGameFileData { id, path } => self.data(id, path, 0, None),
             Request::GetGameFileChunk { id, path, offset, len } => self.data(id, path, *offset, Some(*len)),
+            Request::Have { id, digest, .. } => match self.games.get(id).filter(|g| g.summary.manifest_digest == *digest) {
+                Some(_) => Reply::Message(Response::Have(HaveNews { epoch: 0, held: Held::All, members: Vec::new() })),
+                None => refuse(ErrorCode::UnknownGame, format!("{id} with this manifest is not held here")),
+            },
             Request::Hello(_) | Request::Ping { .. } | Request::Confirm { .. } => {
                 refuse(ErrorCode::BadRequest, "connection-level request on a data stream")
             }
@@ -127,21 +162,15 @@ impl ServeView {
 
 impl ServeView {
     fn unit(&self, id: &GameId, digest: &crate::game::Hash, unit: UnitIdx) -> Reply {
-        let Some(game) = self.games.get(id).filter(|g| g.summary.manifest_digest == *digest) else {
-            return refuse(ErrorCode::UnknownGame, format!("{id} with this manifest is not served here"));
-        };
-        let pieces = game.layout.pieces(unit);
-        if pieces.is_empty() {
-            return refuse(ErrorCode::BadRange, format!("{id} has no {unit}"));
+        match self.games.get(id).filter(|g| g.summary.manifest_digest == *digest) {
+            Some(game) => game.units.reply(id, unit),
+            None => refuse(ErrorCode::UnknownGame, format!("{id} with this manifest is not served here")),
         }
-        let mut out = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            match game.paths.get(p.file.index()) {
-                Some(path) => out.push(ReadPiece { path: path.clone(), offset: p.offset, len: p.len as usize }),
-                None => return refuse(ErrorCode::BadRequest, format!("{id}: a path of its manifest is too long to serve")),
-            }
-        }
-        Reply::Pieces { pieces: out, len: game.layout.len(unit) }
+    }
+
+    /// Whether the version of `id` with `digest` is served complete.
+    pub fn serves(&self, id: &GameId, digest: &crate::game::Hash) -> bool {
+        self.games.get(id).is_some_and(|g| g.summary.manifest_digest == *digest)
     }
 }
 

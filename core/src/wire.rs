@@ -29,6 +29,12 @@ pub enum WireError {
     /// The peer answered with the wrong kind of message.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// The peer is busy and asks to be asked again after this long.
+    #[error("peer busy; retry after {0:?}")]
+    Busy(std::time::Duration),
+    /// The peer sent this unit to another swarm member moments ago.
+    #[error("unit sent to another swarm member; here again after {0:?}")]
+    Elsewhere(std::time::Duration),
     /// The peer sent more or fewer raw bytes than announced or requested.
     #[error("expected {expected} bytes, peer sent {got}")]
     Length {
@@ -147,6 +153,8 @@ pub async fn request_data(conn: &dyn Connection, req: &Request, expected_len: u6
             Err(WireError::Length { expected: expected_len, got: len })
         }
         Response::Error(e) => Err(WireError::Remote(e)),
+        Response::Busy { retry_after_ms } => Err(WireError::Busy(std::time::Duration::from_millis(retry_after_ms.into()))),
+        Response::Elsewhere { retry_after_ms } => Err(WireError::Elsewhere(std::time::Duration::from_millis(retry_after_ms.into()))),
         other => Err(WireError::Unexpected(format!("{other:?}"))),
     }
 }
