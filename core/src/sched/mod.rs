@@ -9,7 +9,15 @@
 //! Policy:
 //! - **Pull, rate aware.** A peer gets its next chunk when it has room (less
 //!   than `max_in_flight_bytes` and fewer than `max_in_flight` requests
-//!   outstanding). Chunks go out in file order.
+//!   outstanding).
+//! - **Complete and partial sources, rarest first.** A source is a peer
+//!   holding the whole version or, while it downloads it too, the units it
+//!   verified so far ([`Scheduler::handle_partial_added`],
+//!   [`Scheduler::handle_have`]). A peer is given the queued chunk that the
+//!   fewest partial sources hold among those it holds; ties go in file order
+//!   from a point drawn from `tie_salt`, so downloaders that start together
+//!   ask the seeder for different chunks and then trade them (the swarm
+//!   diversifies), while each one still writes mostly sequentially.
 //!   Throughput is measured per peer (EWMA of delivered bytes over the time
 //!   between completions), and a peer is only given a fresh chunk if it is
 //!   expected to finish it before the fastest idle-capable peer would finish
@@ -62,6 +70,10 @@ pub struct SchedulerConfig {
     /// How long a download with no usable peer left waits for a new one
     /// before it fails (zero: fail at once).
     pub holder_wait: Duration,
+    /// Where in the file order this download starts among equally rare
+    /// chunks (any value; the runtime draws it from its own identity, so
+    /// downloaders of one version start at different places).
+    pub tie_salt: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -78,6 +90,7 @@ impl Default for SchedulerConfig {
             backoff_max: Duration::from_secs(30),
             endgame_copies: 2,
             holder_wait: Duration::from_secs(30),
+            tie_salt: 0,
         }
     }
 }
@@ -94,6 +107,13 @@ pub enum ChunkFailure {
     Transport(String),
     /// Bytes did not match the manifest's hash (or had the wrong length).
     Corrupt(String),
+    /// The peer is sending all it fairly can and asks to be asked again
+    /// later: neither a failure of the peer nor of the chunk.
+    Busy(Duration),
+    /// The peer sent this chunk to another downloader moments ago and
+    /// defers it for this long: another source will have it soon. The peer
+    /// stays usable for other chunks.
+    Elsewhere(Duration),
 }
 
 /// A decision for the driver.
@@ -153,7 +173,20 @@ struct Chunk {
     len: u64,
     state: ChunkState,
     attempts: u32,
+    /// Peers this chunk is requested from, and since when.
     holders: BTreeMap<PeerId, Timestamp>,
+    /// Partial sources holding it (complete ones hold every chunk alike,
+    /// so they do not change which chunk is rarer).
+    sources: u32,
+}
+
+/// The order of the queue: rarest first, then file order from the
+/// download's own starting point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey {
+    sources: u32,
+    order: usize,
+    chunk: ChunkIdx,
 }
 
 /// Per-peer measurements, also reported to the UI.
@@ -173,6 +206,8 @@ pub struct PeerStats {
 
 #[derive(Debug, Clone)]
 struct Peer {
+    /// Which chunks it holds: `None` for a complete holder.
+    has: Option<Vec<bool>>,
     in_flight: BTreeMap<ChunkIdx, (Timestamp, Timestamp)>, // chunk -> (sent, deadline)
     /// Start of the not-yet-accounted busy interval (while requests are out).
     busy_mark: Option<Timestamp>,
@@ -181,6 +216,10 @@ struct Peer {
     w_secs: f64,
     consecutive_failures: u32,
     backoff_until: Option<Timestamp>,
+    /// It answered busy: not asked again before then.
+    busy_until: Option<Timestamp>,
+    /// Chunks it deferred (sent to another downloader), until when.
+    deferred: BTreeMap<ChunkIdx, Timestamp>,
     stats: PeerStats,
 }
 
@@ -209,6 +248,14 @@ impl Peer {
     fn in_flight_bytes(&self, chunks: &[Chunk]) -> u64 {
         self.in_flight.keys().map(|c| chunks[*c].len).sum()
     }
+
+    fn holds(&self, chunk: ChunkIdx) -> bool {
+        !self.deferred.contains_key(&chunk) && self.has.as_ref().is_none_or(|has| has.get(chunk).copied().unwrap_or(false))
+    }
+
+    fn is_complete(&self) -> bool {
+        self.has.is_none()
+    }
 }
 
 /// The scheduler of one download.
@@ -216,7 +263,10 @@ impl Peer {
 pub struct Scheduler {
     config: SchedulerConfig,
     chunks: Vec<Chunk>,
-    queue: VecDeque<ChunkIdx>,
+    queue: BTreeSet<QueueKey>,
+    queued_bytes: u64,
+    /// Where this download starts in file order (see `tie_salt`).
+    start: usize,
     done: usize,
     done_bytes: u64,
     total_bytes: u64,
@@ -233,14 +283,18 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler for chunks of the given lengths, all queued.
     pub fn new(chunk_lens: impl IntoIterator<Item = u64>, config: SchedulerConfig) -> Self {
-        let chunks: Vec<Chunk> =
-            chunk_lens.into_iter().map(|len| Chunk { len, state: ChunkState::Queued, attempts: 0, holders: BTreeMap::new() }).collect();
+        let chunks: Vec<Chunk> = chunk_lens
+            .into_iter()
+            .map(|len| Chunk { len, state: ChunkState::Queued, attempts: 0, holders: BTreeMap::new(), sources: 0 })
+            .collect();
         let total_bytes = chunks.iter().map(|c| c.len).sum();
-        let queue = (0..chunks.len()).collect();
+        let start = (config.tie_salt % chunks.len().max(1) as u64) as usize;
         let mut s = Scheduler {
             config,
             chunks,
-            queue,
+            queue: BTreeSet::new(),
+            queued_bytes: 0,
+            start,
             done: 0,
             done_bytes: 0,
             total_bytes,
@@ -251,6 +305,9 @@ impl Scheduler {
             finished: false,
             starved_since: None,
         };
+        for c in 0..s.chunks.len() {
+            s.enqueue(c);
+        }
         s.check_end();
         s
     }
@@ -264,16 +321,14 @@ impl Scheduler {
     /// [`Scheduler::mark_done`] for many chunks, in one pass over the queue.
     pub fn mark_done_many(&mut self, chunks: impl IntoIterator<Item = ChunkIdx>) {
         for chunk in chunks {
-            if let Some(c) = self.chunks.get_mut(chunk) {
-                if c.state != ChunkState::Done {
-                    c.state = ChunkState::Done;
-                    self.done += 1;
-                    self.done_bytes += c.len;
-                }
+            if self.chunks.get(chunk).is_some_and(|c| c.state != ChunkState::Done) {
+                self.dequeue(chunk);
+                let c = &mut self.chunks[chunk];
+                c.state = ChunkState::Done;
+                self.done += 1;
+                self.done_bytes += c.len;
             }
         }
-        let chunks = &self.chunks;
-        self.queue.retain(|q| chunks[*q].state != ChunkState::Done);
         self.check_end();
     }
 
@@ -308,20 +363,68 @@ impl Scheduler {
 
     // ---- inputs --------------------------------------------------------
 
-    /// A peer holding the pinned manifest is available.
+    /// A peer holding the whole pinned version is available (a partial
+    /// source that completed it becomes a complete one).
     pub fn handle_peer_added(&mut self, peer: PeerId, _now: Timestamp) {
         if self.banned.contains(&peer) {
             return;
         }
+        if let Some(has) = self.peers.get_mut(&peer).and_then(|p| p.has.take()) {
+            self.forget_sources(&has);
+        }
+        self.join(peer, None);
         self.starved_since = None;
+    }
+
+    /// A peer downloading the pinned version too is available; it holds
+    /// nothing until [`Scheduler::handle_have`] says so. A known peer keeps
+    /// what it is known to hold.
+    pub fn handle_partial_added(&mut self, peer: PeerId, _now: Timestamp) {
+        if !self.banned.contains(&peer) {
+            let n = self.chunks.len();
+            self.join(peer, Some(vec![false; n]));
+        }
+    }
+
+    /// A partial source verified `chunks`: it may be asked for them.
+    pub fn handle_have(&mut self, peer: &PeerId, chunks: impl IntoIterator<Item = ChunkIdx>) {
+        let Some(has) = self.peers.get_mut(peer).and_then(|p| p.has.as_mut()) else { return };
+        let mut gained = Vec::new();
+        for c in chunks {
+            if let Some(slot) = has.get_mut(c).filter(|h| !**h) {
+                *slot = true;
+                gained.push(c);
+            }
+        }
+        for c in gained {
+            self.add_source(c, 1);
+        }
+        if self.starved_since.is_some() && self.covered() {
+            self.starved_since = None;
+        }
+    }
+
+    /// A partial source started over (a new attempt of its download): it
+    /// holds nothing any more until it says so again.
+    pub fn handle_partial_reset(&mut self, peer: &PeerId, now: Timestamp) {
+        let Some(has) = self.peers.get_mut(peer).and_then(|p| p.has.as_mut()) else { return };
+        let old = std::mem::replace(has, vec![false; self.chunks.len()]);
+        self.forget_sources(&old);
+        self.check_peers_left(now);
+    }
+
+    fn join(&mut self, peer: PeerId, has: Option<Vec<bool>>) {
         let stats = self.departed.remove(&peer).unwrap_or_default();
         self.peers.entry(peer).or_insert_with(|| Peer {
+            has,
             in_flight: BTreeMap::new(),
             busy_mark: None,
             w_bytes: 0.0,
             w_secs: 0.0,
             consecutive_failures: 0,
             backoff_until: None,
+            busy_until: None,
+            deferred: BTreeMap::new(),
             stats,
         });
     }
@@ -336,10 +439,26 @@ impl Scheduler {
             for c in chunks {
                 self.release(c, peer, false);
             }
-            if let Some(p) = self.peers.remove(peer) {
-                self.departed.insert(*peer, p.stats);
-            }
+            self.depart(peer);
             self.check_peers_left(now);
+        }
+    }
+
+    /// Moves a peer's stats to the departed and forgets what it held.
+    fn depart(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.remove(peer) {
+            if let Some(has) = &p.has {
+                self.forget_sources(has);
+            }
+            self.departed.insert(*peer, p.stats);
+        }
+    }
+
+    fn forget_sources(&mut self, has: &[bool]) {
+        for (c, held) in has.iter().enumerate() {
+            if *held {
+                self.add_source(c, -1);
+            }
         }
     }
 
@@ -351,6 +470,8 @@ impl Scheduler {
         let holders: Vec<PeerId> = c.holders.keys().filter(|h| *h != peer).copied().collect();
         c.holders.clear();
         if !was_done {
+            self.dequeue(chunk);
+            let c = &mut self.chunks[chunk];
             c.state = ChunkState::Done;
             self.done += 1;
             self.done_bytes += len;
@@ -382,6 +503,20 @@ impl Scheduler {
         if !had {
             return; // cancelled or already reassigned
         }
+        match failure {
+            ChunkFailure::Busy(wait) | ChunkFailure::Elsewhere(wait) => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.account(now);
+                    match failure {
+                        ChunkFailure::Busy(_) => p.busy_until = Some(now + wait),
+                        _ => _ = p.deferred.insert(chunk, now + wait),
+                    }
+                }
+                self.release(chunk, peer, false);
+                return;
+            }
+            ChunkFailure::Transport(_) | ChunkFailure::Corrupt(_) => {}
+        }
         if let Some(p) = self.peers.get_mut(peer) {
             p.account(now);
             p.stats.failures += 1;
@@ -410,14 +545,14 @@ impl Scheduler {
         // it uses up one of the chunk's attempts only when no other peer
         // could serve it now (else a flapping peer could fail a download
         // that healthy peers are serving).
-        let count_attempt = !matches!(failure, ChunkFailure::Transport(_)) || !self.another_peer_can_serve(peer, now);
+        let count_attempt = !matches!(failure, ChunkFailure::Transport(_)) || !self.another_peer_can_serve(peer, chunk, now);
         self.release(chunk, peer, count_attempt);
         self.check_end();
     }
 
-    /// Whether a peer other than `peer` is present and not backed off.
-    fn another_peer_can_serve(&self, peer: &PeerId, now: Timestamp) -> bool {
-        self.peers.iter().any(|(id, p)| id != peer && p.backoff_until.is_none_or(|t| t <= now))
+    /// Whether a peer other than `peer` holds `chunk` and is not backed off.
+    fn another_peer_can_serve(&self, peer: &PeerId, chunk: ChunkIdx, now: Timestamp) -> bool {
+        self.peers.iter().any(|(id, p)| id != peer && p.holds(chunk) && p.backoff_until.is_none_or(|t| t <= now))
     }
 
     /// Expires overdue requests and backoffs.
@@ -437,6 +572,10 @@ impl Scheduler {
             if p.backoff_until.is_some_and(|t| t <= now) {
                 p.backoff_until = None;
             }
+            if p.busy_until.is_some_and(|t| t <= now) {
+                p.busy_until = None;
+            }
+            p.deferred.retain(|_, until| *until > now);
             for (c, (_, deadline)) in &p.in_flight {
                 if *deadline <= now {
                     expired.push((*id, *c));
@@ -466,7 +605,8 @@ impl Scheduler {
     /// When [`Scheduler::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let deadlines = self.peers.values().flat_map(|p| p.in_flight.values().map(|(_, d)| *d));
-        let backoffs = self.peers.values().filter_map(|p| p.backoff_until);
+        let backoffs =
+            self.peers.values().flat_map(|p| p.backoff_until.into_iter().chain(p.busy_until).chain(p.deferred.values().copied()));
         let starved = self.starved_since.filter(|_| !self.finished).map(|t| t + self.config.holder_wait);
         deadlines.chain(backoffs).chain(starved).min()
     }
@@ -484,9 +624,7 @@ impl Scheduler {
             }
         }
         self.banned.insert(*peer);
-        if let Some(p) = self.peers.remove(peer) {
-            self.departed.insert(*peer, p.stats);
-        }
+        self.depart(peer);
         self.actions.push_back(Action::PeerBanned { peer: *peer, reason });
         self.check_peers_left(now);
     }
@@ -499,8 +637,9 @@ impl Scheduler {
         }
         if c.state == ChunkState::InFlight && c.holders.is_empty() {
             c.state = ChunkState::Queued;
-            self.queue.push_front(chunk);
+            self.enqueue(chunk);
         }
+        let c = &self.chunks[chunk];
         if c.attempts >= self.config.max_chunk_attempts && c.state != ChunkState::Done && !self.finished {
             self.finished = true;
             self.actions.push_back(Action::Failed(format!("chunk {chunk} failed {} times", c.attempts)));
@@ -514,11 +653,12 @@ impl Scheduler {
         }
     }
 
-    /// After a peer left or was banned: with nobody left, wait for a new
-    /// holder (or fail at once if `holder_wait` is zero).
+    /// After a peer left, was banned or started over: when some chunk still
+    /// needed has no source left, wait for a new holder (or fail at once if
+    /// `holder_wait` is zero).
     fn check_peers_left(&mut self, now: Timestamp) {
         self.check_end();
-        if self.finished || !self.peers.is_empty() || self.starved_since.is_some() {
+        if self.finished || self.starved_since.is_some() || self.covered() {
             return;
         }
         let why = self.why_starved();
@@ -539,8 +679,53 @@ impl Scheduler {
         }
     }
 
+    /// Whether every chunk still needed has a source: a complete holder,
+    /// or partial ones that hold each of them.
+    fn covered(&self) -> bool {
+        self.peers.values().any(Peer::is_complete)
+            || (!self.peers.is_empty() && self.chunks.iter().all(|c| c.state == ChunkState::Done || c.sources > 0))
+    }
+
     fn usable(&self, p: &Peer, now: Timestamp) -> bool {
-        p.backoff_until.is_none_or(|t| t <= now)
+        p.backoff_until.is_none_or(|t| t <= now) && p.busy_until.is_none_or(|t| t <= now)
+    }
+
+    fn key(&self, chunk: ChunkIdx) -> QueueKey {
+        let n = self.chunks.len();
+        QueueKey { sources: self.chunks[chunk].sources, order: (chunk + n - self.start) % n, chunk }
+    }
+
+    fn enqueue(&mut self, chunk: ChunkIdx) {
+        if self.queue.insert(self.key(chunk)) {
+            self.queued_bytes += self.chunks[chunk].len;
+        }
+    }
+
+    fn dequeue(&mut self, chunk: ChunkIdx) {
+        if self.queue.remove(&self.key(chunk)) {
+            self.queued_bytes -= self.chunks[chunk].len;
+        }
+    }
+
+    /// One more (or one fewer) partial source holds `chunk`; a queued
+    /// chunk moves to its new place in the queue.
+    fn add_source(&mut self, chunk: ChunkIdx, delta: i32) {
+        let queued = self.queue.remove(&self.key(chunk));
+        let c = &mut self.chunks[chunk];
+        c.sources = c.sources.saturating_add_signed(delta);
+        if queued {
+            self.queue.insert(self.key(chunk));
+        }
+    }
+
+    /// The best current rate among usable peers that hold `chunk`.
+    fn fastest_holder_rate(&self, chunk: ChunkIdx, now: Timestamp) -> f64 {
+        self.peers.values().filter(|p| p.holds(chunk) && self.usable(p, now)).map(|p| p.stats.rate).fold(0.0, f64::max)
+    }
+
+    /// The first queued chunk (rarest first) that `peer` holds.
+    fn next_for(&self, peer: &Peer) -> Option<ChunkIdx> {
+        self.queue.iter().map(|k| k.chunk).find(|c| peer.holds(*c))
     }
 
     /// Seconds `p` needs to deliver `extra` more bytes after what it has in flight.
@@ -579,25 +764,26 @@ impl Scheduler {
             let kb = if b.1 == 0.0 { f64::INFINITY } else { b.1 };
             kb.total_cmp(&ka).then(a.0.cmp(&b.0))
         });
-        let fastest_rate = self.peers.values().filter(|p| self.usable(p, now)).map(|p| p.stats.rate).fold(0.0, f64::max);
-        let queued_bytes: u64 = self.queue.iter().map(|c| self.chunks[*c].len).sum();
+        let queued_bytes = self.queued_bytes;
         for (id, rate) in cands {
-            if let Some(&chunk) = self.queue.front() {
-                let len = self.chunks[chunk].len;
-                // Tail guard: leave the chunk to faster peers if this one
-                // would finish it after they finish the whole queue.
+            if let Some(chunk) = self.next_for(&self.peers[&id]) {
+                // Tail guard: leave the chunk to faster peers holding it if
+                // this one would finish it after they finish the whole queue.
+                let fastest_rate = self.fastest_holder_rate(chunk, now);
                 if rate > 0.0 && fastest_rate > rate * 2.0 {
                     let p = &self.peers[&id];
-                    let mine = self.eta(p, len).unwrap_or(f64::INFINITY);
+                    let mine = self.eta(p, self.chunks[chunk].len).unwrap_or(f64::INFINITY);
                     let theirs = queued_bytes as f64 / fastest_rate;
                     if mine > theirs {
                         continue;
                     }
                 }
-                self.queue.pop_front();
+                self.dequeue(chunk);
                 return Some(self.send(id, chunk, now));
             }
-            if let Some(chunk) = self.endgame_pick(&id, now) {
+            // Endgame only once nothing is queued: a partial source that
+            // holds none of the queued chunks waits rather than duplicate.
+            if let Some(chunk) = self.queue.is_empty().then(|| self.endgame_pick(&id, now)).flatten() {
                 return Some(self.send(id, chunk, now));
             }
         }
@@ -609,7 +795,11 @@ impl Scheduler {
         let my_eta = |len: u64| self.eta(me, len);
         let mut best: Option<(f64, ChunkIdx)> = None;
         for (idx, c) in self.chunks.iter().enumerate() {
-            if c.state != ChunkState::InFlight || c.holders.contains_key(id) || c.holders.len() >= self.config.endgame_copies {
+            if c.state != ChunkState::InFlight
+                || c.holders.contains_key(id)
+                || c.holders.len() >= self.config.endgame_copies
+                || !me.holds(idx)
+            {
                 continue;
             }
             // Expected finish of the current copy, in seconds from now.

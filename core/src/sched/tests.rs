@@ -410,3 +410,154 @@ proptest! {
         if s.is_complete() { prop_assert_eq!(s.done_bytes(), s.total_bytes()); }
     }
 }
+
+fn requests(s: &mut Scheduler, now: Timestamp) -> Vec<(PeerId, ChunkIdx)> {
+    std::iter::from_fn(|| s.poll_action(now))
+        .filter_map(|a| match a {
+            Action::Request { peer, chunk } => Some((peer, chunk)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_partial_source_is_asked_only_for_what_it_holds_and_the_rarest_first() {
+    let cfg = SchedulerConfig { max_in_flight: 1, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(game(6), cfg);
+    s.handle_partial_added(pid(1), at(0));
+    assert_eq!(requests(&mut s, at(0)), vec![], "it holds nothing yet");
+    s.handle_partial_added(pid(2), at(0));
+    s.handle_have(&pid(1), [2, 3]);
+    s.handle_have(&pid(2), [3, 4]);
+    // Chunk 3 has two sources, 2 and 4 one each: each peer takes its rarest.
+    assert_eq!(requests(&mut s, at(0)), vec![(pid(1), 2), (pid(2), 4)]);
+    // A complete holder takes the rarest queued chunk: 0 (nobody else has it).
+    s.handle_peer_added(pid(0), at(0));
+    assert_eq!(requests(&mut s, at(0)), vec![(pid(0), 0)]);
+}
+
+#[test]
+fn downloaders_with_other_salts_start_at_other_chunks_and_then_go_in_order() {
+    let firsts: Vec<Vec<ChunkIdx>> = [0u64, 5, 13]
+        .iter()
+        .map(|salt| {
+            let cfg = SchedulerConfig { max_in_flight: 3, tie_salt: *salt, ..SchedulerConfig::default() };
+            let mut s = Scheduler::new(game(8), cfg);
+            s.handle_peer_added(pid(0), at(0));
+            requests(&mut s, at(0)).into_iter().map(|(_, c)| c).collect()
+        })
+        .collect();
+    assert_eq!(firsts, vec![vec![0, 1, 2], vec![5, 6, 7], vec![5, 6, 7]]);
+}
+
+#[test]
+fn a_busy_answer_is_no_failure_and_the_peer_is_asked_again_after_its_wait() {
+    let cfg = SchedulerConfig { max_in_flight: 1, max_chunk_attempts: 1, ..SchedulerConfig::default() };
+    let mut s = Scheduler::new(game(2), cfg);
+    s.handle_peer_added(pid(0), at(0));
+    for _ in 0..5 {
+        let now = s.poll_timeout().unwrap_or(at(0)).min(at(1000));
+        s.handle_timeout(now);
+        let asked = requests(&mut s, now);
+        assert_eq!(asked, vec![(pid(0), 0)]);
+        s.handle_chunk_failed(&pid(0), 0, ChunkFailure::Busy(Duration::from_millis(300)), now);
+        assert_eq!(requests(&mut s, now), vec![], "not asked again before the wait");
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_millis(300)));
+    }
+    let stats = &s.peer_stats()[&pid(0)];
+    assert_eq!((stats.failures, stats.strikes), (0, 0));
+}
+
+#[test]
+fn partial_sources_that_miss_a_chunk_make_the_download_wait() {
+    let mut s = Scheduler::new(game(3), SchedulerConfig::default());
+    s.handle_peer_added(pid(0), at(0));
+    s.handle_partial_added(pid(1), at(0));
+    s.handle_have(&pid(1), [0, 1]);
+    s.handle_peer_removed(&pid(0), at(1));
+    let seen: Vec<Action> = std::iter::from_fn(|| s.poll_action(at(1))).collect();
+    assert!(seen.iter().any(|a| matches!(a, Action::WaitingForHolders { .. })), "chunk 2 has no source: {seen:?}");
+    s.handle_have(&pid(1), [2]);
+    s.handle_timeout(at(40));
+    assert!(!std::iter::from_fn(|| s.poll_action(at(40))).any(|a| matches!(a, Action::Failed(_))), "covered again before the window ended");
+}
+
+#[derive(Debug, Clone)]
+enum SwarmStep {
+    Partial(u8),
+    Have(u8, ChunkIdx),
+    Reset(u8),
+    Leave(u8),
+    Deliver(usize),
+    Fail(usize, bool),
+}
+
+fn swarm_step() -> impl Strategy<Value = SwarmStep> {
+    prop_oneof![
+        (1u8..5).prop_map(SwarmStep::Partial),
+        (1u8..5, 0usize..12).prop_map(|(p, c)| SwarmStep::Have(p, c)),
+        (1u8..5).prop_map(SwarmStep::Reset),
+        (1u8..5).prop_map(SwarmStep::Leave),
+        any::<usize>().prop_map(SwarmStep::Deliver),
+        (any::<usize>(), any::<bool>()).prop_map(|(i, busy)| SwarmStep::Fail(i, busy)),
+    ]
+}
+
+proptest! {
+    /// Whatever partial sources announce, reset or leave, a chunk is only
+    /// ever asked of a peer that holds it, and with a complete holder that
+    /// stays the download completes.
+    #[test]
+    fn chunks_are_asked_only_of_peers_that_hold_them(steps in proptest::collection::vec(swarm_step(), 0..200), salt in any::<u64>()) {
+        let cfg = SchedulerConfig { tie_salt: salt, ..SchedulerConfig::default() };
+        let mut s = Scheduler::new(game(12), cfg);
+        s.handle_peer_added(pid(0), at(0));
+        let mut held: BTreeMap<PeerId, BTreeSet<ChunkIdx>> = BTreeMap::new();
+        let mut outstanding: Vec<(PeerId, ChunkIdx)> = Vec::new();
+        let drain = |s: &mut Scheduler, outstanding: &mut Vec<(PeerId, ChunkIdx)>, held: &BTreeMap<PeerId, BTreeSet<ChunkIdx>>, now: Timestamp| -> Result<bool, TestCaseError> {
+            let mut complete = false;
+            while let Some(a) = s.poll_action(now) {
+                match a {
+                    Action::Request { peer, chunk } => {
+                        prop_assert!(peer == pid(0) || held.get(&peer).is_some_and(|h| h.contains(&chunk)), "{chunk} asked of {peer:?}");
+                        outstanding.push((peer, chunk));
+                    }
+                    Action::Cancel { peer, chunk } => outstanding.retain(|o| *o != (peer, chunk)),
+                    Action::Complete => complete = true,
+                    Action::Failed(why) => prop_assert!(false, "failed: {why}"),
+                    _ => {}
+                }
+            }
+            Ok(complete)
+        };
+        for step in steps {
+            match step {
+                SwarmStep::Partial(p) => { s.handle_partial_added(pid(p), at(1)); held.entry(pid(p)).or_default(); }
+                SwarmStep::Have(p, c) => if let Some(h) = held.get_mut(&pid(p)) { h.insert(c); s.handle_have(&pid(p), [c]); },
+                SwarmStep::Reset(p) => if let Some(h) = held.get_mut(&pid(p)) { h.clear(); s.handle_partial_reset(&pid(p), at(1)); },
+                SwarmStep::Leave(p) => { held.remove(&pid(p)); s.handle_peer_removed(&pid(p), at(1)); outstanding.retain(|o| o.0 != pid(p)); }
+                SwarmStep::Deliver(i) if !outstanding.is_empty() => { let (p, c) = outstanding.remove(i % outstanding.len()); s.handle_chunk_done(&p, c, at(1)); }
+                SwarmStep::Fail(i, busy) if !outstanding.is_empty() => {
+                    let (p, c) = outstanding.remove(i % outstanding.len());
+                    let f = if busy { ChunkFailure::Busy(Duration::ZERO) } else { ChunkFailure::Transport("reset".into()) };
+                    s.handle_chunk_failed(&p, c, f, at(1));
+                }
+                _ => {}
+            }
+            drain(&mut s, &mut outstanding, &held, at(1))?;
+        }
+        // Then time passes (backoffs end) and every request is answered.
+        let mut complete = s.is_complete();
+        for k in 2..1000 {
+            if complete { break; }
+            let now = at(k * 60);
+            s.handle_timeout(now);
+            complete |= drain(&mut s, &mut outstanding, &held, now)?;
+            while let Some((p, c)) = outstanding.pop() {
+                s.handle_chunk_done(&p, c, now);
+            }
+            complete |= drain(&mut s, &mut outstanding, &held, now)?;
+        }
+        prop_assert!(complete);
+    }
+}

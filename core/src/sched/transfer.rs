@@ -153,6 +153,11 @@ impl Transfer {
         self.sched.total_rate()
     }
 
+    /// Whether `unit` is verified and written (or was in place at the start).
+    pub fn is_unit_done(&self, unit: UnitIdx) -> bool {
+        self.unit_done.get(unit.index()).copied().unwrap_or(false)
+    }
+
     /// Whether every piece of `file` is written.
     pub fn is_file_complete(&self, file: FileIdx) -> bool {
         self.pieces_left.get(file.index()) == Some(&0)
@@ -163,6 +168,24 @@ impl Transfer {
     /// A peer holding the pinned manifest is available.
     pub fn handle_peer_added(&mut self, peer: PeerId, now: Timestamp) {
         self.sched.handle_peer_added(peer, now);
+    }
+
+    /// A peer downloading the pinned version too (a partial source) is
+    /// available; it is asked only for units it said it holds.
+    pub fn handle_partial_added(&mut self, peer: PeerId, now: Timestamp) {
+        self.sched.handle_partial_added(peer, now);
+    }
+
+    /// A partial source holds `units` (verified on its side): each is
+    /// checked again when it arrives, like any other.
+    pub fn handle_have(&mut self, peer: &PeerId, units: &[UnitIdx]) {
+        let count = self.layout.count();
+        self.sched.handle_have(peer, units.iter().map(|u| u.index()).filter(|u| *u < count));
+    }
+
+    /// A partial source started its download over: it holds nothing yet.
+    pub fn handle_partial_reset(&mut self, peer: &PeerId, now: Timestamp) {
+        self.sched.handle_partial_reset(peer, now);
     }
 
     /// A peer is gone; its requests go back to the queue.
