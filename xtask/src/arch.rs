@@ -47,9 +47,11 @@ const LOCKS: &[&str] = &["Mutex", "RwLock"];
 /// the game directory and scan index, the task registry, the first event
 /// subscription, the write turns of one download's files, the game
 /// directory's file lock, and the server's admission state (one
-/// connection's handshake, one host's recent party-key attempts).
+/// connection's handshake, one host's recent party-key attempts), and
+/// the units running downloads verified on disk (`swarm.rs`).
 const LOCKS_ALLOWED_IN: &[&str] = &[
     "runtime/pool.rs",
+    "runtime/swarm.rs",
     "runtime/local.rs",
     "runtime/ctx.rs",
     "peer.rs",

@@ -8,6 +8,7 @@
 use super::budget::FileBudget;
 use super::local::Local;
 use super::pool::Pool;
+use super::swarm::Swarms;
 use super::{Network, PeerConfig, Ports, StablePorts};
 use crate::peer::Command;
 use lanspread_core::game::GameId;
@@ -83,6 +84,8 @@ pub(crate) struct Ctx {
     /// Replaced with the transport when the identity changes.
     discovery: Mutex<Arc<dyn Discovery>>,
     pub files: FileBudget,
+    /// What running downloads verified, served to the swarm.
+    pub swarms: Swarms,
     pub events: broadcast::Sender<PeerEvent>,
     inbox: mpsc::UnboundedSender<Input>,
     pub shutdown: watch::Sender<bool>,
@@ -106,6 +109,7 @@ impl Ctx {
             pool,
             discovery: Mutex::new(net.discovery),
             files: FileBudget::default(),
+            swarms: Swarms::default(),
             events,
             inbox,
             shutdown: watch::channel(false).0,

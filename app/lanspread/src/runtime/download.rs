@@ -2,18 +2,24 @@
 //! verified units from every holder of the pinned version. The chunk plan
 //! belongs to the sans-IO [`Transfer`]; this task spawns the fetches it
 //! asks for, writes what they verified, and feeds back results, timers and
-//! the holder news the peer machine sends.
+//! the holder news the peer machine sends. While it runs it is a partial
+//! holder: the units it verified and wrote are served to the swarm
+//! ([`super::swarm`]), and other downloaders' units are fetched from them
+//! ([`super::have`]).
 
 use super::budget::WRITER_DESCRIPTORS;
 use super::ctx::Ctx;
+use super::have::{HaveLinks, HaveUpdate};
 use super::ops::settle;
+use super::swarm::Swarm;
 use crate::progress::Progress;
 use bytes::Bytes;
 use lanspread_core::game::{EntryKind, GameId, Hash, Manifest};
 use lanspread_core::peer::{DownloadError, DownloadReport, OpToken, Outcome, PeerEvent, PeerShare, TransferStats};
 use lanspread_core::protocol::Request;
 use lanspread_core::scan;
-use lanspread_core::sched::{ChunkFailure, Transfer, TransferAction};
+use lanspread_core::sched::{ChunkFailure, SchedulerConfig, Transfer, TransferAction};
+use lanspread_core::serve::UnitSource;
 use lanspread_core::txn::{self, TxnError};
 use lanspread_core::units::{FileIdx, UnitIdx, UnitLayout};
 use lanspread_core::wire::{self, WireError};
@@ -106,6 +112,7 @@ async fn attempt(ctx: &Arc<Ctx>, job: &DownloadJob, signals: &mut Signals) -> Re
     // A root that does not exist yet holds nothing stale to prune.
     let fresh = matches!(fs.metadata(&root).await, Err(e) if e.kind == FsErrorKind::NotFound);
     txn::begin_download(fs.as_ref(), &root, manifest).await?;
+    let digest = manifest.digest();
     let result = async {
         if !fresh {
             let pruned = txn::prune_stale(fs.as_ref(), &root, manifest).await?;
@@ -129,6 +136,7 @@ async fn attempt(ctx: &Arc<Ctx>, job: &DownloadJob, signals: &mut Signals) -> Re
         Ok(DownloadReport { version: manifest.version.clone(), stats, complete: true })
     }
     .await;
+    ctx.swarms.end_download(&digest, matches!(&result, Ok(r) if r.complete));
     if result.is_err() {
         // A failed transfer or commit resolves its intent (the data stays
         // for a resume), so the next attempt is not refused as pending.
@@ -155,8 +163,12 @@ async fn transfer(
     let id = &job.id;
     let clock = ctx.ports.clock.clone();
     let started = clock.now();
-    let mut plan = Transfer::new(&job.manifest, in_place, ctx.cfg.sched.clone());
+    let mut plan = Transfer::new(&job.manifest, in_place, sched_config(ctx, job));
     let shared = Arc::new(Shared::new(ctx, job, plan.layout().clone())?);
+    let swarm = join_swarm(ctx, job, &shared, &plan);
+    let mut swarm_news = swarm.as_ref().map(|s| s.subscribe());
+    let mut members_seen = 0;
+    let mut links = HaveLinks::new(ctx, id, shared.digest, plan.unit_count());
     let mut sentinel = vec![0u8; job.manifest.files[shared.sentinel.index()].size as usize];
     // Bans live in this download's plan only: a peer that lied about this
     // version may still serve other games, or this one in a later attempt.
@@ -164,6 +176,7 @@ async fn transfer(
     for p in &holders {
         plan.handle_peer_added(*p, clock.now());
     }
+    links.poll_holders(&holders);
     ctx.emit(PeerEvent::DownloadBegin {
         id: id.clone(),
         version: job.manifest.version.clone(),
@@ -202,16 +215,28 @@ async fn transfer(
                 let now = clock.now();
                 match result {
                     Ok(got) => {
-                        if let Some((offset, data)) = got {
-                            sentinel[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                        match got {
+                            Some((offset, data)) => sentinel[offset as usize..offset as usize + data.len()].copy_from_slice(&data),
+                            None => if let Some(s) = &swarm { s.add_units([unit]) },
                         }
                         plan.handle_unit_done(&peer, unit, now);
                     }
-                    // A peer that left the LAN leaves the plan; others fail the unit.
-                    Err(FetchError::Peer(ChunkFailure::Transport(_))) if !holders.contains(&peer) => plan.handle_peer_removed(&peer, now),
+                    // A peer that left the LAN (or a partial source that
+                    // failed) leaves the plan; others fail the unit.
+                    Err(FetchError::Peer(ChunkFailure::Transport(_))) if !holders.contains(&peer) => {
+                        plan.handle_peer_removed(&peer, now);
+                        links.forget(&peer);
+                    }
                     Err(FetchError::Peer(f)) => plan.handle_unit_failed(&peer, unit, f, now),
                     Err(FetchError::Local(e)) => break Err(DownloadError::Write(e)),
                 }
+            }
+            Some(update) = links.rx.recv() => apply_have(update, &holders, &mut plan, &mut links, clock.now()),
+            Ok(()) = async { swarm_news.as_mut().expect("guarded").changed().await }, if swarm_news.is_some() => {
+                // Peers that asked us about this version download it too.
+                let members = swarm.as_ref().map(|s| s.members_since(members_seen)).unwrap_or_default();
+                members_seen += members.len();
+                links.consider(members);
             }
             _ = clock.sleep(sleep_for) => plan.handle_timeout(clock.now()),
         }
@@ -229,6 +254,60 @@ async fn transfer(
     let reused = plan.reused_bytes().saturating_sub(skipped);
     let bytes = plan.total_bytes().saturating_sub(plan.reused_bytes());
     Ok((sentinel, TransferStats { bytes, reused, secs, peers: shares(&plan) }))
+}
+
+/// The scheduler's tunables for this download: downloaders of one version
+/// start at different units (drawn from our identity), so the first units
+/// they take from a seeder differ and they can trade them at once.
+fn sched_config(ctx: &Ctx, job: &DownloadJob) -> SchedulerConfig {
+    let me = ctx.transport().local_id();
+    let digest = job.manifest.digest();
+    let salt = blake3::keyed_hash(&digest, &me.0);
+    let mut cfg = ctx.cfg.sched.clone();
+    cfg.tie_salt = u64::from_le_bytes(salt.as_bytes()[..8].try_into().expect("8 bytes"));
+    cfg
+}
+
+/// Takes part in the version's swarm: from now on the units this download
+/// verified and wrote are served (those in place from the start too). A
+/// download of a selection holds files outside it that are not there, so
+/// it only takes, never serves.
+fn join_swarm(ctx: &Ctx, job: &DownloadJob, shared: &Shared, plan: &Transfer) -> Option<Arc<Swarm>> {
+    if job.files.is_some() {
+        return None;
+    }
+    let epoch = ctx.ports.clock.now().as_duration().as_nanos() as u64;
+    let source = UnitSource::new(&job.id, &job.manifest);
+    let swarm = ctx.swarms.start_download(&job.id, shared.digest, source, epoch);
+    swarm.add_units(plan.layout().units().filter(|u| plan.is_unit_done(*u) && !shared.holds_sentinel(*u)));
+    Some(swarm)
+}
+
+/// Feeds what a poll learned to the plan. Complete holders the machine
+/// told of stay complete holders whatever a poll says.
+fn apply_have(update: HaveUpdate, holders: &BTreeSet<PeerId>, plan: &mut Transfer, links: &mut HaveLinks, now: lanspread_ports::Timestamp) {
+    match update {
+        HaveUpdate::Units { peer, reset, units, members } => {
+            if !holders.contains(&peer) {
+                plan.handle_partial_added(peer, now);
+                if reset {
+                    plan.handle_partial_reset(&peer, now);
+                }
+                plan.handle_have(&peer, &units);
+            }
+            links.consider(members);
+        }
+        HaveUpdate::Complete { peer, members } => {
+            plan.handle_peer_added(peer, now);
+            links.consider(members);
+        }
+        HaveUpdate::Gone(peer) => {
+            links.forget(&peer);
+            if !holders.contains(&peer) {
+                plan.handle_peer_removed(&peer, now);
+            }
+        }
+    }
 }
 
 /// Bytes of the files a selection leaves out (counted "in place" by the
@@ -324,6 +403,14 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Whether `unit` holds a piece of `version.ini` (never served before
+    /// the commit writes it).
+    fn holds_sentinel(&self, unit: UnitIdx) -> bool {
+        self.layout.pieces(unit).iter().any(|p| p.file == self.sentinel)
+    }
+}
+
 /// Bytes of `version.ini` that arrived in a unit, at their offset.
 type Sentinel = (u64, Bytes);
 
@@ -375,6 +462,8 @@ async fn request_unit(ctx: &Ctx, peer: PeerId, req: &Request, len: u64) -> Resul
         Err(WireError::Length { expected, got }) => {
             Err(FetchError::Peer(ChunkFailure::Corrupt(format!("announced {got} bytes instead of {expected}"))))
         }
+        Err(WireError::Busy(wait)) => Err(FetchError::Peer(ChunkFailure::Busy(wait))),
+        Err(WireError::Elsewhere(wait)) => Err(FetchError::Peer(ChunkFailure::Elsewhere(wait))),
         Err(e @ WireError::Transport(_)) => {
             ctx.pool.drop_connection(&peer);
             Err(FetchError::Peer(ChunkFailure::Transport(e.to_string())))

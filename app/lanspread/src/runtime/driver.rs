@@ -10,7 +10,7 @@ use crate::peer::Command;
 use crate::progress::Progress;
 use lanspread_core::game::GameId;
 use lanspread_core::peer::{
-    HasCode, MachineConfig, OpToken, Outcome, Output, PeerEvent, PeerMachine, Query, SetGameDirError, Snapshot, Work,
+    HasCode, MachineConfig, OpToken, OperationKind, Outcome, Output, PeerEvent, PeerMachine, Query, SetGameDirError, Snapshot, Work,
 };
 use lanspread_core::protocol::{Request, PROTOCOL_VERSION};
 use lanspread_core::serve::ServeView;
@@ -238,6 +238,8 @@ impl Driver {
                 self.published.snapshot.send_replace(s);
             }
             Output::Serve(view) => {
+                let machine = &self.machine;
+                ctx.swarms.prune(&view, |id| machine.operation(id) == Some(OperationKind::Downloading));
                 self.published.serve.send_replace(view);
             }
             Output::WatchRoots(roots) => {

@@ -9,12 +9,14 @@ mod budget;
 pub(crate) mod ctx;
 mod download;
 pub(crate) mod driver;
+mod have;
 mod local;
 mod monitor;
 mod ops;
 mod party;
 mod pool;
 mod server;
+mod swarm;
 
 use lanspread_core::catalog::Catalog;
 use lanspread_core::peer::SetGameDirError;

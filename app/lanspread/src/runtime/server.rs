@@ -1,17 +1,20 @@
 //! The server task: accepts connections and answers every protocol request
-//! from the local library.
+//! from the local library, and from the units a running download verified
+//! (swarming, [`super::swarm`]).
 
 use super::ctx::{Ctx, Input};
 use super::party::{same_proof, Role};
+use super::swarm::Claim;
 use bytes::Bytes;
+use lanspread_core::game::{GameId, Hash};
 use lanspread_core::protocol::Hello;
 use lanspread_core::protocol::{ErrorCode, Request, Response, MAX_REQUEST_FRAME, MAX_RESPONSE_FRAME, PROTOCOL_VERSION};
 use lanspread_core::serve::{Reply, ServeView};
 use lanspread_core::wire::{self, WireError};
-use lanspread_ports::{Connection, ReadPiece, RecvStream, SendStream, Timestamp};
+use lanspread_ports::{Connection, PeerId, ReadPiece, RecvStream, SendStream, Timestamp};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -36,6 +39,22 @@ const MAX_CONNECTIONS_PER_HOST: usize = 32;
 /// downloader keeps a few units in flight per peer.
 const SENDS_PER_HOST: usize = 8;
 
+/// Data replies sent at once across all hosts. Few at a time, so each
+/// finishes soon: a downloader can pass a unit on only once it has it
+/// whole, so a seeder that sends four units at full speed feeds a swarm
+/// sooner than one that sends forty at a tenth of it (one downloader alone
+/// still keeps four units in flight, enough to fill a LAN link).
+const SEND_SLOTS: usize = 4;
+
+/// Data replies that may wait for a slot (four downloaders' worth); a
+/// request beyond them is answered `Busy` at once, with when to ask again,
+/// instead of waiting in an unbounded queue until it times out and is
+/// asked again, which is how an overloaded seeder collapses.
+const SEND_QUEUE: usize = 16;
+
+/// How long a `Have` long poll waits for news before answering without.
+const HAVE_WAIT: Duration = Duration::from_secs(2);
+
 /// Stream reset code of a reply whose reader stalled.
 const RESET_STALLED: u32 = 6;
 
@@ -56,13 +75,15 @@ struct Host {
 struct HostShare {
     /// Data replies in flight ([`SENDS_PER_HOST`]).
     sends: tokio::sync::Semaphore,
+    /// Data replies admitted and sending.
+    sending: AtomicUsize,
     /// When its recent party-key exchanges started.
     attempts: Mutex<VecDeque<Timestamp>>,
 }
 
 impl HostShare {
     fn new() -> Self {
-        HostShare { sends: tokio::sync::Semaphore::new(SENDS_PER_HOST), attempts: Mutex::default() }
+        HostShare { sends: tokio::sync::Semaphore::new(SENDS_PER_HOST), sending: AtomicUsize::new(0), attempts: Mutex::default() }
     }
 
     /// Prunes attempts older than the window; returns whether none is left.
@@ -86,8 +107,70 @@ impl HostShare {
     }
 }
 
+/// The global admission of data replies: [`SEND_SLOTS`] at once, at most
+/// [`SEND_QUEUE`] waiting, in arrival order (so hosts take turns).
+struct SendSlots {
+    slots: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    /// Recent time one reply took, in microseconds (for the retry-after).
+    service_us: AtomicUsize,
+}
+
+impl SendSlots {
+    fn new() -> Self {
+        SendSlots { slots: tokio::sync::Semaphore::new(SEND_SLOTS), waiting: AtomicUsize::new(0), service_us: AtomicUsize::new(10_000) }
+    }
+
+    /// A slot for a reply to `host`, or how long to wait before asking
+    /// again when the queue is full. A host with nothing in flight is
+    /// admitted even beyond the slots: another host whose readers stall
+    /// holds its slots until the write deadline, and must not starve the rest.
+    async fn admit<'a>(&'a self, host: &'a HostShare) -> Result<SendTurn<'a>, Duration> {
+        let slot = match self.slots.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) if host.sending.load(Ordering::SeqCst) == 0 => None,
+            Err(_) => {
+                let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
+                let admitted = if waiting < SEND_QUEUE { self.slots.acquire().await.ok() } else { None };
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                Some(admitted.ok_or_else(|| self.retry_after(waiting))?)
+            }
+        };
+        host.sending.fetch_add(1, Ordering::SeqCst);
+        Ok(SendTurn { _slot: slot, host })
+    }
+
+    /// About when a slot frees for a request behind `waiting` others.
+    fn retry_after(&self, waiting: usize) -> Duration {
+        let per_reply = Duration::from_micros(self.service_us.load(Ordering::Relaxed) as u64);
+        let rounds = 1 + waiting / SEND_SLOTS;
+        (per_reply * rounds as u32).clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
+
+    /// Folds the time of one reply into the estimate.
+    fn served(&self, took: Duration) {
+        let us = took.as_micros().min(10_000_000) as usize;
+        let old = self.service_us.load(Ordering::Relaxed);
+        self.service_us.store((old * 7 + us) / 8, Ordering::Relaxed);
+    }
+}
+
+/// One admitted data reply: its global slot (if it took one) and its
+/// place in its host's count.
+struct SendTurn<'a> {
+    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+    host: &'a HostShare,
+}
+
+impl Drop for SendTurn<'_> {
+    fn drop(&mut self) {
+        self.host.sending.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
     let mut stop = sh.shutdown_signal();
+    let sends = Arc::new(SendSlots::new());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut hosts: BTreeMap<IpAddr, Host> = BTreeMap::new();
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<IpAddr>();
@@ -123,9 +206,9 @@ pub(crate) async fn run(sh: Arc<Ctx>, serve: ServeRx) {
             continue;
         };
         held.connections += 1;
-        let (sh2, serve, ended_tx, share) = (sh.clone(), serve.clone(), ended_tx.clone(), held.share.clone());
+        let (sh2, serve, ended_tx, share, sends) = (sh.clone(), serve.clone(), ended_tx.clone(), held.share.clone(), sends.clone());
         sh.tasks.spawn(async move {
-            serve_connection(sh2, conn, serve, share).await;
+            serve_connection(sh2, conn, serve, share, sends).await;
             drop(slot);
             let _ = ended_tx.send(host);
         });
@@ -167,7 +250,7 @@ async fn send_step(sh: &Ctx, send: &mut dyn SendStream, step: Step<'_>) -> Resul
     Ok(sent)
 }
 
-async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeRx, host: Arc<HostShare>) {
+async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeRx, host: Arc<HostShare>, sends: Arc<SendSlots>) {
     let handshake = Arc::new(Handshake::default());
     let limit = Arc::new(tokio::sync::Semaphore::new(sh.cfg.max_streams_per_conn));
     let mut stop = sh.shutdown_signal();
@@ -196,11 +279,12 @@ async fn serve_connection(sh: Arc<Ctx>, conn: Arc<dyn Connection>, serve: ServeR
         // Bounded concurrency per connection: a flood of streams waits here
         // (and QUIC's stream credit stops the peer from opening more).
         let Ok(permit) = limit.clone().acquire_owned().await else { break };
-        let (sh2, conn, handshake, serve, host) = (sh.clone(), conn.clone(), handshake.clone(), serve.clone(), host.clone());
+        let (sh2, conn, handshake, serve, host, sends) =
+            (sh.clone(), conn.clone(), handshake.clone(), serve.clone(), host.clone(), sends.clone());
         sh.tasks.spawn(async move {
             let sh = sh2;
             let _permit = permit;
-            let stream = Stream { conn: conn.as_ref(), handshake: &handshake, serve: &serve, host: &host };
+            let stream = Stream { conn: conn.as_ref(), handshake: &handshake, serve: &serve, host: &host, sends: &sends };
             if let Err(e) = serve_stream(&sh, stream, send, recv).await {
                 tracing::debug!("serving {}: {e}", conn.peer_id());
             }
@@ -231,6 +315,8 @@ struct Stream<'a> {
     serve: &'a ServeRx,
     /// What the connections of the client's host share.
     host: &'a HostShare,
+    /// The global admission of data replies.
+    sends: &'a SendSlots,
 }
 
 async fn serve_stream(
@@ -239,7 +325,7 @@ async fn serve_stream(
     mut send: Box<dyn SendStream>,
     mut recv: Box<dyn RecvStream>,
 ) -> Result<(), WireError> {
-    let Stream { conn, handshake, serve, host } = stream;
+    let Stream { conn, handshake, serve, host, sends } = stream;
     // A peer that opens a stream and sends nothing (or trickles) loses it.
     let read = tokio::select! {
         biased;
@@ -274,19 +360,100 @@ async fn serve_stream(
             sh.tell(Input::Seen(conn.peer_id()));
             respond(sh, send.as_mut(), &Response::Pong { nonce, library_rev }).await
         }
+        Request::Have { id, digest, since } => {
+            let answer = have(sh, serve, conn.peer_id(), &id, &digest, since).await;
+            respond(sh, send.as_mut(), &answer).await
+        }
         req => {
-            let view = serve.borrow().clone();
-            match view.handle(&req) {
+            let (reply, claim) = reply_to(sh, &serve.borrow().clone(), &req, conn.peer_id());
+            match reply {
                 Reply::Message(m) => respond(sh, send.as_mut(), &m).await,
-                Reply::Data { path, offset, len } => {
-                    let _turn = host.sends.acquire().await;
-                    send_data(sh, send.as_mut(), &path, offset, len).await
-                }
-                Reply::Pieces { pieces, len } => {
-                    let _turn = host.sends.acquire().await;
-                    send_pieces(sh, send.as_mut(), pieces, len).await
-                }
+                data => send_reply(sh, send.as_mut(), host, sends, data, claim).await,
             }
+        }
+    }
+}
+
+/// What to answer: from the served library, or for a unit of a version
+/// this peer is still downloading, from what it verified so far. A unit
+/// that just went to another downloader of its swarm is deferred.
+fn reply_to(sh: &Ctx, view: &ServeView, req: &Request, asker: PeerId) -> (Reply, Option<Claim>) {
+    let Request::GetUnit { id, digest, unit } = req else { return (view.handle(req), None) };
+    let served = view.serves(id, digest);
+    let Some(swarm) = sh.swarms.find(id, digest, served) else { return (view.handle(req), None) };
+    let source = if served { None } else { swarm.unit_source(*unit) };
+    if !served && source.is_none() {
+        return (view.handle(req), None);
+    }
+    // A downloader is a member of the swarm from its first request on.
+    swarm.note_member(asker);
+    match swarm.claim(*unit, asker, sh.ports.clock.now()).map(Some) {
+        Err(wait) => (Reply::Message(Response::Elsewhere { retry_after_ms: wait.as_millis().max(1) as u32 }), None),
+        Ok(claim) => (source.map_or_else(|| view.handle(req), |s| s.reply(id, *unit)), claim),
+    }
+}
+
+/// Sends file data once the client's host and the server have room, or
+/// says `Busy` when too many replies already wait.
+async fn send_reply(
+    sh: &Ctx,
+    send: &mut dyn SendStream,
+    host: &HostShare,
+    sends: &SendSlots,
+    reply: Reply,
+    claim: Option<Claim>,
+) -> Result<(), WireError> {
+    let _turn = host.sends.acquire().await;
+    let slot = match sends.admit(host).await {
+        Ok(slot) => slot,
+        Err(wait) => {
+            if let Some(claim) = claim {
+                claim.withdraw();
+            }
+            let busy = Response::Busy { retry_after_ms: wait.as_millis() as u32 };
+            return respond(sh, send, &busy).await;
+        }
+    };
+    let started = sh.ports.clock.now();
+    let sent = match reply {
+        Reply::Data { path, offset, len } => send_data(sh, send, &path, offset, len).await,
+        Reply::Pieces { pieces, len } => send_pieces(sh, send, pieces, len).await,
+        Reply::Message(m) => respond(sh, send, &m).await,
+    };
+    sends.served(sh.ports.clock.now().saturating_since(started));
+    drop(slot);
+    if let Some(claim) = claim {
+        claim.sent(sh.ports.clock.now());
+    }
+    sent
+}
+
+/// Answers a `Have` long poll: at once when there is news for the asker,
+/// else when news comes or after [`HAVE_WAIT`]. The asker becomes a member
+/// of the version's swarm (and this peer's own download hears of it).
+async fn have(sh: &Ctx, serve: &ServeRx, asker: PeerId, id: &GameId, digest: &Hash, since: u32) -> Response {
+    let not_held = || Response::error(ErrorCode::UnknownGame, format!("{id} with this manifest is not held here"));
+    let served = || serve.borrow().serves(id, digest);
+    let Some(swarm) = sh.swarms.find(id, digest, served()).filter(|s| s.holds_any() || served()) else { return not_held() };
+    swarm.note_member(asker);
+    let mut changed = swarm.subscribe();
+    let deadline = sh.ports.clock.now() + HAVE_WAIT;
+    let mut stop = sh.shutdown_signal();
+    loop {
+        if let Some(news) = swarm.news_for(&asker, since, served()) {
+            return Response::Have(news);
+        }
+        let left = deadline.saturating_since(sh.ports.clock.now());
+        let woke = tokio::select! {
+            biased;
+            _ = stop.changed() => false,
+            r = changed.changed() => r.is_ok(),
+            _ = sh.ports.clock.sleep(left) => false,
+        };
+        if !woke {
+            // A served version always has news; a download that ended
+            // without a commit holds nothing any more.
+            return swarm.quiet_news(&asker, since).map_or_else(not_held, Response::Have);
         }
     }
 }
