@@ -1,0 +1,147 @@
+//! Swarming in simulation: downloaders of one version serve each other the
+//! units they verified, so a seeder's uplink is not split N ways.
+//! Asserted on (deterministic) virtual time only.
+
+use lanspread::{PeerCommand, PeerEvent};
+use lanspread_core::game::GameId;
+use lanspread_memfs::MemFs;
+use lanspread_testkit::game::catalog_of;
+use lanspread_testkit::{ms, HostConfig, Sim, SimGame};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const MB: f64 = 1e6;
+const MIB: u64 = 1 << 20;
+
+fn gid(s: &str) -> GameId {
+    GameId::new(s).unwrap()
+}
+
+/// One downloader's result: seconds from its command to its commit, and
+/// the bytes each peer sent it.
+#[derive(Debug, Clone)]
+struct Finish {
+    secs: f64,
+    from: BTreeMap<String, u64>,
+}
+
+/// What a swarm run measured.
+#[derive(Debug)]
+struct SwarmRun {
+    finishes: BTreeMap<String, Finish>,
+}
+
+impl SwarmRun {
+    fn last(&self) -> f64 {
+        self.finishes.values().map(|f| f.secs).fold(0.0, f64::max)
+    }
+
+    /// Bytes the downloaders got from each other rather than the seeder.
+    fn traded(&self) -> u64 {
+        self.finishes.values().flat_map(|f| f.from.iter()).filter(|(p, _)| p.as_str() != "seed").map(|(_, b)| b).sum()
+    }
+}
+
+/// One seeder and `n` downloaders on equal links of `rate` bytes/s, the
+/// downloaders all told to download at the same instant.
+fn run_swarm(name: &str, seed: u64, n: usize, rate: f64, size: u64) -> SwarmRun {
+    let mut out = SwarmRun { finishes: BTreeMap::new() };
+    let out_ref = &mut out;
+    Sim::run(name, seed, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", size);
+        let cat = catalog_of(&[&game]);
+        let link = HostConfig::symmetric(rate, ms(1));
+        let hs = sim.host("seed", link);
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        sim.spawn("seed", hs, fs, Sim::config(cat.clone()));
+        let names: Vec<String> = (0..n).map(|i| format!("d{i:03}")).collect();
+        for d in &names {
+            let h = sim.host(d, link);
+            sim.spawn(d, h, MemFs::unrecorded(), Sim::config(cat.clone()));
+        }
+        let id = gid("arena");
+        for d in &names {
+            sim.wait_for(d, Duration::from_secs(60), |e| match e {
+                PeerEvent::LibrarySnapshot { games, .. } => games.iter().any(|g| g.id == id && !g.peers_with_latest.is_empty()),
+                _ => false,
+            })
+            .await;
+        }
+        let start = sim.now();
+        for d in &names {
+            sim.send(d, PeerCommand::download(id.clone()));
+        }
+        let ids: BTreeMap<_, _> = std::iter::once("seed".to_owned()).chain(names.iter().cloned()).map(|n| (sim.peer(&n).id, n)).collect();
+        for d in &names {
+            let (at, ev) = sim
+                .wait_for(d, Duration::from_secs(3600), |e| {
+                    matches!(e, PeerEvent::DownloadFinished { .. } | PeerEvent::DownloadFailed { .. })
+                })
+                .await;
+            let PeerEvent::DownloadFinished { stats, .. } = ev else { panic!("{d}: {ev:?}") };
+            let from = stats.peers.iter().map(|p| (ids.get(&p.peer).cloned().unwrap_or_else(|| p.peer.to_string()), p.bytes)).collect();
+            out_ref.finishes.insert(d.clone(), Finish { secs: (at - start).as_secs_f64(), from });
+        }
+        sim
+    });
+    out
+}
+
+#[test]
+fn downloaders_trade_units_so_four_take_half_the_time_of_a_split_uplink() {
+    let (rate, size) = (20.0 * MB, 16 * MIB);
+    let lone = run_swarm("swarm_lone", 3, 1, rate, size).last();
+    let four = run_swarm("swarm_four", 3, 4, rate, size);
+    let ratio = four.last() / lone;
+    println!("lone {lone:.3} s, last of 4 {:.3} s, ratio {ratio:.2}, traded {} bytes", four.last(), four.traded());
+    for (d, f) in &four.finishes {
+        println!("  {d}: {:.3} s from {:?}", f.secs, f.from);
+    }
+    let seeded: u64 = four.finishes.values().map(|f| f.from.get("seed").copied().unwrap_or(0)).sum();
+    assert!(four.traded() > 2 * size, "the downloaders served each other: {four:?}");
+    assert!(seeded < 2 * size, "the seeder sends each unit about once, not once per downloader: {seeded}");
+    // Without swarming the seeder's uplink is split four ways (about 4x).
+    assert!(ratio <= 2.0, "{ratio:.2}");
+}
+
+/// The figures of BENCHMARKS.md: `cargo xtask sim --swarm` (or this test
+/// with `--ignored`) prints, for each N in `LANSPREAD_SWARM_N` (default
+/// 1,4,16,64) and each link rate in `LANSPREAD_SWARM_MBPS` (MB/s, default
+/// 125,20), the time of the last of N downloaders against a lone one and
+/// against the broadcast lower bound.
+#[test]
+#[ignore]
+fn swarm_table() {
+    let list = |var: &str, default: &str| -> Vec<f64> {
+        std::env::var(var).unwrap_or_else(|_| default.into()).split(',').map(|s| s.trim().parse().expect(var)).collect()
+    };
+    let size = 16 * MIB;
+    for mbps in list("LANSPREAD_SWARM_MBPS", "125,20") {
+        let rate = mbps * MB;
+        let lone = run_swarm("swarm_table_lone", 1, 1, rate, size).last();
+        for n in list("LANSPREAD_SWARM_N", "1,4,16,64") {
+            let wall = std::time::Instant::now();
+            let run = run_swarm("swarm_table", 1, n as usize, rate, size);
+            let bound = size as f64 / rate;
+            println!(
+                "N={n:>4} link={mbps:>5} MB/s  last={:.3} s  lone={lone:.3} s  ratio={:.2}  bound={bound:.3} s  last/bound={:.2}  wall={:.1} s",
+                run.last(),
+                run.last() / lone,
+                run.last() / bound,
+                wall.elapsed().as_secs_f64()
+            );
+            if std::env::var("LANSPREAD_SWARM_DETAIL").is_ok() {
+                let mut secs: Vec<f64> = run.finishes.values().map(|f| f.secs).collect();
+                secs.sort_by(f64::total_cmp);
+                let seeded: u64 = run.finishes.values().map(|f| f.from.get("seed").copied().unwrap_or(0)).sum();
+                println!(
+                    "   first {:.3} median {:.3}; the seeder sent {:.2}x the game",
+                    secs[0],
+                    secs[secs.len() / 2],
+                    seeded as f64 / size as f64
+                );
+            }
+        }
+    }
+}
