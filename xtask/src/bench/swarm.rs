@@ -671,17 +671,20 @@ fn section(cx: &Cx<'_>, all: &[Runs], one: f64, scale: f64, pieces: Option<&str>
             sec.rows.push(Row::cmp(&case, ours, baseline, theirs, "both durable".into()));
         }
     }
+    let code = code(cx.opts);
     let swarm_line = match swarmed {
-        Some(0) => "**Swarming observed: no.** In every counted run of 3, lanspread's downloaders received every byte from the seeder \
-                    and none from each other: these lanspread figures are of a binary without swarming."
-            .to_owned(),
+        Some(0) => format!(
+            "**Swarming observed: no.** In every counted run of 3, lanspread's downloaders received every byte from the seeder and \
+             none from each other: these lanspread figures are those of a binary without swarming, i.e. measured before swarming \
+             landed ({code})."
+        ),
         Some(b) => format!(
             "**Swarming observed: yes.** In the runs of 3, lanspread's downloaders received up to {:.0} MB ({:.0}%) from each other, the rest \
-             from the seeder.",
+             from the seeder ({code}).",
             b as f64 / 1e6,
             b as f64 / wanted * 100.0
         ),
-        None => "**Swarming observed:** unknown (lanspread's runs of 3 were not measured).".to_owned(),
+        None => format!("**Swarming observed:** unknown: lanspread's runs of 3 were not measured ({code})."),
     };
     sec.details = format!(
         "## Swarming (case 8): one seeder, three downloaders, every uplink capped\n\n\
@@ -713,6 +716,20 @@ fn section(cx: &Cx<'_>, all: &[Runs], one: f64, scale: f64, pieces: Option<&str>
         sec.details.push_str(&format!("Problem: {} {}: {}\n\n", r.tool.name(), r.setup.name(), p.lines().next().unwrap_or("")));
     }
     sec
+}
+
+/// Which lanspread was measured: `binary built from commit X` (or given with `--bin`).
+fn code(opts: &Opts) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git").arg("-C").arg(&opts.root).args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    if opts.bin_given {
+        format!("binary {} given with --bin; workspace at commit {commit}", opts.bin.display())
+    } else {
+        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_ok_and(|s| !s.is_empty());
+        format!("binary built from commit {commit}{}", if dirty { " plus uncommitted changes" } else { "" })
+    }
 }
 
 /// What a figure of `tool` includes (the table's last column).
