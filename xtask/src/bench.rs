@@ -3,7 +3,7 @@
 //! and noisy, so absolute seconds mean little on their own).
 //!
 //! ```text
-//! cargo xtask bench [--quick] [--only 1,2,3,4,6,7] [--warm] [--bin PATH] [--runs N]
+//! cargo xtask bench [--quick] [--only 1,2,3,4,6,7,8] [--warm] [--bin PATH] [--runs N]
 //!                   [--trees many,deb,2gb] [--deb PKG] [--nofile N]
 //! cargo xtask bench --render [--quick]
 //! ```
@@ -25,7 +25,11 @@
 //!    game, every tool timed durably (a `sync` inside the timing), the
 //!    zipped many-file game installed against `unzip`, syscall counts and
 //!    peak RSS; every `lanspread` process with `RLIMIT_NOFILE` at 256
-//!    (see `bench/real.rs`).
+//!    (see `bench/real.rs`);
+//! 8. swarming: one seeder and three downloaders started together on a
+//!    namespaced LAN, every uplink capped at 100 Mbit/s: the last of the
+//!    three against one downloader alone, lanspread and qBittorrent-nox,
+//!    timed durably (needs root; see `bench/swarm.rs`).
 //!
 //! A full run writes `BENCHMARKS.md` (table, a short reading, details and
 //! the hand-written findings of `xtask/bench/NOTES.md`); `--quick` writes
@@ -57,6 +61,7 @@ mod report;
 mod scan;
 mod sim;
 mod strace;
+mod swarm;
 mod tools;
 pub mod zip;
 
@@ -64,9 +69,9 @@ use report::Row;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6,7] [--warm] [--bin PATH] [--runs N] [--trees many,deb,2gb] [--deb PKG] [--nofile N] | bench --render [--quick]";
+const USAGE: &str = "usage: cargo xtask bench [--quick] [--only 1,2,3,4,6,7,8] [--warm] [--bin PATH] [--runs N] [--trees many,deb,2gb] [--deb PKG] [--nofile N] | bench --render [--quick]";
 /// Every case (5 and 6 are measured inside 1).
-pub const ALL_CASES: [u32; 7] = [1, 2, 3, 4, 5, 6, 7];
+pub const ALL_CASES: [u32; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
 /// What one invocation does.
 #[derive(Debug, Clone)]
@@ -185,6 +190,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if opts.wants(7) {
         step(&mut rep, "7", || real::run(&opts, &tools));
     }
+    if opts.wants(8) {
+        step(&mut rep, "8", || swarm::run(&opts, &tools));
+    }
     rep.elapsed = started.elapsed().as_secs_f64();
     // Cases not run now (--only) keep their figures from the last run of the same mode.
     // A quick run never replaces BENCHMARKS.md: it writes target/bench/BENCHMARKS-quick.md.
@@ -282,9 +290,12 @@ pub fn log(msg: &str) {
 /// directory): then `target/bench/BENCHMARKS-partial.md`.
 fn keep_cases(doc: &Path, rep: &report::Report, out: &Path) -> PathBuf {
     let old = std::fs::read_to_string(doc).unwrap_or_default();
-    let lost: Vec<&str> = ["1", "2", "3", "4", "7"]
+    let lost: Vec<&str> = ["1", "2", "3", "4", "7", "8"]
         .into_iter()
-        .filter(|k| old.contains(&format!("\n## Case {k}")) && !rep.cases.iter().any(|c| c.key == *k))
+        .filter(|k| {
+            (old.contains(&format!("\n## Case {k}")) || old.contains(&format!("\n## Swarming (case {k})")))
+                && !rep.cases.iter().any(|c| c.key == *k)
+        })
         .collect();
     if lost.is_empty() {
         return doc.to_path_buf();

@@ -31,11 +31,11 @@ const NGINX_PORT: u16 = 8080;
 const TRANSPORTS: [(&str, u16); 2] = [("quinn", 47800), ("s2n", 47801)];
 const ARIA_OPTS: [&str; 8] = ["-j", "8", "-s", "3", "-x", "2", "-k", "4M"];
 
-fn host_ns(i: usize) -> String {
+pub(super) fn host_ns(i: usize) -> String {
     format!("{HOST_PREFIX}{i}")
 }
 
-fn host_ip(i: usize) -> String {
+pub(super) fn host_ip(i: usize) -> String {
     format!("10.78.0.{}", 10 + i)
 }
 
@@ -62,7 +62,7 @@ fn ours() -> Result<Vec<String>, String> {
 }
 
 /// Deletes every `lsb-*` namespace, killing what still runs in them.
-fn down() -> Result<(), String> {
+pub(super) fn down() -> Result<(), String> {
     let mut names = ours()?;
     names.sort_by_key(|n| n == BR_NS);
     for ns in &names {
@@ -81,7 +81,7 @@ fn down() -> Result<(), String> {
     }
 }
 
-fn preflight() -> Result<(), String> {
+pub(super) fn preflight() -> Result<(), String> {
     if !crate::lan::is_root() {
         return Err("not running as root: network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN".into());
     }
@@ -92,7 +92,7 @@ fn preflight() -> Result<(), String> {
     r.map(drop)
 }
 
-fn up(n: usize) -> Result<(), String> {
+pub(super) fn up(n: usize) -> Result<(), String> {
     ip(&["netns", "add", BR_NS])?;
     ip(&["-n", BR_NS, "link", "set", "lo", "up"])?;
     ip(&["-n", BR_NS, "link", "add", "br0", "type", "bridge"])?;
@@ -117,7 +117,7 @@ fn up(n: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn shape(i: usize, mbit: Option<u32>) -> Result<(), String> {
+pub(super) fn shape(i: usize, mbit: Option<u32>) -> Result<(), String> {
     let ns = host_ns(i);
     match mbit {
         Some(r) => in_ns(
@@ -153,12 +153,12 @@ pub fn probe_tcp(addr: &str) -> Result<(), String> {
 }
 
 /// Tears the LAN down when dropped (after the processes in it are stopped).
-struct Lan;
+pub(super) struct Lan;
 
 impl Drop for Lan {
     fn drop(&mut self) {
         if let Err(e) = down() {
-            log(&format!("bench 2: teardown: {e}"));
+            log(&format!("bench: LAN teardown: {e}"));
         }
     }
 }

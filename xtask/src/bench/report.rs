@@ -366,6 +366,7 @@ impl Report {
                     "3" => "case 3",
                     "4" => "case 4",
                     "7" => "case 7",
+                    "8" => "case 8",
                     _ => "case ?",
                 };
                 md.push_str(&format!("  - {name}: {}\n", c.when));

@@ -24,6 +24,12 @@ pub struct Tools {
     pub strace: Option<PathBuf>,
     /// prlimit (case 7, `RLIMIT_NOFILE` of lanspread; else `sh -c ulimit`).
     pub prlimit: Option<PathBuf>,
+    /// qbittorrent-nox (case 8, the BitTorrent baseline).
+    pub qbittorrent: Option<PathBuf>,
+    /// mktorrent (case 8, makes its .torrent).
+    pub mktorrent: Option<PathBuf>,
+    /// curl (case 8, qBittorrent's Web API).
+    pub curl: Option<PathBuf>,
     /// Human-readable tool versions.
     pub versions: Vec<(String, String)>,
     /// Messages about missing tools.
@@ -62,6 +68,16 @@ pub fn ensure(opts: &Opts) -> Result<Tools, String> {
     if opts.wants(2) {
         wanted.extend([("aria2c", "aria2"), ("nginx", "nginx"), ("ip", "iproute2"), ("tc", "iproute2"), ("ss", "iproute2")]);
     }
+    if opts.wants(8) {
+        wanted.extend([
+            ("qbittorrent-nox", "qbittorrent-nox"),
+            ("mktorrent", "mktorrent"),
+            ("curl", "curl"),
+            ("ip", "iproute2"),
+            ("tc", "iproute2"),
+            ("ss", "iproute2"),
+        ]);
+    }
     let missing: Vec<&str> = wanted.iter().filter(|(b, _)| which(b).is_none()).map(|(_, p)| *p).collect();
     let mut pkgs: Vec<&str> = missing.clone();
     pkgs.sort_unstable();
@@ -96,6 +112,9 @@ pub fn ensure(opts: &Opts) -> Result<Tools, String> {
         unzip: which("unzip"),
         strace: which("strace"),
         prlimit: which("prlimit"),
+        qbittorrent: which("qbittorrent-nox"),
+        mktorrent: which("mktorrent"),
+        curl: which("curl"),
         ..Tools::default()
     };
     wanted.sort_unstable();
@@ -123,6 +142,17 @@ pub fn ensure(opts: &Opts) -> Result<Tools, String> {
             if let Some(p) = p {
                 t.versions.push((name.into(), first_line(Command::new(p).arg(arg))));
             }
+        }
+    }
+    if opts.wants(8) {
+        if let Some(p) = &t.qbittorrent {
+            let libtorrent = measure::output(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "libtorrent-rasterbar2.0"]))
+                .map(|v| format!(" / libtorrent-rasterbar {}", v.trim()))
+                .unwrap_or_default();
+            t.versions.push(("qbittorrent-nox".into(), format!("{}{libtorrent}", first_line(Command::new(p).arg("--version")))));
+        }
+        if let Some(p) = &t.mktorrent {
+            t.versions.push(("mktorrent".into(), first_line(Command::new(p).arg("-h"))));
         }
     }
     for m in &t.missing {

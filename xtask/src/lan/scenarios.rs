@@ -12,6 +12,7 @@ mod many;
 #[path = "mdns_v6.rs"]
 mod mdns_v6;
 mod safety;
+mod swarm;
 
 /// Hosts of the test LAN: two seeders and two downloaders.
 const HOSTS: usize = 4;
@@ -51,7 +52,7 @@ struct Scenario {
     run: fn(&Cx, &mut Procs) -> Result<String, String>,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 8] = [
     Scenario { key: "a", name: "mdns: two seeders + one downloader, real mDNS, byte-identical, installed", run: mdns },
     Scenario { key: "b", name: "kill: a seeder is SIGKILLed mid-download, the other one finishes it", run: kill },
     Scenario {
@@ -63,6 +64,11 @@ const SCENARIOS: [Scenario; 7] = [
     Scenario { key: "e", name: "safety: no hand-made local/ replaced without --adopt; case-colliding games unshared", run: safety::safety },
     Scenario { key: "f", name: "liar first: the only holder serves corrupt bytes; banned, then honest seeders finish it", run: liar::liar },
     Scenario { key: "v6", name: "mdns-v6: a seeder reachable only at its IPv6 link-local address joins by mDNS", run: mdns_v6::mdns_v6 },
+    Scenario {
+        key: "swarm",
+        name: "swarm: 1 seeder + 3 downloaders started together, 100 Mbit/s uplinks, SHA-256 identical",
+        run: swarm::swarm,
+    },
 ];
 
 /// Runs every scenario (or those in `only`) on a fresh LAN.
