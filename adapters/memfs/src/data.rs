@@ -6,14 +6,16 @@
 //! the durable copy an fsync keeps, the baseline a crash replays from and
 //! the survivor of a crash share their bytes with the live file; a write
 //! copies only the chunks it changes that are shared (and not even those
-//! it overwrites whole).
+//! it overwrites whole). A read within one chunk shares the chunk instead
+//! of copying it: a chunk is as large as a manifest chunk, so a server
+//! sending the same file to many simulated peers at once holds it once.
 
 use bytes::Bytes;
 use std::fmt;
 use std::sync::Arc;
 
 /// Bytes per chunk.
-pub(crate) const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 1 << 20;
 
 /// File content (see the module docs).
 ///
@@ -63,6 +65,12 @@ impl Data {
     pub(crate) fn read(&self, start: usize, end: usize) -> Bytes {
         let end = end.min(self.len);
         let start = start.min(end);
+        if start < end && start / CHUNK == (end - 1) / CHUNK {
+            if let Some(c) = &self.chunks[start / CHUNK] {
+                let off = start / CHUNK * CHUNK;
+                return Bytes::from_owner(Shared(Arc::clone(c))).slice(start - off..end - off);
+            }
+        }
         let mut out = Vec::with_capacity(end - start);
         let mut pos = start;
         while pos < end {
@@ -126,6 +134,16 @@ impl Data {
             pos += n;
             rest = tail;
         }
+    }
+}
+
+/// A chunk lent to a reader (read-only while the reader holds it: a write
+/// to the chunk copies it first).
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -210,6 +228,18 @@ mod tests {
         let mut want = big;
         want[CHUNK + 1..CHUNK + 3].copy_from_slice(b"xy");
         assert_eq!(live.to_vec(), want);
+    }
+
+    #[test]
+    fn a_read_within_a_chunk_is_not_disturbed_by_later_writes() {
+        let mut d = Data::from(vec![7u8; 2 * CHUNK]);
+        let r = d.read(CHUNK + 10, CHUNK + 20);
+        let whole = d.read(0, CHUNK);
+        d.write(CHUNK + 10, &[1; 10]);
+        d.write(0, &[2; 3]);
+        assert_eq!(&r[..], &[7; 10]);
+        assert!(whole.iter().all(|b| *b == 7));
+        assert_eq!(&d.read(CHUNK + 9, CHUNK + 21)[..], &[7, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 7]);
     }
 
     #[test]

@@ -20,12 +20,13 @@
 //!   `sync_dir` a directory's durable entries. A rename between two
 //!   directories is atomic: syncing either directory makes both halves
 //!   durable.
-//! * **Memory**: file content lives in copy-on-write chunks of 64 KiB
+//! * **Memory**: file content lives in copy-on-write chunks of 1 MiB
 //!   shared between the live file, its durable copy, the baseline crash
 //!   states replay from and the survivors of a crash: a synced file whose
 //!   content did not change since costs no second copy, a write copies only
 //!   the shared chunks it changes, and a file grown by `set_len` holds no
-//!   bytes until written.
+//!   bytes until written. A `read_at` within one chunk (a manifest chunk
+//!   is one) lends the chunk instead of copying it.
 //! * **Faults**: [`MemFs::fail_nth_op`] makes one future mutating operation
 //!   fail (I/O error, disk full...); [`MemFs::set_capacity`] bounds the
 //!   bytes stored, so writes beyond it fail with [`FsErrorKind::NoSpace`].
