@@ -215,6 +215,95 @@ struct ConnEntry {
     conn: Weak<Conn>,
 }
 
+/// The live connections, indexed by host and by transport so that a crash,
+/// a dropped host or a transport shutdown touches only its own connections.
+///
+/// A connection leaves the table when it ends ([`Conn::end`]); as a backstop
+/// for entries whose connection is gone otherwise, the table is swept for
+/// ended connections whenever it has doubled since the last sweep, so
+/// registering a connection costs O(log n) amortised.
+struct ConnTable {
+    entries: BTreeMap<u64, ConnEntry>,
+    by_host: BTreeMap<HostId, BTreeSet<u64>>,
+    by_transport: BTreeMap<u64, BTreeSet<u64>>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+/// The smallest table size that triggers a sweep.
+const MIN_SWEEP: usize = 64;
+
+impl ConnTable {
+    fn new() -> ConnTable {
+        ConnTable { entries: BTreeMap::new(), by_host: BTreeMap::new(), by_transport: BTreeMap::new(), sweep_at: MIN_SWEEP }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, id: u64, e: ConnEntry) {
+        if self.entries.len() >= self.sweep_at {
+            self.sweep();
+            self.sweep_at = (2 * self.entries.len()).max(MIN_SWEEP);
+        }
+        for h in e.hosts {
+            self.by_host.entry(h).or_default().insert(id);
+        }
+        for t in e.transports {
+            self.by_transport.entry(t).or_default().insert(id);
+        }
+        self.entries.insert(id, e);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<ConnEntry> {
+        let e = self.entries.remove(&id)?;
+        for h in e.hosts {
+            if let Some(set) = self.by_host.get_mut(&h) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_host.remove(&h);
+                }
+            }
+        }
+        for t in e.transports {
+            if let Some(set) = self.by_transport.get_mut(&t) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_transport.remove(&t);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    /// Removes the connections `ids` (ascending) and returns those still alive.
+    fn take(&mut self, ids: Vec<u64>) -> Vec<Arc<Conn>> {
+        ids.into_iter().filter_map(|id| self.remove(id).and_then(|e| e.conn.upgrade())).collect()
+    }
+
+    /// Removes and returns the live connections of a host.
+    fn take_host(&mut self, h: HostId) -> Vec<Arc<Conn>> {
+        let ids = self.by_host.get(&h).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        self.take(ids)
+    }
+
+    /// Removes and returns the live connections of a transport.
+    fn take_transport(&mut self, t: u64) -> Vec<Arc<Conn>> {
+        let ids = self.by_transport.get(&t).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        self.take(ids)
+    }
+
+    /// Drops the entries of connections that ended or are gone.
+    fn sweep(&mut self) {
+        let dead: Vec<u64> =
+            self.entries.iter().filter(|(_, e)| e.conn.upgrade().is_none_or(|c| c.is_closed())).map(|(id, _)| *id).collect();
+        for id in dead {
+            self.remove(id);
+        }
+    }
+}
+
 struct DiscEntry {
     shared: Arc<DiscShared>,
     advert: Option<PeerAdvert>,
@@ -228,7 +317,7 @@ struct NetState {
     /// Live (listening) transports by id.
     transports: BTreeMap<u64, Arc<TransportShared>>,
     listeners: BTreeMap<SocketAddr, u64>,
-    conns: BTreeMap<u64, ConnEntry>,
+    conns: ConnTable,
     discs: BTreeMap<u64, DiscEntry>,
     cuts: Vec<Cut>,
     next_id: u64,
@@ -261,22 +350,6 @@ impl NetState {
 
     fn latency(&self, a: HostId, b: HostId) -> Duration {
         self.host(a).cfg.latency + self.host(b).cfg.latency
-    }
-
-    /// Removes and returns the live connections matching `pred`.
-    fn take_conns(&mut self, mut pred: impl FnMut(&ConnEntry) -> bool) -> Vec<Arc<Conn>> {
-        let ids: Vec<u64> = self.conns.iter().filter(|(_, e)| pred(e)).map(|(id, _)| *id).collect();
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(c) = self.conns.remove(&id).and_then(|e| e.conn.upgrade()) {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    fn prune_conns(&mut self) {
-        self.conns.retain(|_, e| e.conn.upgrade().is_some_and(|c| !c.is_closed()));
     }
 
     fn free_port(&mut self, ip: IpAddr) -> u16 {
@@ -380,7 +453,7 @@ impl SimNet {
                     by_ip: BTreeMap::new(),
                     transports: BTreeMap::new(),
                     listeners: BTreeMap::new(),
-                    conns: BTreeMap::new(),
+                    conns: ConnTable::new(),
                     discs: BTreeMap::new(),
                     cuts: Vec::new(),
                     next_id: 0,
@@ -456,7 +529,7 @@ impl SimNet {
     /// Live connections (both ends count once).
     pub fn connection_count(&self) -> usize {
         let mut st = self.state();
-        st.prune_conns();
+        st.conns.sweep();
         st.conns.len()
     }
 
@@ -533,7 +606,7 @@ impl SimNet {
                     transports.push(t);
                 }
             }
-            let conns = st.take_conns(|e| e.hosts.contains(&host));
+            let conns = st.conns.take_host(host);
             let dids: Vec<u64> = st.discs.iter().filter(|(_, d)| d.shared.host == host).map(|(id, _)| *id).collect();
             let discs: Vec<Arc<DiscShared>> = dids.into_iter().filter_map(|id| st.discs.remove(&id).map(|d| d.shared)).collect();
             st.resync(&self.inner.params, None);
@@ -576,10 +649,10 @@ impl SimNet {
                 let crossing = |x: HostId, y: HostId| {
                     cuts.iter().any(|(p, q)| (p.contains(&x) && q.contains(&y)) || (p.contains(&y) && q.contains(&x)))
                 };
-                let ids: Vec<u64> = st.conns.iter().filter(|(_, e)| crossing(e.hosts[0], e.hosts[1])).map(|(id, _)| *id).collect();
+                let ids: Vec<u64> = st.conns.entries.iter().filter(|(_, e)| crossing(e.hosts[0], e.hosts[1])).map(|(id, _)| *id).collect();
                 ids
             };
-            let conns: Vec<Arc<Conn>> = conns.into_iter().filter_map(|id| st.conns.remove(&id).and_then(|e| e.conn.upgrade())).collect();
+            let conns = st.conns.take(conns);
             st.resync(&self.inner.params, None);
             conns
         };
@@ -605,7 +678,7 @@ impl SimNet {
     /// Loses every connection of `host` (both ends see `ConnectionLost`);
     /// the host stays up.
     pub fn drop_connections(&self, host: HostId) {
-        let conns = self.state().take_conns(|e| e.hosts.contains(&host));
+        let conns = self.state().conns.take_host(host);
         for c in conns {
             c.lose("connection dropped".to_owned());
         }
@@ -647,7 +720,6 @@ impl SimNet {
 
     fn register_conn(&self, client: &TransportShared, server: &TransportShared) -> Arc<Conn> {
         let mut st = self.state();
-        st.prune_conns();
         let id = st.id();
         let conn = Arc::new(Conn {
             id,
@@ -682,7 +754,7 @@ impl SimNet {
                 st.listeners.remove(&t.addr);
             }
             if close_conns {
-                st.take_conns(|e| e.transports.contains(&t.id))
+                st.conns.take_transport(t.id)
             } else {
                 Vec::new()
             }
@@ -985,6 +1057,11 @@ impl Conn {
                 s.pipes[0].clear();
                 s.pipes[1].clear();
             }
+        }
+        // An ended connection leaves the network's table (not under the
+        // connection's lock: the table's sweep takes the locks the other way).
+        if let Some(net) = self.net.upgrade() {
+            lock(&net.state).conns.remove(self.id);
         }
         self.notify.notify_waiters();
         self.closed_notify.notify_waiters();
@@ -1534,5 +1611,46 @@ impl Discovery for SimDiscovery {
 
     async fn shutdown(&self) {
         self.net.withdraw(&self.shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime").block_on(f)
+    }
+
+    #[test]
+    fn ended_connections_leave_the_table() {
+        run(async {
+            let rng = SimRng::new(6);
+            let net = SimNet::new(rng.fork("net"));
+            let a = net.add_host("a", HostConfig::default());
+            let b = net.add_host("b", HostConfig::default());
+            let ta = net.transport(a, 1, rng.peer_id());
+            let tb = net.transport(b, 1, rng.peer_id());
+            let addr = tb.local_addr();
+            let mut kept = Vec::new();
+            for i in 0..300 {
+                let (c, s) = tokio::join!(ta.connect(addr, None), tb.accept());
+                let (c, s) = (c.expect("connect"), s.expect("accept"));
+                if i % 3 == 0 {
+                    kept.push((c, s));
+                } else if i % 3 == 1 {
+                    c.close(0, "done");
+                } else {
+                    drop((c, s));
+                }
+            }
+            assert_eq!(net.state().conns.len(), kept.len(), "only live connections are in the table");
+            assert_eq!(net.connection_count(), kept.len());
+            net.drop_connections(a);
+            assert_eq!(net.state().conns.len(), 0);
+            let st = net.state();
+            assert!(st.conns.by_host.is_empty() && st.conns.by_transport.is_empty());
+        });
     }
 }
