@@ -68,6 +68,14 @@
 //!
 //! Byte accounting ([`SimNet::bytes_sent`], [`SimNet::bytes_received`])
 //! counts payload when a segment is put on the wire (reserved).
+//!
+//! # Cost
+//!
+//! Registering a connection, opening a stream and sending a segment cost
+//! O(log n) in the number of connections; a crash, a dropped host or a
+//! transport shutdown touches only the connections of that host or
+//! transport; an advert (or its withdrawal) updates each discovery's view
+//! for that advert's id alone.
 
 use crate::rng::SimRng;
 use async_trait::async_trait;
@@ -319,6 +327,9 @@ struct NetState {
     listeners: BTreeMap<SocketAddr, u64>,
     conns: ConnTable,
     discs: BTreeMap<u64, DiscEntry>,
+    /// The discoveries advertising each id (several while an old advert of
+    /// a restarted peer lingers).
+    adverts: BTreeMap<PeerId, BTreeSet<u64>>,
     cuts: Vec<Cut>,
     next_id: u64,
     next_port: u16,
@@ -362,51 +373,116 @@ impl NetState {
         }
     }
 
+    /// Removes a discovery (and its advert from the index).
+    fn remove_disc(&mut self, id: u64) -> Option<DiscEntry> {
+        let d = self.discs.remove(&id)?;
+        if let Some(a) = &d.advert {
+            self.unindex_advert(a.id, id);
+        }
+        Some(d)
+    }
+
+    fn unindex_advert(&mut self, pid: PeerId, disc: u64) {
+        if let Some(set) = self.adverts.get_mut(&pid) {
+            set.remove(&disc);
+            if set.is_empty() {
+                self.adverts.remove(&pid);
+            }
+        }
+    }
+
+    /// Sets a discovery's advert; returns the id it advertised before.
+    fn set_advert(&mut self, disc: u64, advert: PeerAdvert) -> Option<Option<PeerId>> {
+        let pid = advert.id;
+        let entry = self.discs.get_mut(&disc)?;
+        let old = entry.advert.replace(advert).map(|a| a.id);
+        if let Some(o) = old {
+            self.unindex_advert(o, disc);
+        }
+        self.adverts.entry(pid).or_default().insert(disc);
+        Some(old)
+    }
+
     /// Brings every discovery's view in line with who is visible to whom,
     /// queueing `Up` / `Down` events. `immediate`: a discovery just created,
     /// which learns the current state without delay.
     fn resync(&self, params: &NetParams, immediate: Option<u64>) {
-        let now = Instant::now();
-        let subjects: Vec<(u64, HostId, &PeerAdvert)> =
-            self.discs.iter().filter_map(|(id, e)| e.advert.as_ref().map(|a| (*id, e.shared.host, a))).collect();
         for (rid, r) in &self.discs {
-            let rhost = r.shared.host;
-            let own = r.advert.as_ref().map(|a| a.id);
-            let mut desired: BTreeMap<PeerId, (HostId, &PeerAdvert)> = BTreeMap::new();
-            for (sid, shost, adv) in &subjects {
-                if sid == rid || Some(adv.id) == own || self.is_cut(rhost, *shost) {
+            self.sync_view(params, *rid, r, None, immediate == Some(*rid));
+        }
+    }
+
+    /// Like [`NetState::resync`] after a change that can only affect
+    /// adverts of the ids `only` (one discovery advertised or left): each
+    /// view is brought in line for those ids alone, O(log n) per discovery.
+    /// Views are in line after every change, so the events are exactly
+    /// those of a full resync.
+    fn resync_ids(&self, params: &NetParams, only: &BTreeSet<PeerId>) {
+        for (rid, r) in &self.discs {
+            self.sync_view(params, *rid, r, Some(only), false);
+        }
+    }
+
+    /// Brings the view of discovery `rid` in line, for the advert ids
+    /// `only` (`None`: all). `immediate`: events are due at once.
+    fn sync_view(&self, params: &NetParams, rid: u64, r: &DiscEntry, only: Option<&BTreeSet<PeerId>>, immediate: bool) {
+        let now = Instant::now();
+        let rhost = r.shared.host;
+        let own = r.advert.as_ref().map(|a| a.id);
+        let mut desired: BTreeMap<PeerId, (HostId, &PeerAdvert)> = BTreeMap::new();
+        let mut want = |pid: &PeerId, sids: &BTreeSet<u64>| {
+            if Some(*pid) == own {
+                return;
+            }
+            // With two live adverts of one id, the newest wins.
+            for sid in sids.iter().rev() {
+                let Some(s) = self.discs.get(sid) else { continue };
+                let (Some(adv), shost) = (s.advert.as_ref(), s.shared.host) else { continue };
+                if *sid == rid || self.is_cut(rhost, shost) {
                     continue;
                 }
-                // With two live adverts of one id, the newest wins.
-                desired.insert(adv.id, (*shost, adv));
+                desired.insert(*pid, (shost, adv));
+                break;
             }
-            let delay = |other: HostId| {
-                if immediate == Some(*rid) {
-                    Duration::ZERO
-                } else {
-                    params.discovery_delay + self.latency(rhost, other)
+        };
+        match only {
+            None => {
+                for (pid, sids) in &self.adverts {
+                    want(pid, sids);
                 }
-            };
-            let mut ds = lock(&r.shared.state);
-            let mut changed = false;
-            let gone: Vec<(PeerId, HostId)> =
-                ds.seen.iter().filter(|(id, _)| !desired.contains_key(id)).map(|(id, (h, _))| (*id, *h)).collect();
-            for (id, h) in gone {
-                ds.seen.remove(&id);
-                ds.push(now + delay(h), DiscoveryEvent::Down(id));
+            }
+            Some(ids) => {
+                for pid in ids {
+                    if let Some(sids) = self.adverts.get(pid) {
+                        want(pid, sids);
+                    }
+                }
+            }
+        }
+        let delay = |other: HostId| if immediate { Duration::ZERO } else { params.discovery_delay + self.latency(rhost, other) };
+        let mut ds = lock(&r.shared.state);
+        let mut changed = false;
+        let gone: Vec<(PeerId, HostId)> = match only {
+            None => ds.seen.iter().filter(|(id, _)| !desired.contains_key(id)).map(|(id, (h, _))| (*id, *h)).collect(),
+            Some(ids) => {
+                ids.iter().filter(|id| !desired.contains_key(id)).filter_map(|id| ds.seen.get(id).map(|(h, _)| (*id, *h))).collect()
+            }
+        };
+        for (id, h) in gone {
+            ds.seen.remove(&id);
+            ds.push(now + delay(h), DiscoveryEvent::Down(id));
+            changed = true;
+        }
+        for (id, (h, adv)) in desired {
+            if ds.seen.get(&id).map(|(_, a)| a) != Some(adv) {
+                ds.seen.insert(id, (h, adv.clone()));
+                ds.push(now + delay(h), DiscoveryEvent::Up(adv.clone()));
                 changed = true;
             }
-            for (id, (h, adv)) in desired {
-                if ds.seen.get(&id).map(|(_, a)| a) != Some(adv) {
-                    ds.seen.insert(id, (h, adv.clone()));
-                    ds.push(now + delay(h), DiscoveryEvent::Up(adv.clone()));
-                    changed = true;
-                }
-            }
-            drop(ds);
-            if changed {
-                r.shared.notify.notify_waiters();
-            }
+        }
+        drop(ds);
+        if changed {
+            r.shared.notify.notify_waiters();
         }
     }
 }
@@ -455,6 +531,7 @@ impl SimNet {
                     listeners: BTreeMap::new(),
                     conns: ConnTable::new(),
                     discs: BTreeMap::new(),
+                    adverts: BTreeMap::new(),
                     cuts: Vec::new(),
                     next_id: 0,
                     next_port: FIRST_EPHEMERAL_PORT,
@@ -578,8 +655,10 @@ impl SimNet {
             notify: Notify::new(),
         });
         if up {
-            st.discs.insert(id, DiscEntry { shared: Arc::clone(&shared), advert: None });
-            st.resync(&self.inner.params, Some(id));
+            let entry = DiscEntry { shared: Arc::clone(&shared), advert: None };
+            // Without an advert yet, the newcomer changes no other view.
+            st.sync_view(&self.inner.params, id, &entry, None, true);
+            st.discs.insert(id, entry);
         }
         drop(st);
         Arc::new(SimDiscovery { net: self.clone(), shared })
@@ -608,7 +687,7 @@ impl SimNet {
             }
             let conns = st.conns.take_host(host);
             let dids: Vec<u64> = st.discs.iter().filter(|(_, d)| d.shared.host == host).map(|(id, _)| *id).collect();
-            let discs: Vec<Arc<DiscShared>> = dids.into_iter().filter_map(|id| st.discs.remove(&id).map(|d| d.shared)).collect();
+            let discs: Vec<Arc<DiscShared>> = dids.into_iter().filter_map(|id| st.remove_disc(id).map(|d| d.shared)).collect();
             st.resync(&self.inner.params, None);
             (transports, conns, discs)
         };
@@ -769,8 +848,10 @@ impl SimNet {
     fn withdraw(&self, d: &Arc<DiscShared>) {
         {
             let mut st = self.state();
-            if st.discs.remove(&d.id).is_some() {
-                st.resync(&self.inner.params, None);
+            if let Some(gone) = st.remove_disc(d.id) {
+                if let Some(a) = gone.advert {
+                    st.resync_ids(&self.inner.params, &BTreeSet::from([a.id]));
+                }
             }
         }
         d.kill();
@@ -1579,11 +1660,14 @@ impl Drop for SimDiscovery {
 impl Discovery for SimDiscovery {
     async fn advertise(&self, me: PeerAdvert) -> Result<(), DiscoveryError> {
         let mut st = self.net.state();
-        let Some(entry) = st.discs.get_mut(&self.shared.id) else {
+        let pid = me.id;
+        let Some(old) = st.set_advert(self.shared.id, me) else {
             return Err(DiscoveryError("simnet: discovery is shut down".into()));
         };
-        entry.advert = Some(me);
-        st.resync(&self.net.inner.params, None);
+        // Only views of the old and the new id can change (the advertiser's
+        // own view included: it hides its own id).
+        let ids: BTreeSet<PeerId> = old.into_iter().chain([pid]).collect();
+        st.resync_ids(&self.net.inner.params, &ids);
         Ok(())
     }
 
@@ -1621,6 +1705,67 @@ mod tests {
 
     fn run<F: Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime").block_on(f)
+    }
+
+    fn advert(id: PeerId) -> PeerAdvert {
+        PeerAdvert { id, addrs: vec![], protocol_version: 1, meta: BTreeMap::new() }
+    }
+
+    /// What a receiver should see, computed from scratch the way the first
+    /// version of `resync` did (every subject, the newest advert of an id).
+    fn expected_view(st: &NetState, rid: u64) -> BTreeMap<PeerId, PeerAdvert> {
+        let r = &st.discs[&rid];
+        let own = r.advert.as_ref().map(|a| a.id);
+        let mut want = BTreeMap::new();
+        for (sid, s) in &st.discs {
+            let Some(adv) = &s.advert else { continue };
+            if *sid == rid || Some(adv.id) == own || st.is_cut(r.shared.host, s.shared.host) {
+                continue;
+            }
+            want.insert(adv.id, adv.clone());
+        }
+        want
+    }
+
+    #[test]
+    fn incremental_discovery_views_match_a_full_recompute() {
+        run(async {
+            let rng = SimRng::new(5);
+            let net = SimNet::new(rng.fork("net"));
+            let hosts: Vec<HostId> = (0..6).map(|i| net.add_host(&format!("h{i}"), HostConfig::default())).collect();
+            // A small pool of ids, so that two discoveries often advertise one id.
+            let ids: Vec<PeerId> = (0..4).map(|_| rng.peer_id()).collect();
+            let mut discs: Vec<Arc<SimDiscovery>> = Vec::new();
+            for step in 0..400 {
+                match rng.range(0..10u32) {
+                    0..=2 => discs.push(net.discovery(hosts[rng.range(0..hosts.len())])),
+                    3..=6 if !discs.is_empty() => {
+                        let d = &discs[rng.range(0..discs.len())];
+                        let mut a = advert(ids[rng.range(0..ids.len())]);
+                        a.protocol_version = rng.range(1..3u32);
+                        let _ = d.advertise(a).await;
+                    }
+                    7 if !discs.is_empty() => {
+                        let d = discs.swap_remove(rng.range(0..discs.len()));
+                        d.shutdown().await;
+                    }
+                    8 => {
+                        let k = rng.range(1..hosts.len());
+                        net.partition(&hosts[..k], &hosts[k..]);
+                    }
+                    9 => net.heal(),
+                    _ => {}
+                }
+                let st = net.state();
+                for (rid, r) in &st.discs {
+                    let seen: BTreeMap<PeerId, PeerAdvert> =
+                        lock(&r.shared.state).seen.iter().map(|(id, (_, a))| (*id, a.clone())).collect();
+                    assert_eq!(seen, expected_view(&st, *rid), "step {step}, discovery {rid}");
+                }
+                let indexed: usize = st.adverts.values().map(BTreeSet::len).sum();
+                assert_eq!(indexed, st.discs.values().filter(|d| d.advert.is_some()).count(), "step {step}: advert index");
+            }
+        });
     }
 
     #[test]
