@@ -65,9 +65,13 @@
 //! - **Faults.** [`SimNet::crash`], [`SimNet::restart`],
 //!   [`SimNet::partition`] / [`SimNet::heal`], [`SimNet::drop_connections`],
 //!   [`SimNet::set_bandwidth`], [`SimNet::set_latency`].
+//! - **Link faults** (opt-in, [`NetParams::faults`]): jitter, reordering and
+//!   loss with retransmission, drawn per packet from the seed; see
+//!   [`LinkFaults`]. Off by default.
 //!
 //! Byte accounting ([`SimNet::bytes_sent`], [`SimNet::bytes_received`])
-//! counts payload when a segment is put on the wire (reserved).
+//! counts payload when a segment is put on the wire (reserved), once per
+//! transmission.
 //!
 //! # Cost
 //!
@@ -182,6 +186,78 @@ pub struct NetParams {
     /// adapters accept only `TransportLimits::exporter_labels`; set this to
     /// the same list to catch an unregistered label in simulation.
     pub exporter_labels: Option<Vec<Vec<u8>>>,
+    /// Random jitter, reordering and loss on every link, drawn from the
+    /// seed (see [`LinkFaults`]). `None` (the default): links are exact,
+    /// and nothing is drawn, so existing scenarios replay unchanged.
+    pub faults: Option<LinkFaults>,
+}
+
+/// Random link impairments, opt-in through [`NetParams::faults`] (like
+/// turmoil's message latency distribution and fail rate).
+///
+/// Every *packet* the network carries — a stream segment, the opening of a
+/// stream, a FIN, each of the two flights of a connection handshake — has
+/// its own fate, drawn from the network's seeded random stream (a fork of
+/// it labelled `"link-faults"`, so drawing does not shift connection
+/// secrets), in the order the simulation sends packets: one seed replays
+/// the same faults. A fate adds to the packet's one-way latency:
+///
+/// - **jitter**: a uniform draw in `0..=jitter`;
+/// - **reordering**: with probability `reorder`, `reorder_delay` more (the
+///   packet is overtaken by packets sent after it);
+/// - **loss**: with probability `loss`, the packet is lost and sent again
+///   after `retransmit_delay` (a lost retransmission is lost again with the
+///   same probability, at most 16 times). A lost segment occupies the
+///   sender's uplink and the receiver's downlink once per transmission, and
+///   [`SimNet::bytes_sent`] / [`SimNet::bytes_received`] count every
+///   transmission.
+///
+/// Streams stay reliable and ordered, as QUIC's are: a late segment holds
+/// back the rest of its stream (head-of-line blocking), but not other
+/// streams, so jitter and reordering reorder data *across* streams and
+/// connections only. Discovery is not affected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkFaults {
+    /// Largest extra delay of a packet (uniform in `0..=jitter`).
+    pub jitter: Duration,
+    /// Probability that a packet is held back by `reorder_delay` (0..=1).
+    pub reorder: f64,
+    /// Extra delay of a reordered packet.
+    pub reorder_delay: Duration,
+    /// Probability that a transmission is lost (`0.0..1.0`).
+    pub loss: f64,
+    /// How long after a lost transmission it is sent again (a QUIC
+    /// probe timeout: about an RTT plus the peer's ACK delay).
+    pub retransmit_delay: Duration,
+}
+
+impl Default for LinkFaults {
+    /// A mildly bad LAN: up to 1 ms jitter, 1% reordered by 2 ms, 0.5%
+    /// lost and resent after 30 ms.
+    fn default() -> Self {
+        LinkFaults {
+            jitter: Duration::from_millis(1),
+            reorder: 0.01,
+            reorder_delay: Duration::from_millis(2),
+            loss: 0.005,
+            retransmit_delay: Duration::from_millis(30),
+        }
+    }
+}
+
+/// Most transmissions of one packet under [`LinkFaults::loss`].
+const MAX_TRANSMISSIONS: usize = 16;
+
+/// What befalls one packet: extra one-way delay and how many times it is
+/// transmitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fate {
+    extra: Duration,
+    transmissions: usize,
+}
+
+impl Fate {
+    const CLEAN: Fate = Fate { extra: Duration::ZERO, transmissions: 1 };
 }
 
 impl Default for NetParams {
@@ -194,6 +270,7 @@ impl Default for NetParams {
             send_ahead: Duration::from_millis(5),
             discovery_delay: Duration::from_millis(50),
             exporter_labels: None,
+            faults: None,
         }
     }
 }
@@ -338,7 +415,30 @@ struct NetState {
 struct NetInner {
     params: NetParams,
     rng: SimRng,
+    /// Draws the [`LinkFaults`] (used only when they are on).
+    fault_rng: SimRng,
     state: Mutex<NetState>,
+}
+
+impl NetInner {
+    /// Draws the fate of one packet (see [`LinkFaults`]); without faults,
+    /// [`Fate::CLEAN`] and nothing is drawn.
+    fn fate(&self) -> Fate {
+        let Some(f) = &self.params.faults else { return Fate::CLEAN };
+        let rng = &self.fault_rng;
+        let mut fate = Fate::CLEAN;
+        if !f.jitter.is_zero() {
+            fate.extra += rng.range(Duration::ZERO..=f.jitter);
+        }
+        if rng.chance(f.reorder) {
+            fate.extra += f.reorder_delay;
+        }
+        while fate.transmissions < MAX_TRANSMISSIONS && rng.chance(f.loss) {
+            fate.transmissions += 1;
+            fate.extra += f.retransmit_delay;
+        }
+        fate
+    }
 }
 
 impl NetState {
@@ -520,8 +620,13 @@ impl SimNet {
     pub fn with_params(rng: SimRng, params: NetParams) -> SimNet {
         assert!(params.segment_size > 0, "SimNet: segment_size must be > 0");
         assert!(params.max_concurrent_streams > 0, "SimNet: max_concurrent_streams must be > 0");
+        if let Some(f) = &params.faults {
+            assert!((0.0..1.0).contains(&f.loss), "SimNet: LinkFaults::loss must be in 0..1 (got {})", f.loss);
+            assert!((0.0..=1.0).contains(&f.reorder), "SimNet: LinkFaults::reorder must be in 0..=1 (got {})", f.reorder);
+        }
         SimNet {
             inner: Arc::new(NetInner {
+                fault_rng: rng.fork("link-faults"),
                 params,
                 rng,
                 state: Mutex::new(NetState {
@@ -972,7 +1077,9 @@ impl Transport for SimTransport {
             tokio::time::sleep_until(started + timeout).await;
             return Err(timed_out("no reachable listener"));
         };
-        tokio::time::sleep(rtt).await;
+        // Two flights (each way once), each with its own fate.
+        let (a, b) = (self.net.inner.fate(), self.net.inner.fate());
+        tokio::time::sleep(rtt + a.extra + b.extra).await;
         if self.shared.is_closed() {
             return Err(TransportError::Closed);
         }
@@ -1165,6 +1272,11 @@ impl Conn {
         self.net.upgrade().ok_or_else(|| TransportError::ConnectionLost("network gone".into()))
     }
 
+    /// The fate of one packet on this connection.
+    fn fate(&self) -> Result<Fate, TransportError> {
+        Ok(self.net()?.fate())
+    }
+
     /// One-way latency from `side` to the other side.
     fn latency(&self) -> Result<Duration, TransportError> {
         let net = self.net()?;
@@ -1265,6 +1377,7 @@ impl Connection for SimConnection {
                 let mut st = lock(&conn.state);
                 st.check(side)?;
                 if st.incoming_open[peer] < conn.params.max_concurrent_streams {
+                    let lat = lat + conn.fate()?.extra;
                     let id = st.next_stream;
                     st.next_stream += 1;
                     st.streams.insert(
@@ -1409,9 +1522,12 @@ impl SendStream for SimSend {
             let n = rest.len().min(conn.params.segment_size);
             self.wait_room(n).await?;
             let seg = rest.split_to(n);
-            let up_end = conn.reserve_up(side, n)?;
+            let fate = conn.fate()?;
+            let wire = n * fate.transmissions;
+            let up_end = conn.reserve_up(side, wire)?;
             self.hold_until(up_end.checked_sub(conn.params.send_ahead).unwrap_or(up_end)).await?;
-            let (end, lat) = conn.reserve_down(side, n, up_end)?;
+            let (end, lat) = conn.reserve_down(side, wire, up_end)?;
+            let lat = lat + fate.extra;
             {
                 let mut st = lock(&conn.state);
                 st.check(side)?;
@@ -1437,7 +1553,7 @@ impl SendStream for SimSend {
         }
         let conn = &self.guard.conn;
         let side = self.guard.side;
-        let lat = conn.latency()?;
+        let lat = conn.latency()? + conn.fate()?.extra;
         {
             let mut st = lock(&conn.state);
             st.check(side)?;
@@ -1797,5 +1913,108 @@ mod tests {
             let st = net.state();
             assert!(st.conns.by_host.is_empty() && st.conns.by_transport.is_empty());
         });
+    }
+
+    /// Sends `streams` streams of `len` bytes at once from a to b; returns
+    /// the time to receive everything, the bytes put on the wire, and
+    /// whether every stream arrived intact.
+    fn transfer(params: NetParams, seed: u64, streams: usize, len: usize) -> (Duration, u64, bool) {
+        run(async move {
+            let rng = SimRng::new(seed);
+            let net = SimNet::with_params(rng.fork("net"), params);
+            let cfg = HostConfig::symmetric(100e6, Duration::from_millis(1));
+            let a = net.add_host("a", cfg);
+            let b = net.add_host("b", cfg);
+            let ta = net.transport(a, 1, rng.peer_id());
+            let tb = net.transport(b, 1, rng.peer_id());
+            let start = Instant::now();
+            let (c, s) = tokio::join!(ta.connect(tb.local_addr(), None), tb.accept());
+            let (c, s) = (c.expect("connect"), s.expect("accept"));
+            let data = |k: usize| Bytes::from((0..len).map(|i| (i * 7 + k) as u8).collect::<Vec<u8>>());
+            let send = async {
+                let sends = (0..streams).map(|k| {
+                    let c = &c;
+                    async move {
+                        let (mut tx, _rx) = c.open_bi().await.expect("open");
+                        let d = data(k);
+                        for off in (0..len).step_by(100_000) {
+                            tx.write(d.slice(off..(off + 100_000).min(len))).await.expect("write");
+                        }
+                        tx.finish().await.expect("finish");
+                    }
+                });
+                futures::future::join_all(sends).await;
+            };
+            let recv = async {
+                let mut ok = true;
+                for _ in 0..streams {
+                    let (_tx, mut rx) = s.accept_bi().await.expect("accept_bi").expect("a stream");
+                    let mut got = Vec::new();
+                    while let Some(d) = rx.read(1 << 20).await.expect("read") {
+                        got.extend_from_slice(&d);
+                    }
+                    ok &= (0..streams).any(|k| got == data(k));
+                }
+                ok
+            };
+            let ((), ok) = tokio::join!(send, recv);
+            (start.elapsed(), net.bytes_sent(a), ok)
+        })
+    }
+
+    #[test]
+    fn link_faults_delay_but_never_corrupt_and_replay_from_the_seed() {
+        let (streams, len) = (4, 2_000_000);
+        let clean = transfer(NetParams::default(), 1, streams, len);
+        assert!(clean.2);
+        assert_eq!(clean.1, (streams * len) as u64);
+        let bad = LinkFaults {
+            jitter: Duration::from_millis(3),
+            reorder: 0.2,
+            reorder_delay: Duration::from_millis(5),
+            loss: 0.1,
+            retransmit_delay: Duration::from_millis(20),
+        };
+        let params = NetParams { faults: Some(bad), ..NetParams::default() };
+        let faulty = transfer(params.clone(), 1, streams, len);
+        assert!(faulty.2, "streams stay reliable and ordered");
+        assert!(faulty.0 > clean.0, "faults slow the transfer: {:?} vs {:?}", faulty.0, clean.0);
+        assert!(faulty.1 > clean.1, "lost segments are sent again");
+        assert_eq!(transfer(params.clone(), 1, streams, len), faulty, "one seed, one outcome");
+        assert_ne!(transfer(params, 2, streams, len).0, faulty.0, "another seed, other faults");
+        // Off by default: nothing is drawn, so timings are exact.
+        assert_eq!(transfer(NetParams::default(), 2, streams, len), clean);
+    }
+
+    #[test]
+    fn fates_follow_the_parameters() {
+        let rng = SimRng::new(3);
+        let inner = |faults| NetInner {
+            params: NetParams { faults, ..NetParams::default() },
+            rng: rng.clone(),
+            fault_rng: rng.fork("link-faults"),
+            state: Mutex::new(NetState {
+                hosts: vec![],
+                by_ip: BTreeMap::new(),
+                transports: BTreeMap::new(),
+                listeners: BTreeMap::new(),
+                conns: ConnTable::new(),
+                discs: BTreeMap::new(),
+                adverts: BTreeMap::new(),
+                cuts: vec![],
+                next_id: 0,
+                next_port: FIRST_EPHEMERAL_PORT,
+            }),
+        };
+        let none = inner(None);
+        assert!((0..100).all(|_| none.fate() == Fate::CLEAN));
+        let f = LinkFaults::default();
+        let some = inner(Some(f.clone()));
+        let fates: Vec<Fate> = (0..20_000).map(|_| some.fate()).collect();
+        let lost = fates.iter().filter(|x| x.transmissions > 1).count() as f64 / fates.len() as f64;
+        assert!((0.002..0.01).contains(&lost), "loss rate {lost}");
+        let max = f.jitter + f.reorder_delay + f.retransmit_delay * 3;
+        assert!(fates.iter().all(|x| x.extra <= max || x.transmissions > 3));
+        assert!(fates.iter().any(|x| x.extra > Duration::ZERO && x.extra < f.jitter));
     }
 }
