@@ -15,7 +15,7 @@
 
 use crate::clock::SimClock;
 use crate::game::SimUnpacker;
-use crate::net::{HostConfig, HostId, SimNet};
+use crate::net::{HostConfig, HostId, NetParams, SimNet};
 use crate::rng::SimRng;
 use lanspread::{EventsError, Peer, PeerCommand, PeerConfig, PeerEvent};
 use lanspread_core::catalog::Catalog;
@@ -168,6 +168,14 @@ impl Sim {
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+
+    /// Replaces the network by one with `params` (e.g. with
+    /// [`NetParams::faults`] on), drawn from the same seed. Call it before
+    /// adding any host.
+    pub fn set_net_params(&mut self, params: NetParams) {
+        assert!(self.net.hosts().is_empty(), "set_net_params: the network already has hosts");
+        self.net = SimNet::with_params(self.rng.fork("net"), params);
     }
 
     /// Adds a host to the network.
