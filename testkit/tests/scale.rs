@@ -14,6 +14,11 @@
 //! peak RSS (`VmHWM`). `LANSPREAD_SCALE_FAULTS=1` turns on the default
 //! [`LinkFaults`]. Nothing here asserts on wall-clock time; the small
 //! swarms keep the harness covered in CI.
+//!
+//! N is at most 255: every peer discovers every other and connects to it,
+//! and a runtime serves at most 256 connections (`MAX_CONNECTIONS` in the
+//! runtime's server), so with more downloaders some never reach the seeder
+//! and the run fails waiting for them to see it.
 
 use lanspread::{PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
