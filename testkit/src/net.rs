@@ -65,9 +65,21 @@
 //! - **Faults.** [`SimNet::crash`], [`SimNet::restart`],
 //!   [`SimNet::partition`] / [`SimNet::heal`], [`SimNet::drop_connections`],
 //!   [`SimNet::set_bandwidth`], [`SimNet::set_latency`].
+//! - **Link faults** (opt-in, [`NetParams::faults`]): jitter, reordering and
+//!   loss with retransmission, drawn per packet from the seed; see
+//!   [`LinkFaults`]. Off by default.
 //!
 //! Byte accounting ([`SimNet::bytes_sent`], [`SimNet::bytes_received`])
-//! counts payload when a segment is put on the wire (reserved).
+//! counts payload when a segment is put on the wire (reserved), once per
+//! transmission.
+//!
+//! # Cost
+//!
+//! Registering a connection, opening a stream and sending a segment cost
+//! O(log n) in the number of connections; a crash, a dropped host or a
+//! transport shutdown touches only the connections of that host or
+//! transport; an advert (or its withdrawal) updates each discovery's view
+//! for that advert's id alone.
 
 use crate::rng::SimRng;
 use async_trait::async_trait;
@@ -174,6 +186,78 @@ pub struct NetParams {
     /// adapters accept only `TransportLimits::exporter_labels`; set this to
     /// the same list to catch an unregistered label in simulation.
     pub exporter_labels: Option<Vec<Vec<u8>>>,
+    /// Random jitter, reordering and loss on every link, drawn from the
+    /// seed (see [`LinkFaults`]). `None` (the default): links are exact,
+    /// and nothing is drawn, so existing scenarios replay unchanged.
+    pub faults: Option<LinkFaults>,
+}
+
+/// Random link impairments, opt-in through [`NetParams::faults`] (like
+/// turmoil's message latency distribution and fail rate).
+///
+/// Every *packet* the network carries — a stream segment, the opening of a
+/// stream, a FIN, each of the two flights of a connection handshake — has
+/// its own fate, drawn from the network's seeded random stream (a fork of
+/// it labelled `"link-faults"`, so drawing does not shift connection
+/// secrets), in the order the simulation sends packets: one seed replays
+/// the same faults. A fate adds to the packet's one-way latency:
+///
+/// - **jitter**: a uniform draw in `0..=jitter`;
+/// - **reordering**: with probability `reorder`, `reorder_delay` more (the
+///   packet is overtaken by packets sent after it);
+/// - **loss**: with probability `loss`, the packet is lost and sent again
+///   after `retransmit_delay` (a lost retransmission is lost again with the
+///   same probability, at most 16 times). A lost segment occupies the
+///   sender's uplink and the receiver's downlink once per transmission, and
+///   [`SimNet::bytes_sent`] / [`SimNet::bytes_received`] count every
+///   transmission.
+///
+/// Streams stay reliable and ordered, as QUIC's are: a late segment holds
+/// back the rest of its stream (head-of-line blocking), but not other
+/// streams, so jitter and reordering reorder data *across* streams and
+/// connections only. Discovery is not affected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkFaults {
+    /// Largest extra delay of a packet (uniform in `0..=jitter`).
+    pub jitter: Duration,
+    /// Probability that a packet is held back by `reorder_delay` (0..=1).
+    pub reorder: f64,
+    /// Extra delay of a reordered packet.
+    pub reorder_delay: Duration,
+    /// Probability that a transmission is lost (`0.0..1.0`).
+    pub loss: f64,
+    /// How long after a lost transmission it is sent again (a QUIC
+    /// probe timeout: about an RTT plus the peer's ACK delay).
+    pub retransmit_delay: Duration,
+}
+
+impl Default for LinkFaults {
+    /// A mildly bad LAN: up to 1 ms jitter, 1% reordered by 2 ms, 0.5%
+    /// lost and resent after 30 ms.
+    fn default() -> Self {
+        LinkFaults {
+            jitter: Duration::from_millis(1),
+            reorder: 0.01,
+            reorder_delay: Duration::from_millis(2),
+            loss: 0.005,
+            retransmit_delay: Duration::from_millis(30),
+        }
+    }
+}
+
+/// Most transmissions of one packet under [`LinkFaults::loss`].
+const MAX_TRANSMISSIONS: usize = 16;
+
+/// What befalls one packet: extra one-way delay and how many times it is
+/// transmitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fate {
+    extra: Duration,
+    transmissions: usize,
+}
+
+impl Fate {
+    const CLEAN: Fate = Fate { extra: Duration::ZERO, transmissions: 1 };
 }
 
 impl Default for NetParams {
@@ -186,6 +270,7 @@ impl Default for NetParams {
             send_ahead: Duration::from_millis(5),
             discovery_delay: Duration::from_millis(50),
             exporter_labels: None,
+            faults: None,
         }
     }
 }
@@ -215,6 +300,95 @@ struct ConnEntry {
     conn: Weak<Conn>,
 }
 
+/// The live connections, indexed by host and by transport so that a crash,
+/// a dropped host or a transport shutdown touches only its own connections.
+///
+/// A connection leaves the table when it ends ([`Conn::end`]); as a backstop
+/// for entries whose connection is gone otherwise, the table is swept for
+/// ended connections whenever it has doubled since the last sweep, so
+/// registering a connection costs O(log n) amortised.
+struct ConnTable {
+    entries: BTreeMap<u64, ConnEntry>,
+    by_host: BTreeMap<HostId, BTreeSet<u64>>,
+    by_transport: BTreeMap<u64, BTreeSet<u64>>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+/// The smallest table size that triggers a sweep.
+const MIN_SWEEP: usize = 64;
+
+impl ConnTable {
+    fn new() -> ConnTable {
+        ConnTable { entries: BTreeMap::new(), by_host: BTreeMap::new(), by_transport: BTreeMap::new(), sweep_at: MIN_SWEEP }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn insert(&mut self, id: u64, e: ConnEntry) {
+        if self.entries.len() >= self.sweep_at {
+            self.sweep();
+            self.sweep_at = (2 * self.entries.len()).max(MIN_SWEEP);
+        }
+        for h in e.hosts {
+            self.by_host.entry(h).or_default().insert(id);
+        }
+        for t in e.transports {
+            self.by_transport.entry(t).or_default().insert(id);
+        }
+        self.entries.insert(id, e);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<ConnEntry> {
+        let e = self.entries.remove(&id)?;
+        for h in e.hosts {
+            if let Some(set) = self.by_host.get_mut(&h) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_host.remove(&h);
+                }
+            }
+        }
+        for t in e.transports {
+            if let Some(set) = self.by_transport.get_mut(&t) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_transport.remove(&t);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    /// Removes the connections `ids` (ascending) and returns those still alive.
+    fn take(&mut self, ids: Vec<u64>) -> Vec<Arc<Conn>> {
+        ids.into_iter().filter_map(|id| self.remove(id).and_then(|e| e.conn.upgrade())).collect()
+    }
+
+    /// Removes and returns the live connections of a host.
+    fn take_host(&mut self, h: HostId) -> Vec<Arc<Conn>> {
+        let ids = self.by_host.get(&h).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        self.take(ids)
+    }
+
+    /// Removes and returns the live connections of a transport.
+    fn take_transport(&mut self, t: u64) -> Vec<Arc<Conn>> {
+        let ids = self.by_transport.get(&t).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        self.take(ids)
+    }
+
+    /// Drops the entries of connections that ended or are gone.
+    fn sweep(&mut self) {
+        let dead: Vec<u64> =
+            self.entries.iter().filter(|(_, e)| e.conn.upgrade().is_none_or(|c| c.is_closed())).map(|(id, _)| *id).collect();
+        for id in dead {
+            self.remove(id);
+        }
+    }
+}
+
 struct DiscEntry {
     shared: Arc<DiscShared>,
     advert: Option<PeerAdvert>,
@@ -228,8 +402,11 @@ struct NetState {
     /// Live (listening) transports by id.
     transports: BTreeMap<u64, Arc<TransportShared>>,
     listeners: BTreeMap<SocketAddr, u64>,
-    conns: BTreeMap<u64, ConnEntry>,
+    conns: ConnTable,
     discs: BTreeMap<u64, DiscEntry>,
+    /// The discoveries advertising each id (several while an old advert of
+    /// a restarted peer lingers).
+    adverts: BTreeMap<PeerId, BTreeSet<u64>>,
     cuts: Vec<Cut>,
     next_id: u64,
     next_port: u16,
@@ -238,7 +415,30 @@ struct NetState {
 struct NetInner {
     params: NetParams,
     rng: SimRng,
+    /// Draws the [`LinkFaults`] (used only when they are on).
+    fault_rng: SimRng,
     state: Mutex<NetState>,
+}
+
+impl NetInner {
+    /// Draws the fate of one packet (see [`LinkFaults`]); without faults,
+    /// [`Fate::CLEAN`] and nothing is drawn.
+    fn fate(&self) -> Fate {
+        let Some(f) = &self.params.faults else { return Fate::CLEAN };
+        let rng = &self.fault_rng;
+        let mut fate = Fate::CLEAN;
+        if !f.jitter.is_zero() {
+            fate.extra += rng.range(Duration::ZERO..=f.jitter);
+        }
+        if rng.chance(f.reorder) {
+            fate.extra += f.reorder_delay;
+        }
+        while fate.transmissions < MAX_TRANSMISSIONS && rng.chance(f.loss) {
+            fate.transmissions += 1;
+            fate.extra += f.retransmit_delay;
+        }
+        fate
+    }
 }
 
 impl NetState {
@@ -263,22 +463,6 @@ impl NetState {
         self.host(a).cfg.latency + self.host(b).cfg.latency
     }
 
-    /// Removes and returns the live connections matching `pred`.
-    fn take_conns(&mut self, mut pred: impl FnMut(&ConnEntry) -> bool) -> Vec<Arc<Conn>> {
-        let ids: Vec<u64> = self.conns.iter().filter(|(_, e)| pred(e)).map(|(id, _)| *id).collect();
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(c) = self.conns.remove(&id).and_then(|e| e.conn.upgrade()) {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    fn prune_conns(&mut self) {
-        self.conns.retain(|_, e| e.conn.upgrade().is_some_and(|c| !c.is_closed()));
-    }
-
     fn free_port(&mut self, ip: IpAddr) -> u16 {
         loop {
             let p = self.next_port;
@@ -289,51 +473,116 @@ impl NetState {
         }
     }
 
+    /// Removes a discovery (and its advert from the index).
+    fn remove_disc(&mut self, id: u64) -> Option<DiscEntry> {
+        let d = self.discs.remove(&id)?;
+        if let Some(a) = &d.advert {
+            self.unindex_advert(a.id, id);
+        }
+        Some(d)
+    }
+
+    fn unindex_advert(&mut self, pid: PeerId, disc: u64) {
+        if let Some(set) = self.adverts.get_mut(&pid) {
+            set.remove(&disc);
+            if set.is_empty() {
+                self.adverts.remove(&pid);
+            }
+        }
+    }
+
+    /// Sets a discovery's advert; returns the id it advertised before.
+    fn set_advert(&mut self, disc: u64, advert: PeerAdvert) -> Option<Option<PeerId>> {
+        let pid = advert.id;
+        let entry = self.discs.get_mut(&disc)?;
+        let old = entry.advert.replace(advert).map(|a| a.id);
+        if let Some(o) = old {
+            self.unindex_advert(o, disc);
+        }
+        self.adverts.entry(pid).or_default().insert(disc);
+        Some(old)
+    }
+
     /// Brings every discovery's view in line with who is visible to whom,
     /// queueing `Up` / `Down` events. `immediate`: a discovery just created,
     /// which learns the current state without delay.
     fn resync(&self, params: &NetParams, immediate: Option<u64>) {
-        let now = Instant::now();
-        let subjects: Vec<(u64, HostId, &PeerAdvert)> =
-            self.discs.iter().filter_map(|(id, e)| e.advert.as_ref().map(|a| (*id, e.shared.host, a))).collect();
         for (rid, r) in &self.discs {
-            let rhost = r.shared.host;
-            let own = r.advert.as_ref().map(|a| a.id);
-            let mut desired: BTreeMap<PeerId, (HostId, &PeerAdvert)> = BTreeMap::new();
-            for (sid, shost, adv) in &subjects {
-                if sid == rid || Some(adv.id) == own || self.is_cut(rhost, *shost) {
+            self.sync_view(params, *rid, r, None, immediate == Some(*rid));
+        }
+    }
+
+    /// Like [`NetState::resync`] after a change that can only affect
+    /// adverts of the ids `only` (one discovery advertised or left): each
+    /// view is brought in line for those ids alone, O(log n) per discovery.
+    /// Views are in line after every change, so the events are exactly
+    /// those of a full resync.
+    fn resync_ids(&self, params: &NetParams, only: &BTreeSet<PeerId>) {
+        for (rid, r) in &self.discs {
+            self.sync_view(params, *rid, r, Some(only), false);
+        }
+    }
+
+    /// Brings the view of discovery `rid` in line, for the advert ids
+    /// `only` (`None`: all). `immediate`: events are due at once.
+    fn sync_view(&self, params: &NetParams, rid: u64, r: &DiscEntry, only: Option<&BTreeSet<PeerId>>, immediate: bool) {
+        let now = Instant::now();
+        let rhost = r.shared.host;
+        let own = r.advert.as_ref().map(|a| a.id);
+        let mut desired: BTreeMap<PeerId, (HostId, &PeerAdvert)> = BTreeMap::new();
+        let mut want = |pid: &PeerId, sids: &BTreeSet<u64>| {
+            if Some(*pid) == own {
+                return;
+            }
+            // With two live adverts of one id, the newest wins.
+            for sid in sids.iter().rev() {
+                let Some(s) = self.discs.get(sid) else { continue };
+                let (Some(adv), shost) = (s.advert.as_ref(), s.shared.host) else { continue };
+                if *sid == rid || self.is_cut(rhost, shost) {
                     continue;
                 }
-                // With two live adverts of one id, the newest wins.
-                desired.insert(adv.id, (*shost, adv));
+                desired.insert(*pid, (shost, adv));
+                break;
             }
-            let delay = |other: HostId| {
-                if immediate == Some(*rid) {
-                    Duration::ZERO
-                } else {
-                    params.discovery_delay + self.latency(rhost, other)
+        };
+        match only {
+            None => {
+                for (pid, sids) in &self.adverts {
+                    want(pid, sids);
                 }
-            };
-            let mut ds = lock(&r.shared.state);
-            let mut changed = false;
-            let gone: Vec<(PeerId, HostId)> =
-                ds.seen.iter().filter(|(id, _)| !desired.contains_key(id)).map(|(id, (h, _))| (*id, *h)).collect();
-            for (id, h) in gone {
-                ds.seen.remove(&id);
-                ds.push(now + delay(h), DiscoveryEvent::Down(id));
+            }
+            Some(ids) => {
+                for pid in ids {
+                    if let Some(sids) = self.adverts.get(pid) {
+                        want(pid, sids);
+                    }
+                }
+            }
+        }
+        let delay = |other: HostId| if immediate { Duration::ZERO } else { params.discovery_delay + self.latency(rhost, other) };
+        let mut ds = lock(&r.shared.state);
+        let mut changed = false;
+        let gone: Vec<(PeerId, HostId)> = match only {
+            None => ds.seen.iter().filter(|(id, _)| !desired.contains_key(id)).map(|(id, (h, _))| (*id, *h)).collect(),
+            Some(ids) => {
+                ids.iter().filter(|id| !desired.contains_key(id)).filter_map(|id| ds.seen.get(id).map(|(h, _)| (*id, *h))).collect()
+            }
+        };
+        for (id, h) in gone {
+            ds.seen.remove(&id);
+            ds.push(now + delay(h), DiscoveryEvent::Down(id));
+            changed = true;
+        }
+        for (id, (h, adv)) in desired {
+            if ds.seen.get(&id).map(|(_, a)| a) != Some(adv) {
+                ds.seen.insert(id, (h, adv.clone()));
+                ds.push(now + delay(h), DiscoveryEvent::Up(adv.clone()));
                 changed = true;
             }
-            for (id, (h, adv)) in desired {
-                if ds.seen.get(&id).map(|(_, a)| a) != Some(adv) {
-                    ds.seen.insert(id, (h, adv.clone()));
-                    ds.push(now + delay(h), DiscoveryEvent::Up(adv.clone()));
-                    changed = true;
-                }
-            }
-            drop(ds);
-            if changed {
-                r.shared.notify.notify_waiters();
-            }
+        }
+        drop(ds);
+        if changed {
+            r.shared.notify.notify_waiters();
         }
     }
 }
@@ -371,8 +620,13 @@ impl SimNet {
     pub fn with_params(rng: SimRng, params: NetParams) -> SimNet {
         assert!(params.segment_size > 0, "SimNet: segment_size must be > 0");
         assert!(params.max_concurrent_streams > 0, "SimNet: max_concurrent_streams must be > 0");
+        if let Some(f) = &params.faults {
+            assert!((0.0..1.0).contains(&f.loss), "SimNet: LinkFaults::loss must be in 0..1 (got {})", f.loss);
+            assert!((0.0..=1.0).contains(&f.reorder), "SimNet: LinkFaults::reorder must be in 0..=1 (got {})", f.reorder);
+        }
         SimNet {
             inner: Arc::new(NetInner {
+                fault_rng: rng.fork("link-faults"),
                 params,
                 rng,
                 state: Mutex::new(NetState {
@@ -380,8 +634,9 @@ impl SimNet {
                     by_ip: BTreeMap::new(),
                     transports: BTreeMap::new(),
                     listeners: BTreeMap::new(),
-                    conns: BTreeMap::new(),
+                    conns: ConnTable::new(),
                     discs: BTreeMap::new(),
+                    adverts: BTreeMap::new(),
                     cuts: Vec::new(),
                     next_id: 0,
                     next_port: FIRST_EPHEMERAL_PORT,
@@ -456,7 +711,7 @@ impl SimNet {
     /// Live connections (both ends count once).
     pub fn connection_count(&self) -> usize {
         let mut st = self.state();
-        st.prune_conns();
+        st.conns.sweep();
         st.conns.len()
     }
 
@@ -505,8 +760,10 @@ impl SimNet {
             notify: Notify::new(),
         });
         if up {
-            st.discs.insert(id, DiscEntry { shared: Arc::clone(&shared), advert: None });
-            st.resync(&self.inner.params, Some(id));
+            let entry = DiscEntry { shared: Arc::clone(&shared), advert: None };
+            // Without an advert yet, the newcomer changes no other view.
+            st.sync_view(&self.inner.params, id, &entry, None, true);
+            st.discs.insert(id, entry);
         }
         drop(st);
         Arc::new(SimDiscovery { net: self.clone(), shared })
@@ -533,9 +790,9 @@ impl SimNet {
                     transports.push(t);
                 }
             }
-            let conns = st.take_conns(|e| e.hosts.contains(&host));
+            let conns = st.conns.take_host(host);
             let dids: Vec<u64> = st.discs.iter().filter(|(_, d)| d.shared.host == host).map(|(id, _)| *id).collect();
-            let discs: Vec<Arc<DiscShared>> = dids.into_iter().filter_map(|id| st.discs.remove(&id).map(|d| d.shared)).collect();
+            let discs: Vec<Arc<DiscShared>> = dids.into_iter().filter_map(|id| st.remove_disc(id).map(|d| d.shared)).collect();
             st.resync(&self.inner.params, None);
             (transports, conns, discs)
         };
@@ -576,10 +833,10 @@ impl SimNet {
                 let crossing = |x: HostId, y: HostId| {
                     cuts.iter().any(|(p, q)| (p.contains(&x) && q.contains(&y)) || (p.contains(&y) && q.contains(&x)))
                 };
-                let ids: Vec<u64> = st.conns.iter().filter(|(_, e)| crossing(e.hosts[0], e.hosts[1])).map(|(id, _)| *id).collect();
+                let ids: Vec<u64> = st.conns.entries.iter().filter(|(_, e)| crossing(e.hosts[0], e.hosts[1])).map(|(id, _)| *id).collect();
                 ids
             };
-            let conns: Vec<Arc<Conn>> = conns.into_iter().filter_map(|id| st.conns.remove(&id).and_then(|e| e.conn.upgrade())).collect();
+            let conns = st.conns.take(conns);
             st.resync(&self.inner.params, None);
             conns
         };
@@ -605,7 +862,7 @@ impl SimNet {
     /// Loses every connection of `host` (both ends see `ConnectionLost`);
     /// the host stays up.
     pub fn drop_connections(&self, host: HostId) {
-        let conns = self.state().take_conns(|e| e.hosts.contains(&host));
+        let conns = self.state().conns.take_host(host);
         for c in conns {
             c.lose("connection dropped".to_owned());
         }
@@ -647,7 +904,6 @@ impl SimNet {
 
     fn register_conn(&self, client: &TransportShared, server: &TransportShared) -> Arc<Conn> {
         let mut st = self.state();
-        st.prune_conns();
         let id = st.id();
         let conn = Arc::new(Conn {
             id,
@@ -682,7 +938,7 @@ impl SimNet {
                 st.listeners.remove(&t.addr);
             }
             if close_conns {
-                st.take_conns(|e| e.transports.contains(&t.id))
+                st.conns.take_transport(t.id)
             } else {
                 Vec::new()
             }
@@ -697,8 +953,10 @@ impl SimNet {
     fn withdraw(&self, d: &Arc<DiscShared>) {
         {
             let mut st = self.state();
-            if st.discs.remove(&d.id).is_some() {
-                st.resync(&self.inner.params, None);
+            if let Some(gone) = st.remove_disc(d.id) {
+                if let Some(a) = gone.advert {
+                    st.resync_ids(&self.inner.params, &BTreeSet::from([a.id]));
+                }
             }
         }
         d.kill();
@@ -819,7 +1077,9 @@ impl Transport for SimTransport {
             tokio::time::sleep_until(started + timeout).await;
             return Err(timed_out("no reachable listener"));
         };
-        tokio::time::sleep(rtt).await;
+        // Two flights (each way once), each with its own fate.
+        let (a, b) = (self.net.inner.fate(), self.net.inner.fate());
+        tokio::time::sleep(rtt + a.extra + b.extra).await;
         if self.shared.is_closed() {
             return Err(TransportError::Closed);
         }
@@ -986,6 +1246,11 @@ impl Conn {
                 s.pipes[1].clear();
             }
         }
+        // An ended connection leaves the network's table (not under the
+        // connection's lock: the table's sweep takes the locks the other way).
+        if let Some(net) = self.net.upgrade() {
+            lock(&net.state).conns.remove(self.id);
+        }
         self.notify.notify_waiters();
         self.closed_notify.notify_waiters();
     }
@@ -1005,6 +1270,11 @@ impl Conn {
 
     fn net(&self) -> Result<Arc<NetInner>, TransportError> {
         self.net.upgrade().ok_or_else(|| TransportError::ConnectionLost("network gone".into()))
+    }
+
+    /// The fate of one packet on this connection.
+    fn fate(&self) -> Result<Fate, TransportError> {
+        Ok(self.net()?.fate())
     }
 
     /// One-way latency from `side` to the other side.
@@ -1107,6 +1377,7 @@ impl Connection for SimConnection {
                 let mut st = lock(&conn.state);
                 st.check(side)?;
                 if st.incoming_open[peer] < conn.params.max_concurrent_streams {
+                    let lat = lat + conn.fate()?.extra;
                     let id = st.next_stream;
                     st.next_stream += 1;
                     st.streams.insert(
@@ -1251,9 +1522,12 @@ impl SendStream for SimSend {
             let n = rest.len().min(conn.params.segment_size);
             self.wait_room(n).await?;
             let seg = rest.split_to(n);
-            let up_end = conn.reserve_up(side, n)?;
+            let fate = conn.fate()?;
+            let wire = n * fate.transmissions;
+            let up_end = conn.reserve_up(side, wire)?;
             self.hold_until(up_end.checked_sub(conn.params.send_ahead).unwrap_or(up_end)).await?;
-            let (end, lat) = conn.reserve_down(side, n, up_end)?;
+            let (end, lat) = conn.reserve_down(side, wire, up_end)?;
+            let lat = lat + fate.extra;
             {
                 let mut st = lock(&conn.state);
                 st.check(side)?;
@@ -1279,7 +1553,7 @@ impl SendStream for SimSend {
         }
         let conn = &self.guard.conn;
         let side = self.guard.side;
-        let lat = conn.latency()?;
+        let lat = conn.latency()? + conn.fate()?.extra;
         {
             let mut st = lock(&conn.state);
             st.check(side)?;
@@ -1502,11 +1776,14 @@ impl Drop for SimDiscovery {
 impl Discovery for SimDiscovery {
     async fn advertise(&self, me: PeerAdvert) -> Result<(), DiscoveryError> {
         let mut st = self.net.state();
-        let Some(entry) = st.discs.get_mut(&self.shared.id) else {
+        let pid = me.id;
+        let Some(old) = st.set_advert(self.shared.id, me) else {
             return Err(DiscoveryError("simnet: discovery is shut down".into()));
         };
-        entry.advert = Some(me);
-        st.resync(&self.net.inner.params, None);
+        // Only views of the old and the new id can change (the advertiser's
+        // own view included: it hides its own id).
+        let ids: BTreeSet<PeerId> = old.into_iter().chain([pid]).collect();
+        st.resync_ids(&self.net.inner.params, &ids);
         Ok(())
     }
 
@@ -1534,5 +1811,210 @@ impl Discovery for SimDiscovery {
 
     async fn shutdown(&self) {
         self.net.withdraw(&self.shared);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+
+    fn run<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime").block_on(f)
+    }
+
+    fn advert(id: PeerId) -> PeerAdvert {
+        PeerAdvert { id, addrs: vec![], protocol_version: 1, meta: BTreeMap::new() }
+    }
+
+    /// What a receiver should see, computed from scratch the way the first
+    /// version of `resync` did (every subject, the newest advert of an id).
+    fn expected_view(st: &NetState, rid: u64) -> BTreeMap<PeerId, PeerAdvert> {
+        let r = &st.discs[&rid];
+        let own = r.advert.as_ref().map(|a| a.id);
+        let mut want = BTreeMap::new();
+        for (sid, s) in &st.discs {
+            let Some(adv) = &s.advert else { continue };
+            if *sid == rid || Some(adv.id) == own || st.is_cut(r.shared.host, s.shared.host) {
+                continue;
+            }
+            want.insert(adv.id, adv.clone());
+        }
+        want
+    }
+
+    #[test]
+    fn incremental_discovery_views_match_a_full_recompute() {
+        run(async {
+            let rng = SimRng::new(5);
+            let net = SimNet::new(rng.fork("net"));
+            let hosts: Vec<HostId> = (0..6).map(|i| net.add_host(&format!("h{i}"), HostConfig::default())).collect();
+            // A small pool of ids, so that two discoveries often advertise one id.
+            let ids: Vec<PeerId> = (0..4).map(|_| rng.peer_id()).collect();
+            let mut discs: Vec<Arc<SimDiscovery>> = Vec::new();
+            for step in 0..400 {
+                match rng.range(0..10u32) {
+                    0..=2 => discs.push(net.discovery(hosts[rng.range(0..hosts.len())])),
+                    3..=6 if !discs.is_empty() => {
+                        let d = &discs[rng.range(0..discs.len())];
+                        let mut a = advert(ids[rng.range(0..ids.len())]);
+                        a.protocol_version = rng.range(1..3u32);
+                        let _ = d.advertise(a).await;
+                    }
+                    7 if !discs.is_empty() => {
+                        let d = discs.swap_remove(rng.range(0..discs.len()));
+                        d.shutdown().await;
+                    }
+                    8 => {
+                        let k = rng.range(1..hosts.len());
+                        net.partition(&hosts[..k], &hosts[k..]);
+                    }
+                    9 => net.heal(),
+                    _ => {}
+                }
+                let st = net.state();
+                for (rid, r) in &st.discs {
+                    let seen: BTreeMap<PeerId, PeerAdvert> =
+                        lock(&r.shared.state).seen.iter().map(|(id, (_, a))| (*id, a.clone())).collect();
+                    assert_eq!(seen, expected_view(&st, *rid), "step {step}, discovery {rid}");
+                }
+                let indexed: usize = st.adverts.values().map(BTreeSet::len).sum();
+                assert_eq!(indexed, st.discs.values().filter(|d| d.advert.is_some()).count(), "step {step}: advert index");
+            }
+        });
+    }
+
+    #[test]
+    fn ended_connections_leave_the_table() {
+        run(async {
+            let rng = SimRng::new(6);
+            let net = SimNet::new(rng.fork("net"));
+            let a = net.add_host("a", HostConfig::default());
+            let b = net.add_host("b", HostConfig::default());
+            let ta = net.transport(a, 1, rng.peer_id());
+            let tb = net.transport(b, 1, rng.peer_id());
+            let addr = tb.local_addr();
+            let mut kept = Vec::new();
+            for i in 0..300 {
+                let (c, s) = tokio::join!(ta.connect(addr, None), tb.accept());
+                let (c, s) = (c.expect("connect"), s.expect("accept"));
+                if i % 3 == 0 {
+                    kept.push((c, s));
+                } else if i % 3 == 1 {
+                    c.close(0, "done");
+                } else {
+                    drop((c, s));
+                }
+            }
+            assert_eq!(net.state().conns.len(), kept.len(), "only live connections are in the table");
+            assert_eq!(net.connection_count(), kept.len());
+            net.drop_connections(a);
+            assert_eq!(net.state().conns.len(), 0);
+            let st = net.state();
+            assert!(st.conns.by_host.is_empty() && st.conns.by_transport.is_empty());
+        });
+    }
+
+    /// Sends `streams` streams of `len` bytes at once from a to b; returns
+    /// the time to receive everything, the bytes put on the wire, and
+    /// whether every stream arrived intact.
+    fn transfer(params: NetParams, seed: u64, streams: usize, len: usize) -> (Duration, u64, bool) {
+        run(async move {
+            let rng = SimRng::new(seed);
+            let net = SimNet::with_params(rng.fork("net"), params);
+            let cfg = HostConfig::symmetric(100e6, Duration::from_millis(1));
+            let a = net.add_host("a", cfg);
+            let b = net.add_host("b", cfg);
+            let ta = net.transport(a, 1, rng.peer_id());
+            let tb = net.transport(b, 1, rng.peer_id());
+            let start = Instant::now();
+            let (c, s) = tokio::join!(ta.connect(tb.local_addr(), None), tb.accept());
+            let (c, s) = (c.expect("connect"), s.expect("accept"));
+            let data = |k: usize| Bytes::from((0..len).map(|i| (i * 7 + k) as u8).collect::<Vec<u8>>());
+            let send = async {
+                let sends = (0..streams).map(|k| {
+                    let c = &c;
+                    async move {
+                        let (mut tx, _rx) = c.open_bi().await.expect("open");
+                        let d = data(k);
+                        for off in (0..len).step_by(100_000) {
+                            tx.write(d.slice(off..(off + 100_000).min(len))).await.expect("write");
+                        }
+                        tx.finish().await.expect("finish");
+                    }
+                });
+                futures::future::join_all(sends).await;
+            };
+            let recv = async {
+                let mut ok = true;
+                for _ in 0..streams {
+                    let (_tx, mut rx) = s.accept_bi().await.expect("accept_bi").expect("a stream");
+                    let mut got = Vec::new();
+                    while let Some(d) = rx.read(1 << 20).await.expect("read") {
+                        got.extend_from_slice(&d);
+                    }
+                    ok &= (0..streams).any(|k| got == data(k));
+                }
+                ok
+            };
+            let ((), ok) = tokio::join!(send, recv);
+            (start.elapsed(), net.bytes_sent(a), ok)
+        })
+    }
+
+    #[test]
+    fn link_faults_delay_but_never_corrupt_and_replay_from_the_seed() {
+        let (streams, len) = (4, 2_000_000);
+        let clean = transfer(NetParams::default(), 1, streams, len);
+        assert!(clean.2);
+        assert_eq!(clean.1, (streams * len) as u64);
+        let bad = LinkFaults {
+            jitter: Duration::from_millis(3),
+            reorder: 0.2,
+            reorder_delay: Duration::from_millis(5),
+            loss: 0.1,
+            retransmit_delay: Duration::from_millis(20),
+        };
+        let params = NetParams { faults: Some(bad), ..NetParams::default() };
+        let faulty = transfer(params.clone(), 1, streams, len);
+        assert!(faulty.2, "streams stay reliable and ordered");
+        assert!(faulty.0 > clean.0, "faults slow the transfer: {:?} vs {:?}", faulty.0, clean.0);
+        assert!(faulty.1 > clean.1, "lost segments are sent again");
+        assert_eq!(transfer(params.clone(), 1, streams, len), faulty, "one seed, one outcome");
+        assert_ne!(transfer(params, 2, streams, len).0, faulty.0, "another seed, other faults");
+        // Off by default: nothing is drawn, so timings are exact.
+        assert_eq!(transfer(NetParams::default(), 2, streams, len), clean);
+    }
+
+    #[test]
+    fn fates_follow_the_parameters() {
+        let rng = SimRng::new(3);
+        let inner = |faults| NetInner {
+            params: NetParams { faults, ..NetParams::default() },
+            rng: rng.clone(),
+            fault_rng: rng.fork("link-faults"),
+            state: Mutex::new(NetState {
+                hosts: vec![],
+                by_ip: BTreeMap::new(),
+                transports: BTreeMap::new(),
+                listeners: BTreeMap::new(),
+                conns: ConnTable::new(),
+                discs: BTreeMap::new(),
+                adverts: BTreeMap::new(),
+                cuts: vec![],
+                next_id: 0,
+                next_port: FIRST_EPHEMERAL_PORT,
+            }),
+        };
+        let none = inner(None);
+        assert!((0..100).all(|_| none.fate() == Fate::CLEAN));
+        let f = LinkFaults::default();
+        let some = inner(Some(f.clone()));
+        let fates: Vec<Fate> = (0..20_000).map(|_| some.fate()).collect();
+        let lost = fates.iter().filter(|x| x.transmissions > 1).count() as f64 / fates.len() as f64;
+        assert!((0.002..0.01).contains(&lost), "loss rate {lost}");
+        let max = f.jitter + f.reorder_delay + f.retransmit_delay * 3;
+        assert!(fates.iter().all(|x| x.extra <= max || x.transmissions > 3));
+        assert!(fates.iter().any(|x| x.extra > Duration::ZERO && x.extra < f.jitter));
     }
 }

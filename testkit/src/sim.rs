@@ -15,7 +15,7 @@
 
 use crate::clock::SimClock;
 use crate::game::SimUnpacker;
-use crate::net::{HostConfig, HostId, SimNet};
+use crate::net::{HostConfig, HostId, NetParams, SimNet};
 use crate::rng::SimRng;
 use lanspread::{EventsError, Peer, PeerCommand, PeerConfig, PeerEvent};
 use lanspread_core::catalog::Catalog;
@@ -42,6 +42,36 @@ const SIM_EVENT_CAPACITY: usize = 8192;
 
 /// A recorded event: virtual time, peer name, event.
 pub type Recorded = (Duration, String, PeerEvent);
+
+/// The event trace: every recorded event in order, and where each peer's
+/// events are, so reading one peer's events costs only its own.
+#[derive(Default)]
+struct Log {
+    all: Vec<Recorded>,
+    by_peer: BTreeMap<String, Vec<usize>>,
+}
+
+impl Log {
+    fn push(&mut self, r: Recorded) {
+        let i = self.all.len();
+        match self.by_peer.get_mut(&r.1) {
+            Some(v) => v.push(i),
+            None => {
+                self.by_peer.insert(r.1.clone(), vec![i]);
+            }
+        }
+        self.all.push(r);
+    }
+
+    /// Positions (in `all`) of `name`'s events.
+    fn of(&self, name: &str) -> &[usize] {
+        self.by_peer.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    fn events(&self, name: &str) -> Vec<(Duration, PeerEvent)> {
+        self.of(name).iter().map(|&i| (self.all[i].0, self.all[i].2.clone())).collect()
+    }
+}
 
 /// One simulated peer.
 pub struct SimPeer {
@@ -96,7 +126,7 @@ pub struct Sim {
     /// The shared clock.
     pub clock: SimClock,
     peers: BTreeMap<String, SimPeer>,
-    log: Arc<Mutex<Vec<Recorded>>>,
+    log: Arc<Mutex<Log>>,
 }
 
 impl Sim {
@@ -121,13 +151,13 @@ impl Sim {
             rt.block_on(async move {
                 let rng = SimRng::new(seed);
                 let net = SimNet::new(rng.fork("net"));
-                let sim = Sim { seed, rng, net, clock: SimClock::new(), peers: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())) };
+                let sim = Sim { seed, rng, net, clock: SimClock::new(), peers: BTreeMap::new(), log: Arc::default() };
                 let mut sim = scenario(sim).await;
                 let names: Vec<String> = sim.peers.keys().cloned().collect();
                 for n in names {
                     sim.stop(&n).await;
                 }
-                let log = sim.log.lock().expect("log").clone();
+                let log = std::mem::take(&mut sim.log.lock().expect("log").all);
                 log
             })
         }));
@@ -138,6 +168,14 @@ impl Sim {
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+
+    /// Replaces the network by one with `params` (e.g. with
+    /// [`NetParams::faults`] on), drawn from the same seed. Call it before
+    /// adding any host.
+    pub fn set_net_params(&mut self, params: NetParams) {
+        assert!(self.net.hosts().is_empty(), "set_net_params: the network already has hosts");
+        self.net = SimNet::with_params(self.rng.fork("net"), params);
     }
 
     /// Adds a host to the network.
@@ -262,12 +300,12 @@ impl Sim {
 
     /// Every recorded event so far.
     pub fn log(&self) -> Vec<Recorded> {
-        self.log.lock().expect("log").clone()
+        self.log.lock().expect("log").all.clone()
     }
 
     /// Events of one peer so far.
     pub fn events(&self, name: &str) -> Vec<(Duration, PeerEvent)> {
-        self.log.lock().expect("log").iter().filter(|(_, n, _)| n == name).map(|(t, _, e)| (*t, e.clone())).collect()
+        self.log.lock().expect("log").events(name)
     }
 
     /// The address a peer listens on.
@@ -287,12 +325,23 @@ impl Sim {
         tokio::time::sleep(d).await;
     }
 
-    /// Waits (in virtual time, polling every 10 ms) until `name` emitted an
-    /// event after index `from` matching `pred`; panics after `timeout`.
+    /// Waits (in virtual time, polling every 10 ms) until `name` has
+    /// emitted an event matching `pred` (the first such event in its whole
+    /// log, so one already emitted is found at once); panics after
+    /// `timeout`. Each poll looks only at the events emitted since the last.
     pub async fn wait_for(&self, name: &str, timeout: Duration, pred: impl Fn(&PeerEvent) -> bool) -> (Duration, PeerEvent) {
         let deadline = self.now() + timeout;
+        let mut checked = 0;
         loop {
-            if let Some(found) = self.events(name).into_iter().find(|(_, e)| pred(e)) {
+            // Copied out of the lock: `pred` may look at the simulation.
+            let fresh: Vec<(Duration, PeerEvent)> = {
+                let log = self.log.lock().expect("log");
+                let mine = log.of(name);
+                let fresh = mine[checked..].iter().map(|&i| (log.all[i].0, log.all[i].2.clone())).collect();
+                checked = mine.len();
+                fresh
+            };
+            if let Some(found) = fresh.into_iter().find(|(_, e)| pred(e)) {
                 return found;
             }
             if self.now() >= deadline {

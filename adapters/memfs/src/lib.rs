@@ -20,6 +20,13 @@
 //!   `sync_dir` a directory's durable entries. A rename between two
 //!   directories is atomic: syncing either directory makes both halves
 //!   durable.
+//! * **Memory**: file content lives in copy-on-write chunks of 1 MiB
+//!   shared between the live file, its durable copy, the baseline crash
+//!   states replay from and the survivors of a crash: a synced file whose
+//!   content did not change since costs no second copy, a write copies only
+//!   the shared chunks it changes, and a file grown by `set_len` holds no
+//!   bytes until written. A `read_at` within one chunk (a manifest chunk
+//!   is one) lends the chunk instead of copying it.
 //! * **Faults**: [`MemFs::fail_nth_op`] makes one future mutating operation
 //!   fail (I/O error, disk full...); [`MemFs::set_capacity`] bounds the
 //!   bytes stored, so writes beyond it fail with [`FsErrorKind::NoSpace`].
@@ -35,6 +42,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod data;
 mod state;
 
 use async_trait::async_trait;
@@ -215,7 +223,7 @@ impl MemFs {
     /// the path is blocked by a directory or a symlink.
     pub fn write_file(&self, path: &str, data: impl AsRef<[u8]>) {
         let p = self.full_str(path);
-        self.setup(Op::SetupFile(p, data.as_ref().to_vec())).unwrap_or_else(|e| panic!("MemFs::write_file({path}): {e}"));
+        self.setup(Op::SetupFile(p, data.as_ref().to_vec().into())).unwrap_or_else(|e| panic!("MemFs::write_file({path}): {e}"));
     }
 
     /// Creates a directory and its missing parents, durably.
@@ -242,7 +250,7 @@ impl MemFs {
         let w = self.lock();
         let ino = w.state.lookup(&self.full_str(path)).ok()??;
         match &w.state.inode(ino).body {
-            Body::File(d) => Some(d.clone()),
+            Body::File(d) => Some(d.to_vec()),
             _ => None,
         }
     }
@@ -276,7 +284,7 @@ impl MemFs {
             for (name, child) in w.state.entries(ino).into_iter().flatten() {
                 let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
                 let node = match &w.state.inode(*child).body {
-                    Body::File(d) => Node::File(d.clone()),
+                    Body::File(d) => Node::File(d.to_vec()),
                     Body::Dir(_) => {
                         stack.push((*child, path.clone()));
                         Node::Dir
@@ -579,9 +587,8 @@ impl FileHandle for MemHandle {
         let w = self.fs.lock();
         match &w.state.inode(self.ino).body {
             Body::File(d) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(d.len());
-                let end = start.saturating_add(len).min(d.len());
-                Ok(Bytes::copy_from_slice(&d[start..end]))
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                Ok(d.read(start, start.saturating_add(len)))
             }
             _ => Err(FsError::new(FsErrorKind::IsADirectory, format!("{}: not a regular file", self.path))),
         }

@@ -6,8 +6,10 @@
 //! the live state exactly (inode numbers included). Durability is tracked
 //! per inode: `durable_data` holds the content a file had at its last
 //! `sync`, `durable_dirs` the entries a directory had at its last
-//! `sync_dir`.
+//! `sync_dir`. File content is [`Data`], whose clones share their bytes, so
+//! a durable copy of content that did not change since costs no bytes.
 
+use crate::data::Data;
 use bytes::Bytes;
 use lanspread_ports::fs::{FileKind, FsError, FsErrorKind, FsResult};
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,7 +36,7 @@ pub(crate) fn show(c: &[String]) -> String {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Body {
-    File(Vec<u8>),
+    File(Data),
     Dir(BTreeMap<String, Ino>),
     Symlink(String),
 }
@@ -93,7 +95,7 @@ pub(crate) enum Op {
     /// (one op, so crash tests get one crash point before and one after).
     SyncTree(Comps),
     /// Test helpers: applied and made durable at once.
-    SetupFile(Comps, Vec<u8>),
+    SetupFile(Comps, Data),
     SetupDir(Comps),
     SetupSymlink(Comps, String),
     SetupRemove(Comps),
@@ -157,7 +159,7 @@ pub(crate) struct State {
     pub(crate) inodes: BTreeMap<Ino, Inode>,
     next_ino: Ino,
     pub(crate) clock: u64,
-    durable_data: BTreeMap<Ino, Vec<u8>>,
+    durable_data: BTreeMap<Ino, Data>,
     durable_dirs: BTreeMap<Ino, BTreeMap<String, Ino>>,
     pending_renames: Vec<PendingRename>,
 }
@@ -286,7 +288,7 @@ impl State {
             }
         }
         if let Body::File(d) = &mut self.inode_mut(ino).body {
-            d.resize(new_len as usize, 0);
+            d.resize(new_len as usize);
         }
         Ok(())
     }
@@ -310,7 +312,7 @@ impl State {
                 if self.entries(dir).is_some_and(|e| e.contains_key(name)) {
                     return Err(err(FsErrorKind::AlreadyExists, p, "already exists"));
                 }
-                eff.ino = Some(self.alloc(Body::File(Vec::new()), dir, name));
+                eff.ino = Some(self.alloc(Body::File(Data::default()), dir, name));
                 eff.touched.push((dir, name.to_owned()));
             }
             Op::WriteAt { ino, offset, data } => {
@@ -326,7 +328,7 @@ impl State {
                     self.resize(*ino, end, cap, &path)?;
                 }
                 if let Body::File(d) = &mut self.inode_mut(*ino).body {
-                    d[*offset as usize..end as usize].copy_from_slice(data);
+                    d.write(*offset as usize, data);
                 }
                 self.touch_file(*ino, &mut eff);
             }
@@ -382,7 +384,7 @@ impl State {
                 let ino = match self.entries(parent).and_then(|e| e.get(name)).copied() {
                     Some(ino) if matches!(self.inode(ino).body, Body::File(_)) => ino,
                     Some(_) => return Err(err(FsErrorKind::AlreadyExists, p, "exists and is not a regular file")),
-                    None => self.alloc(Body::File(Vec::new()), parent, name),
+                    None => self.alloc(Body::File(Data::default()), parent, name),
                 };
                 let t = self.tick();
                 let node = self.inode_mut(ino);
