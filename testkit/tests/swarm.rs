@@ -145,3 +145,50 @@ fn swarm_table() {
         }
     }
 }
+
+/// Seconds one downloader takes from one seeder when `cap` adjusts their
+/// configs (both on 20 MB/s links).
+fn capped_download(name: &str, size: u64, cap: impl Fn(&str, &mut lanspread::PeerConfig)) -> f64 {
+    let mut secs = 0.0;
+    let out = &mut secs;
+    Sim::run(name, 5, |mut sim| async move {
+        let game = SimGame::new("arena", "1.0", size);
+        let cat = catalog_of(&[&game]);
+        let link = HostConfig::symmetric(20.0 * MB, ms(1));
+        let fs = MemFs::unrecorded();
+        game.write(&fs, &sim.rng);
+        for (name, fs) in [("seed", fs), ("d", MemFs::unrecorded())] {
+            let h = sim.host(name, link);
+            let mut config = Sim::config(cat.clone());
+            cap(name, &mut config);
+            sim.spawn(name, h, fs, config);
+        }
+        let id = gid("arena");
+        sim.wait_for("d", Duration::from_secs(60), |e| match e {
+            PeerEvent::LibrarySnapshot { games, .. } => games.iter().any(|g| g.id == id && !g.peers_with_latest.is_empty()),
+            _ => false,
+        })
+        .await;
+        let start = sim.now();
+        sim.send("d", PeerCommand::download(id.clone()));
+        let (at, ev) = sim.wait_for("d", Duration::from_secs(600), |e| matches!(e, PeerEvent::DownloadFinished { .. })).await;
+        assert!(matches!(ev, PeerEvent::DownloadFinished { .. }));
+        *out = (at - start).as_secs_f64();
+        sim
+    });
+    secs
+}
+
+#[test]
+fn upload_and_download_caps_hold_on_virtual_time() {
+    let size = 8 * MIB;
+    let free = capped_download("caps_free", size, |_, _| {});
+    let up = capped_download("caps_upload", size, |name, c| c.max_upload = (name == "seed").then_some(2_000_000));
+    let down = capped_download("caps_download", size, |name, c| c.max_download = (name == "d").then_some(4_000_000));
+    println!("free {free:.2} s, seeder capped at 2 MB/s {up:.2} s, downloader capped at 4 MB/s {down:.2} s");
+    let at = |rate: f64| size as f64 / rate;
+    assert!(free < at(20.0 * MB) * 1.2, "{free}");
+    // A burst of one piece passes at once; the rest keeps to the cap.
+    assert!(up > at(2e6) * 0.85 && up < at(2e6) * 1.15, "{up}");
+    assert!(down > at(4e6) * 0.85 && down < at(4e6) * 1.15, "{down}");
+}

@@ -60,6 +60,21 @@ pub struct NetArgs {
     /// LAN party key: only peers that know it may connect.
     #[arg(long, value_name = "WORDS", env = "LANSPREAD_PARTY_KEY")]
     pub party_key: Option<String>,
+    /// Most this process sends to other peers per second, e.g. 10MB or 500KiB.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_upload: Option<u64>,
+    /// Most this process downloads per second, e.g. 10MB or 500KiB.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    pub max_download: Option<u64>,
+}
+
+/// A rate in bytes per second, written as a size (`10MB`, `1.5GiB`, `500k`).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = s.parse().map_err(|e| format!("{s:?} is not a rate such as 10MB or 500KiB: {e}"))?;
+    match size.as_u64() {
+        0 => Err("a rate cap must be above zero".into()),
+        n => Ok(n),
+    }
 }
 
 #[derive(Subcommand, Debug)]

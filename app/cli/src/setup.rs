@@ -158,6 +158,8 @@ pub async fn start_with(
         .discovery(if no_mdns { DiscoveryKind::None } else { DiscoveryKind::Mdns })
         .static_peers(static_peers)
         .party_key(net.party_key.clone().or(file.party_key))
+        .max_upload(net.max_upload)
+        .max_download(net.max_download)
         .config(move |c| {
             c.auto_install = auto_install;
             if let Some(wait) = holder_wait {
@@ -262,6 +264,11 @@ pub async fn get(game: String, net: NetArgs, install: bool, adopt: bool, wait: f
         ));
     }
     let result = get_inner(&r, &id, install, adopt, wait, json).await;
+    if result.is_ok() {
+        // Other downloaders of the swarm may be fetching our units: stay
+        // until nobody asked for 2 s (at most a minute).
+        r.peer.serve_while_asked(Duration::from_secs(2), Duration::from_secs(60)).await;
+    }
     r.peer.shutdown().await;
     result
 }

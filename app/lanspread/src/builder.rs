@@ -544,6 +544,18 @@ impl Builder {
         self
     }
 
+    /// Caps what this peer sends to others, in bytes per second (`None`:
+    /// no cap). Every requester draws from the one cap.
+    pub fn max_upload(self, bytes_per_sec: Option<u64>) -> Self {
+        self.config(move |c| c.max_upload = bytes_per_sec)
+    }
+
+    /// Caps what this peer's downloads ask for, in bytes per second
+    /// (`None`: no cap).
+    pub fn max_download(self, bytes_per_sec: Option<u64>) -> Self {
+        self.config(move |c| c.max_download = bytes_per_sec)
+    }
+
     /// Adjusts the runtime's settings after the builder filled in the
     /// catalog, static peers and party key (auto-install, scheduler
     /// tunables, timeouts...). Calls run in order.

@@ -15,6 +15,7 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// A request to the driver.
@@ -208,6 +209,24 @@ impl Peer {
     /// filesystem); [`set_game_dir`](Peer::set_game_dir) changes it.
     pub fn game_dir(&self) -> Option<String> {
         self.inner.ctx.game_dir.borrow().clone()
+    }
+
+    /// Keeps serving while other peers fetch from this one: returns once
+    /// no file data was sent for `idle`, or after `most`. A short-lived
+    /// peer (a `get` that downloaded with a swarm) calls it before it shuts
+    /// down, so the downloaders still fetching its units do not lose them.
+    pub async fn serve_while_asked(&self, idle: Duration, most: Duration) {
+        let clock = &self.inner.ctx.ports.clock;
+        let deadline = clock.now() + most;
+        loop {
+            let now = clock.now();
+            let last = Duration::from_millis(self.inner.ctx.last_upload_ms.load(std::sync::atomic::Ordering::Relaxed));
+            let quiet_since = now.as_duration().saturating_sub(last);
+            if quiet_since >= idle || now >= deadline {
+                return;
+            }
+            clock.sleep((idle - quiet_since).min(deadline.saturating_since(now))).await;
+        }
     }
 
     /// The game directory's path, watched: changes when

@@ -83,6 +83,10 @@ pub struct Finished {
     pub cpu: f64,
     /// Its stdout.
     pub stdout: String,
+    /// Seconds from spawn until it first wrote to stdout (polled like the
+    /// exit): when a `get --json` printed its result, before it lingers to
+    /// serve the swarm.
+    pub first_output: Option<f64>,
     /// (seconds since spawn, rchar, wchar) from /proc/PID/io, every ~10 ms.
     pub io: Vec<(f64, u64, u64)>,
 }
@@ -148,7 +152,11 @@ pub fn run_measured(name: &str, cmd: &mut Command, logs: &Path, timeout: Duratio
     let mut wall = None;
     let mut io = Vec::new();
     let mut next_io = 0.0;
+    let mut first_output = None;
     let status = loop {
+        if first_output.is_none() && std::fs::metadata(&out).is_ok_and(|m| m.len() > 0) {
+            first_output = Some(started.elapsed().as_secs_f64());
+        }
         // A zombie still shows its final CPU times; read them before reaping.
         match proc_stat(pid) {
             Some(('Z', own, kids)) => {
@@ -184,7 +192,7 @@ pub fn run_measured(name: &str, cmd: &mut Command, logs: &Path, timeout: Duratio
     if !status.success() {
         return Err(format!("{shown} failed ({status})\n{}", tail(&err, 15)));
     }
-    Ok(Finished { wall, peak_rss_kib: peak, cpu, stdout, io })
+    Ok(Finished { wall, peak_rss_kib: peak, cpu, stdout, io, first_output })
 }
 
 /// A long-running process (a seeder, a daemon), stopped when dropped.

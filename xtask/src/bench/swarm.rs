@@ -18,7 +18,8 @@
 //! - lanspread: `serve` on h1 (running throughout), `get --no-install` on
 //!   each downloader, told every other host of the run with `--peer` (mDNS
 //!   stays on); timed from spawning the `get` processes until the last one
-//!   exits, then `sync`;
+//!   printed its result (a finished `get` keeps serving while others fetch
+//!   from it, then exits), then `sync`;
 //! - qBittorrent-nox from Debian (installed with apt-get when missing):
 //!   one instance per host, its own profile directory, its Web UI on its
 //!   namespace address with authentication bypassed for the LAN's subnet;
@@ -240,7 +241,9 @@ fn lanspread_run(cx: &Cx<'_>, seeder: &str, setup: Setup, content: bool) -> Resu
                 let (name, logs) = (format!("h{k}-get"), &cx.logs);
                 s.spawn(move || {
                     let start = t0.elapsed().as_secs_f64();
-                    measure::run_measured(&name, cmd, logs, TIMEOUT).map(|f| (start + f.wall, f))
+                    // Finished when it printed its result: a `get` then keeps
+                    // serving while the others still fetch from it.
+                    measure::run_measured(&name, cmd, logs, TIMEOUT).map(|f| (start + f.first_output.unwrap_or(f.wall), f))
                 })
             })
             .collect();
@@ -737,9 +740,9 @@ fn includes(tool: Tool, pieces: Option<&str>) -> String {
     match tool {
         Tool::Lanspread => format!(
             "from spawning `lanspread get ID --no-install --json --listen [::]:{PORT} --peer …` (the seeder and the run's other downloaders; mDNS on) \
-             on each downloader until the last one exits: start-up, finding peers, manifest, transfer, per-chunk verification and the commit's fsyncs; \
-             then `sync`. `lanspread serve` runs on the seeder throughout (its scan is not timed); a `get` exits when its download is committed, \
-             so a finished downloader serves no more"
+             on each downloader until the last one printed its result: start-up, finding peers, manifest, transfer, per-chunk verification and the commit's fsyncs; \
+             then `sync`. `lanspread serve` runs on the seeder throughout (its scan is not timed); a `get` whose download is committed keeps \
+             serving while others fetch from it (until nobody asked for 2 s), then exits"
         ),
         Tool::Qbt => format!(
             "from the Web API call adding the .torrent (mktorrent, {}, no tracker) on each downloader, whose peers (the seeder and the run's other \

@@ -8,6 +8,7 @@
 use super::budget::FileBudget;
 use super::local::Local;
 use super::pool::Pool;
+use super::rate::RateCaps;
 use super::swarm::Swarms;
 use super::{Network, PeerConfig, Ports, StablePorts};
 use crate::peer::Command;
@@ -86,6 +87,11 @@ pub(crate) struct Ctx {
     pub files: FileBudget,
     /// What running downloads verified, served to the swarm.
     pub swarms: Swarms,
+    /// The upload and download caps.
+    pub rates: RateCaps,
+    /// When the server last sent file data (in ms of the clock), so a
+    /// short-lived peer can keep serving while others fetch from it.
+    pub last_upload_ms: std::sync::atomic::AtomicU64,
     pub events: broadcast::Sender<PeerEvent>,
     inbox: mpsc::UnboundedSender<Input>,
     pub shutdown: watch::Sender<bool>,
@@ -110,6 +116,8 @@ impl Ctx {
             discovery: Mutex::new(net.discovery),
             files: FileBudget::default(),
             swarms: Swarms::default(),
+            rates: RateCaps::new(cfg.max_upload, cfg.max_download, &ports.clock),
+            last_upload_ms: std::sync::atomic::AtomicU64::new(0),
             events,
             inbox,
             shutdown: watch::channel(false).0,

@@ -456,6 +456,7 @@ async fn fetch_unit(job: &Shared, peer: PeerId, unit: UnitIdx, turn: Option<Arc<
 }
 
 async fn request_unit(ctx: &Ctx, peer: PeerId, req: &Request, len: u64) -> Result<Bytes, FetchError> {
+    ctx.rates.download(len).await;
     let conn = ctx.pool.connection(peer).await.map_err(|e| FetchError::Peer(ChunkFailure::Transport(e)))?;
     match wire::request_data(conn.as_ref(), req, len).await {
         Ok(d) => Ok(d),

@@ -15,6 +15,7 @@ mod monitor;
 mod ops;
 mod party;
 mod pool;
+mod rate;
 mod server;
 mod swarm;
 
@@ -85,6 +86,10 @@ pub struct PeerConfig {
     /// Events buffered per subscriber; one that falls further behind is
     /// told it lagged.
     pub event_capacity: usize,
+    /// Most bytes per second this peer sends to others (`None`: no cap).
+    pub max_upload: Option<u64>,
+    /// Most bytes per second this peer's downloads ask for (`None`: no cap).
+    pub max_download: Option<u64>,
 }
 
 impl Default for PeerConfig {
@@ -106,6 +111,8 @@ impl Default for PeerConfig {
             hello_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(20),
             event_capacity: 1024,
+            max_upload: None,
+            max_download: None,
         }
     }
 }

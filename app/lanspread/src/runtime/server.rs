@@ -227,6 +227,8 @@ struct Step<'a> {
 /// for the write deadline (a reader that never reads would otherwise hold a
 /// file and a buffer). Returns whether the step went through.
 async fn send_step(sh: &Ctx, send: &mut dyn SendStream, step: Step<'_>) -> Result<bool, WireError> {
+    // The upload cap paces the bytes before the write deadline runs.
+    sh.rates.upload(step.body.as_ref().map_or(0, |b| b.len() as u64)).await;
     let write = async {
         if let Some((msg, max)) = step.frame {
             wire::write_message(&mut *send, msg, max).await?;
@@ -420,7 +422,9 @@ async fn send_reply(
         Reply::Pieces { pieces, len } => send_pieces(sh, send, pieces, len).await,
         Reply::Message(m) => respond(sh, send, &m).await,
     };
-    sends.served(sh.ports.clock.now().saturating_since(started));
+    let now = sh.ports.clock.now();
+    sends.served(now.saturating_since(started));
+    sh.last_upload_ms.store(now.as_duration().as_millis() as u64, Ordering::Relaxed);
     drop(slot);
     if let Some(claim) = claim {
         claim.sent(sh.ports.clock.now());
