@@ -234,3 +234,17 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_are_sizes_per_second() {
+        assert_eq!(parse_rate("10MB"), Ok(10_000_000));
+        assert_eq!(parse_rate("500KiB"), Ok(512_000));
+        assert_eq!(parse_rate("1.5GB"), Ok(1_500_000_000));
+        assert!(parse_rate("0").is_err(), "a zero cap would stop every transfer");
+        assert!(parse_rate("fast").is_err());
+    }
+}
