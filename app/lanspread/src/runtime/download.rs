@@ -236,7 +236,7 @@ async fn transfer(
                 // Peers that asked us about this version download it too.
                 let members = swarm.as_ref().map(|s| s.members_since(members_seen)).unwrap_or_default();
                 members_seen += members.len();
-                links.consider(members);
+                links.consider_askers(members);
             }
             _ = clock.sleep(sleep_for) => plan.handle_timeout(clock.now()),
         }
@@ -303,10 +303,20 @@ fn apply_have(update: HaveUpdate, holders: &BTreeSet<PeerId>, plan: &mut Transfe
         }
         HaveUpdate::Gone(peer) => {
             links.forget(&peer);
-            if !holders.contains(&peer) {
-                plan.handle_peer_removed(&peer, now);
-            }
+            drop_partial(peer, holders, plan, now);
         }
+        HaveUpdate::NotHeld(peer) => {
+            links.not_held(&peer);
+            drop_partial(peer, holders, plan, now);
+        }
+    }
+}
+
+/// A polled peer holds nothing usable any more; one the machine knows as a
+/// complete holder stays in the plan.
+fn drop_partial(peer: PeerId, holders: &BTreeSet<PeerId>, plan: &mut Transfer, now: lanspread_ports::Timestamp) {
+    if !holders.contains(&peer) {
+        plan.handle_peer_removed(&peer, now);
     }
 }
 

@@ -11,9 +11,9 @@
 
 use super::ctx::Ctx;
 use lanspread_core::game::{GameId, Hash};
-use lanspread_core::protocol::{Held, Request, Response};
+use lanspread_core::protocol::{ErrorCode, Held, Request, Response};
 use lanspread_core::units::UnitIdx;
-use lanspread_ports::PeerId;
+use lanspread_ports::{PeerId, Timestamp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,15 @@ const HOLDERS_POLLED: usize = 4;
 /// members).
 const COMPLETE_REPOLL: Duration = Duration::from_secs(1);
 
+/// A peer that failed is not polled again this soon, even when others name
+/// it (a lying peer naming unreachable members costs one failed poll per
+/// member per this long, not a busy loop).
+const RETRY_FAILED: Duration = Duration::from_secs(10);
+
+/// A peer that holds nothing of the version yet (its download may be about
+/// to start) is asked again after this long when named again.
+const RETRY_NOT_HELD: Duration = Duration::from_millis(500);
+
 /// What one poll learned.
 pub(crate) enum HaveUpdate {
     /// `peer` holds `units` (besides what it said before; with `reset`,
@@ -37,8 +46,10 @@ pub(crate) enum HaveUpdate {
     Units { peer: PeerId, reset: bool, units: Vec<UnitIdx>, members: Vec<PeerId> },
     /// `peer` holds the whole version.
     Complete { peer: PeerId, members: Vec<PeerId> },
-    /// `peer` holds nothing of it, or cannot be reached.
+    /// `peer` cannot be reached or answered nonsense.
     Gone(PeerId),
+    /// `peer` holds nothing of it (yet).
+    NotHeld(PeerId),
 }
 
 /// The polls of one download.
@@ -49,6 +60,8 @@ pub(crate) struct HaveLinks {
     units: usize,
     me: PeerId,
     polled: BTreeMap<PeerId, AbortHandle>,
+    /// Peers that failed or held nothing, and when they may be polled again.
+    gone: BTreeMap<PeerId, Timestamp>,
     tasks: JoinSet<()>,
     tx: mpsc::UnboundedSender<HaveUpdate>,
     pub rx: mpsc::UnboundedReceiver<HaveUpdate>,
@@ -58,7 +71,8 @@ impl HaveLinks {
     pub fn new(ctx: &Arc<Ctx>, id: &GameId, digest: Hash, units: usize) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let me = ctx.transport().local_id();
-        HaveLinks { ctx: ctx.clone(), id: id.clone(), digest, units, me, polled: BTreeMap::new(), tasks: JoinSet::new(), tx, rx }
+        let (polled, gone) = (BTreeMap::new(), BTreeMap::new());
+        HaveLinks { ctx: ctx.clone(), id: id.clone(), digest, units, me, polled, gone, tasks: JoinSet::new(), tx, rx }
     }
 
     /// Starts with a few complete holders: they name the other members.
@@ -68,11 +82,13 @@ impl HaveLinks {
 
     /// Polls the peers among `peers` not polled yet, while there is room.
     pub fn consider(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+        let now = self.ctx.ports.clock.now();
+        self.gone.retain(|_, until| *until > now);
         for peer in peers {
             if self.polled.len() >= MAX_POLLED {
                 return;
             }
-            if peer == self.me || self.polled.contains_key(&peer) {
+            if peer == self.me || self.polled.contains_key(&peer) || self.gone.contains_key(&peer) {
                 continue;
             }
             let poll = Poll { ctx: self.ctx.clone(), id: self.id.clone(), digest: self.digest, units: self.units, peer };
@@ -81,12 +97,31 @@ impl HaveLinks {
         }
     }
 
+    /// Peers that asked us about this version: they download it, so they
+    /// are polled even if an earlier poll found nothing there.
+    pub fn consider_askers(&mut self, peers: Vec<PeerId>) {
+        for p in &peers {
+            self.gone.remove(p);
+        }
+        self.consider(peers);
+    }
+
     /// Stops polling `peer` (it left or failed); it may be polled afresh
-    /// when somebody names it again.
+    /// when somebody names it again, after a while.
     pub fn forget(&mut self, peer: &PeerId) {
+        self.stop(peer, RETRY_FAILED);
+    }
+
+    /// Stops polling `peer`, which holds nothing of the version yet.
+    pub fn not_held(&mut self, peer: &PeerId) {
+        self.stop(peer, RETRY_NOT_HELD);
+    }
+
+    fn stop(&mut self, peer: &PeerId, retry_after: Duration) {
         if let Some(a) = self.polled.remove(peer) {
             a.abort();
         }
+        self.gone.insert(*peer, self.ctx.ports.clock.now() + retry_after);
     }
 }
 
@@ -114,6 +149,10 @@ impl Poll {
             let req = Request::Have { id: self.id.clone(), digest: self.digest, since };
             let news = match self.ctx.pool.request(peer, &req).await {
                 Ok(Response::Have(news)) if news.check(self.units).is_ok() => news,
+                Ok(Response::Error(e)) if e.code == ErrorCode::UnknownGame => {
+                    let _ = tx.send(HaveUpdate::NotHeld(peer));
+                    return;
+                }
                 _ => {
                     let _ = tx.send(HaveUpdate::Gone(peer));
                     return;
