@@ -5,6 +5,7 @@
 //! server, discovery, the local game monitor); liveness is a timer of the
 //! machine. Tasks reach peer state only by messages to the driver.
 
+mod admission;
 mod budget;
 pub(crate) mod ctx;
 mod download;

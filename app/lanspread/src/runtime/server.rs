@@ -2,6 +2,7 @@
 //! from the local library, and from the units a running download verified
 //! (swarming, [`super::swarm`]).
 
+use super::admission::SendSlots;
 use super::ctx::{Ctx, Input};
 use super::party::{same_proof, Role};
 use super::swarm::Claim;
@@ -38,19 +39,6 @@ const MAX_CONNECTIONS_PER_HOST: usize = 32;
 /// in memory, and other hosts' requests never wait behind it. A
 /// downloader keeps a few units in flight per peer.
 const SENDS_PER_HOST: usize = 8;
-
-/// Data replies sent at once across all hosts. Few at a time, so each
-/// finishes soon: a downloader can pass a unit on only once it has it
-/// whole, so a seeder that sends four units at full speed feeds a swarm
-/// sooner than one that sends forty at a tenth of it (one downloader alone
-/// still keeps four units in flight, enough to fill a LAN link).
-const SEND_SLOTS: usize = 4;
-
-/// Data replies that may wait for a slot (four downloaders' worth); a
-/// request beyond them is answered `Busy` at once, with when to ask again,
-/// instead of waiting in an unbounded queue until it times out and is
-/// asked again, which is how an overloaded seeder collapses.
-const SEND_QUEUE: usize = 16;
 
 /// How long a `Have` long poll waits for news before answering without.
 const HAVE_WAIT: Duration = Duration::from_secs(2);
@@ -104,67 +92,6 @@ impl HostShare {
         }
         attempts.push_back(now);
         true
-    }
-}
-
-/// The global admission of data replies: [`SEND_SLOTS`] at once, at most
-/// [`SEND_QUEUE`] waiting, in arrival order (so hosts take turns).
-struct SendSlots {
-    slots: tokio::sync::Semaphore,
-    waiting: AtomicUsize,
-    /// Recent time one reply took, in microseconds (for the retry-after).
-    service_us: AtomicUsize,
-}
-
-impl SendSlots {
-    fn new() -> Self {
-        SendSlots { slots: tokio::sync::Semaphore::new(SEND_SLOTS), waiting: AtomicUsize::new(0), service_us: AtomicUsize::new(10_000) }
-    }
-
-    /// A slot for a reply to `host`, or how long to wait before asking
-    /// again when the queue is full. A host with nothing in flight is
-    /// admitted even beyond the slots: another host whose readers stall
-    /// holds its slots until the write deadline, and must not starve the rest.
-    async fn admit<'a>(&'a self, host: &'a HostShare) -> Result<SendTurn<'a>, Duration> {
-        let slot = match self.slots.try_acquire() {
-            Ok(p) => Some(p),
-            Err(_) if host.sending.load(Ordering::SeqCst) == 0 => None,
-            Err(_) => {
-                let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-                let admitted = if waiting < SEND_QUEUE { self.slots.acquire().await.ok() } else { None };
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                Some(admitted.ok_or_else(|| self.retry_after(waiting))?)
-            }
-        };
-        host.sending.fetch_add(1, Ordering::SeqCst);
-        Ok(SendTurn { _slot: slot, host })
-    }
-
-    /// About when a slot frees for a request behind `waiting` others.
-    fn retry_after(&self, waiting: usize) -> Duration {
-        let per_reply = Duration::from_micros(self.service_us.load(Ordering::Relaxed) as u64);
-        let rounds = 1 + waiting / SEND_SLOTS;
-        (per_reply * rounds as u32).clamp(Duration::from_millis(5), Duration::from_secs(1))
-    }
-
-    /// Folds the time of one reply into the estimate.
-    fn served(&self, took: Duration) {
-        let us = took.as_micros().min(10_000_000) as usize;
-        let old = self.service_us.load(Ordering::Relaxed);
-        self.service_us.store((old * 7 + us) / 8, Ordering::Relaxed);
-    }
-}
-
-/// One admitted data reply: its global slot (if it took one) and its
-/// place in its host's count.
-struct SendTurn<'a> {
-    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
-    host: &'a HostShare,
-}
-
-impl Drop for SendTurn<'_> {
-    fn drop(&mut self) {
-        self.host.sending.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -406,7 +333,7 @@ async fn send_reply(
     claim: Option<Claim>,
 ) -> Result<(), WireError> {
     let _turn = host.sends.acquire().await;
-    let slot = match sends.admit(host).await {
+    let slot = match sends.admit(&host.sending).await {
         Ok(slot) => slot,
         Err(wait) => {
             if let Some(claim) = claim {
