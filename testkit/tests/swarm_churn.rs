@@ -3,9 +3,8 @@
 //! swarm whose downloaders join over a minute (one of them crashing half
 //! way) still gives every remaining downloader a byte-identical copy,
 //! fetched about once. Asserted on virtual time, events and the simulated
-//! network's byte counters only. Downloaders started at one instant do not
-//! replay exactly yet (`downloaders_started_together_replay_exactly`,
-//! ignored); the churn scenario does, and checks it.
+//! network's byte counters only. Every scenario replays exactly from its
+//! seed.
 
 use lanspread::{PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
@@ -220,20 +219,11 @@ fn a_lying_partial_holder_is_banned_and_the_swarm_still_finishes() {
     assert!(run.last() <= 1.8 * fair.last(), "seed {seed}: {:.3} s with the liar vs {:.3} s", run.last(), fair.last());
 }
 
-/// Fails today, so it is ignored: downloaders started at one instant do not
-/// replay exactly (the liar plays no part: nobody lies here). Their runs
-/// part within the first progress report (576 ms), e.g. in the shares of
-/// the first units. The likely cause: a `tokio::sync::watch` with several
-/// waiters (the swarm record's `changed`, awaited by every asker's `Have`
-/// long poll and by the download) registers each waiter on one of eight
-/// `Notify`s drawn from tokio's per-runtime random source, which the sim
-/// cannot seed, and `send` wakes them shard by shard: the wake order of
-/// the waiters is random. With tokio patched to always take the first
-/// shard, this and `swarm.rs`'s shape (four downloaders, 16 MiB) replay
-/// exactly. Un-ignore once the runtime wakes swarm waiters in a
-/// deterministic order.
+/// Downloaders started at one instant replay exactly from their seed. (They
+/// did not while the swarm record woke its waiters through a
+/// `tokio::sync::watch`, whose wake order comes from tokio's own random
+/// source; it uses a `Notify` now, which wakes them in the order they came.)
 #[test]
-#[ignore]
 fn downloaders_started_together_replay_exactly() {
     let seed = seed_or(41);
     let a = liar_scenario(seed, false);

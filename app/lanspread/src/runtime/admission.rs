@@ -17,6 +17,17 @@ const SEND_SLOTS: usize = 4;
 /// asked again, which is how an overloaded seeder collapses.
 const SEND_QUEUE: usize = 16;
 
+/// Replies a host may have sending beyond the slots: another host whose
+/// readers stall holds its slots (until [`SLOT_HOLD`]), and must not starve
+/// the rest. One, not more: every extra reply a seeder sends at once slows
+/// the others, and a swarm spreads units faster when each finishes soon.
+const HOST_GUARANTEE: usize = 1;
+
+/// A reply gives its slot back after this long even if it still sends (a
+/// reader that stalls or crawls then holds only its host's share, and the
+/// write deadline ends it); the slots are for replies that finish soon.
+pub(crate) const SLOT_HOLD: Duration = Duration::from_secs(1);
+
 /// The global admission of data replies: [`SEND_SLOTS`] at once, at most
 /// [`SEND_QUEUE`] waiting, in arrival order (so hosts take turns).
 pub(crate) struct SendSlots {
@@ -31,14 +42,14 @@ impl SendSlots {
         SendSlots { slots: tokio::sync::Semaphore::new(SEND_SLOTS), waiting: AtomicUsize::new(0), service_us: AtomicUsize::new(10_000) }
     }
 
-    /// A slot for a reply to `host`, or how long to wait before asking
-    /// again when the queue is full. A host with nothing in flight is
-    /// admitted even beyond the slots: another host whose readers stall
-    /// holds its slots until the write deadline, and must not starve the rest.
+    /// A slot for a reply to a host with `host_sending` replies in flight,
+    /// or how long to wait before asking again when the queue is full. A
+    /// host with fewer than [`HOST_GUARANTEE`] in flight is admitted even
+    /// beyond the slots.
     pub async fn admit<'a>(&'a self, host_sending: &'a AtomicUsize) -> Result<SendTurn<'a>, Duration> {
         let slot = match self.slots.try_acquire() {
             Ok(p) => Some(p),
-            Err(_) if host_sending.load(Ordering::SeqCst) == 0 => None,
+            Err(_) if host_sending.load(Ordering::SeqCst) < HOST_GUARANTEE => None,
             Err(_) => {
                 let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
                 let admitted = if waiting < SEND_QUEUE { self.slots.acquire().await.ok() } else { None };
@@ -47,7 +58,7 @@ impl SendSlots {
             }
         };
         host_sending.fetch_add(1, Ordering::SeqCst);
-        Ok(SendTurn { _slot: slot, host_sending })
+        Ok(SendTurn { slot, host_sending })
     }
 
     /// About when a slot frees for a request behind `waiting` others.
@@ -68,8 +79,15 @@ impl SendSlots {
 /// One admitted data reply: its global slot (if it took one) and its
 /// place in its host's count.
 pub(crate) struct SendTurn<'a> {
-    _slot: Option<tokio::sync::SemaphorePermit<'a>>,
+    slot: Option<tokio::sync::SemaphorePermit<'a>>,
     host_sending: &'a AtomicUsize,
+}
+
+impl SendTurn<'_> {
+    /// Gives the global slot back while the reply goes on ([`SLOT_HOLD`]).
+    pub fn release_slot(&mut self) {
+        self.slot = None;
+    }
 }
 
 impl Drop for SendTurn<'_> {

@@ -232,7 +232,7 @@ async fn transfer(
                 }
             }
             Some(update) = links.rx.recv() => apply_have(update, &holders, &mut plan, &mut links, clock.now()),
-            Ok(()) = async { swarm_news.as_mut().expect("guarded").changed().await }, if swarm_news.is_some() => {
+            () = async { swarm_news.as_mut().expect("guarded").changed().await }, if swarm_news.is_some() => {
                 // Peers that asked us about this version download it too.
                 let members = swarm.as_ref().map(|s| s.members_since(members_seen)).unwrap_or_default();
                 members_seen += members.len();

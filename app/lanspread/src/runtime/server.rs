@@ -2,7 +2,7 @@
 //! from the local library, and from the units a running download verified
 //! (swarming, [`super::swarm`]).
 
-use super::admission::SendSlots;
+use super::admission::{SendSlots, SLOT_HOLD};
 use super::ctx::{Ctx, Input};
 use super::party::{same_proof, Role};
 use super::swarm::Claim;
@@ -333,7 +333,7 @@ async fn send_reply(
     claim: Option<Claim>,
 ) -> Result<(), WireError> {
     let _turn = host.sends.acquire().await;
-    let slot = match sends.admit(&host.sending).await {
+    let mut slot = match sends.admit(&host.sending).await {
         Ok(slot) => slot,
         Err(wait) => {
             if let Some(claim) = claim {
@@ -344,10 +344,21 @@ async fn send_reply(
         }
     };
     let started = sh.ports.clock.now();
-    let sent = match reply {
-        Reply::Data { path, offset, len } => send_data(sh, send, &path, offset, len).await,
-        Reply::Pieces { pieces, len } => send_pieces(sh, send, pieces, len).await,
-        Reply::Message(m) => respond(sh, send, &m).await,
+    let reply = async {
+        match reply {
+            Reply::Data { path, offset, len } => send_data(sh, send, &path, offset, len).await,
+            Reply::Pieces { pieces, len } => send_pieces(sh, send, pieces, len).await,
+            Reply::Message(m) => respond(sh, send, &m).await,
+        }
+    };
+    tokio::pin!(reply);
+    let sent = tokio::select! {
+        biased;
+        r = &mut reply => r,
+        _ = sh.ports.clock.sleep(SLOT_HOLD) => {
+            slot.release_slot();
+            reply.await
+        }
     };
     let now = sh.ports.clock.now();
     sends.served(now.saturating_since(started));
@@ -378,7 +389,7 @@ async fn have(sh: &Ctx, serve: &ServeRx, asker: PeerId, id: &GameId, digest: &Ha
         let woke = tokio::select! {
             biased;
             _ = stop.changed() => false,
-            r = changed.changed() => r.is_ok(),
+            () = changed.changed() => true,
             _ = sh.ports.clock.sleep(left) => false,
         };
         if !woke {

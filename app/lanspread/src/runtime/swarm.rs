@@ -15,9 +15,10 @@ use lanspread_core::serve::{ServeView, UnitSource};
 use lanspread_core::units::UnitIdx;
 use lanspread_ports::{PeerId, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Most members remembered per version (a LAN party of several hundred).
 const MAX_MEMBERS: usize = 1024;
@@ -85,8 +86,12 @@ impl Swarms {
 pub(crate) struct Swarm {
     id: GameId,
     state: Mutex<SwarmState>,
-    /// Bumped whenever units or members are added (long polls wait on it).
-    changed: watch::Sender<u64>,
+    /// Bumped whenever units or members are added; long polls wait on
+    /// `changed`. (A `Notify` wakes its waiters in the order they came; a
+    /// `watch` wakes them in an order drawn from tokio's own random source,
+    /// which no simulation seed controls.)
+    generation: AtomicU64,
+    changed: Notify,
 }
 
 #[derive(Default)]
@@ -171,12 +176,13 @@ struct Hold {
 
 impl Swarm {
     fn new(id: GameId) -> Self {
-        Swarm { id, state: Mutex::default(), changed: watch::channel(0).0 }
+        Swarm { id, state: Mutex::default(), generation: AtomicU64::new(0), changed: Notify::new() }
     }
 
     fn update<T>(&self, f: impl FnOnce(&mut SwarmState) -> T) -> T {
         let out = f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
-        self.changed.send_modify(|n| *n += 1);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
         out
     }
 
@@ -190,8 +196,8 @@ impl Swarm {
     }
 
     /// Wakes when units or members are added.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
+    pub fn subscribe(self: &Arc<Self>) -> SwarmChanges {
+        SwarmChanges { swarm: self.clone(), seen: self.generation.load(Ordering::SeqCst) }
     }
 
     /// Units verified and written by the running download.
@@ -272,6 +278,30 @@ impl Swarm {
         let (epoch, from) = (hold.epoch, since.min(hold.log.len() as u32));
         let members = sample(&mut st, asker);
         Some(HaveNews { epoch, held: Held::Log { from, units: Vec::new() }, members })
+    }
+}
+
+/// Changes of one swarm, as seen by one waiter.
+pub(crate) struct SwarmChanges {
+    swarm: Arc<Swarm>,
+    seen: u64,
+}
+
+impl SwarmChanges {
+    /// Returns once units or members were added since the last return (at
+    /// once if they were added since [`Swarm::subscribe`]). Cancel safe.
+    pub async fn changed(&mut self) {
+        loop {
+            let notified = self.swarm.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.swarm.generation.load(Ordering::SeqCst);
+            if now != self.seen {
+                self.seen = now;
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
