@@ -85,6 +85,22 @@ impl SimGame {
     }
 }
 
+/// A game root's downloaded files in a `MemFs` (no `local/`, no control
+/// files), by path.
+pub fn downloaded_tree(fs: &MemFs, id: &str) -> BTreeMap<String, lanspread_memfs::Node> {
+    fs.tree_at(id).into_iter().filter(|(p, _)| !p.starts_with("local") && !p.starts_with('.')).collect()
+}
+
+/// Panics unless `b` downloaded exactly the files `a` has of game `id`
+/// (`who` names `b` in the message).
+pub fn assert_same_download(a: &MemFs, b: &MemFs, id: &str, who: &str) {
+    let (ta, tb) = (downloaded_tree(a, id), downloaded_tree(b, id));
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{who}: file lists differ");
+    for (p, n) in &ta {
+        assert!(tb[p] == *n, "{who}: {id}/{p} differs");
+    }
+}
+
 /// A catalog listing `games`.
 pub fn catalog_of(games: &[&SimGame]) -> Catalog {
     Catalog::from_entries(games.iter().map(|g| g.entry()))

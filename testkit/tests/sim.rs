@@ -3,7 +3,7 @@
 use lanspread::{OperationKind, PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
 use lanspread_memfs::{CrashModel, MemFs, Node};
-use lanspread_testkit::game::catalog_of;
+use lanspread_testkit::game::{assert_same_download, catalog_of};
 use lanspread_testkit::sim::{render, Recorded};
 use lanspread_testkit::{ms, HostConfig, Sim, SimGame};
 use std::collections::BTreeMap;
@@ -14,19 +14,6 @@ const MIB: u64 = 1 << 20;
 
 fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
-}
-
-/// The game root's downloaded files (no `local/`, no control files).
-fn downloaded_tree(fs: &MemFs, id: &str) -> BTreeMap<String, Node> {
-    fs.tree_at(id).into_iter().filter(|(p, _)| !p.starts_with("local") && !p.starts_with('.')).collect()
-}
-
-fn assert_same_download(a: &MemFs, b: &MemFs, id: &str) {
-    let (ta, tb) = (downloaded_tree(a, id), downloaded_tree(b, id));
-    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "file lists differ");
-    for (p, n) in &ta {
-        assert!(tb[p] == *n, "{id}/{p} differs");
-    }
 }
 
 /// Waits until `peer` sees at least `holders` peers holding `id`.
@@ -81,7 +68,7 @@ fn swarm(name: &str, seed: u64, rates: &[f64], down: f64, size: u64) -> (f64, Ve
         let begin = event_time(&sim, "d", |e| matches!(e, PeerEvent::DownloadBegin { .. })).expect("began");
         let (end, ev) = sim.wait_for("d", ms(1), |e| finished(e, &id)).await;
         let PeerEvent::DownloadFinished { stats, .. } = ev else { unreachable!() };
-        assert_same_download(&sim.peer("s0").fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer("s0").fs, &sim.peer("d").fs, "arena", "the downloader");
         let shares = seeders.iter().map(|s| stats.peers.iter().find(|p| p.peer == sim.peer(s).id).map_or(0, |p| p.bytes)).collect();
         *out_ref = ((end - begin).as_secs_f64(), shares);
         sim
@@ -111,7 +98,7 @@ fn one_seeder_one_downloader_byte_identical_and_installed() {
         sim.wait_for("d", Duration::from_secs(30), |e| matches!(e, PeerEvent::GotGameFiles { .. })).await;
         sim.send("d", PeerCommand::download(id.clone()));
         sim.wait_for("d", Duration::from_secs(60), |e| installed(e, &id)).await;
-        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena", "the downloader");
         let dfs = &sim.peer("d").fs;
         assert_eq!(dfs.read("arena/local/game.exe").map(|v| v.len()), Some(4096));
         assert!(dfs.exists("arena/local/assets/sounds/intro.ogg"));
@@ -169,7 +156,7 @@ fn seeder_crash_mid_download_still_completes() {
         sim.crash("s2", CrashModel::AllUpToK);
         sim.wait_for("d", Duration::from_secs(120), |e| installed(e, &id) || failed(e, &id)).await;
         assert!(event_time(&sim, "d", |e| installed(e, &id)).is_some(), "download did not complete: {:?}", sim.events("d").last());
-        assert_same_download(&sim.peer("s1").fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer("s1").fs, &sim.peer("d").fs, "arena", "the downloader");
         sim
     });
 }
@@ -306,7 +293,7 @@ fn update_keeps_the_old_version_playable_until_commit() {
         assert!(!dfs.exists("arena/.local.backup"));
         // Files of A that B does not have are gone: B is exactly B.
         assert!(!dfs.exists("arena/data/obsolete.bin"));
-        assert_same_download(&sim.peer("s").fs, &dfs, "arena");
+        assert_same_download(&sim.peer("s").fs, &dfs, "arena", "the downloader");
         sim
     });
 }
@@ -361,7 +348,7 @@ fn an_interrupted_download_resumes_with_the_data_already_there() {
         assert!(stats.bytes + stats.reused > size, "everything is accounted for: {stats:?}");
         let fetched: u64 = stats.peers.iter().map(|p| p.bytes).sum();
         assert!(fetched <= stats.bytes + 2 * MIB, "only the missing part was fetched: {fetched} vs {stats:?}");
-        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena", "the downloader");
         sim
     });
 }
@@ -394,7 +381,7 @@ fn an_update_fetches_only_the_chunks_that_changed() {
         assert!((70_000 + 4..2 * MIB).contains(&stats.bytes), "the units of the new map and version.ini: {stats:?}");
         assert!(stats.reused >= 8 * MIB, "the unchanged archive was reused: {stats:?}");
         assert_eq!(sim.peer("d").fs.read("arena/version.ini").as_deref(), Some(&b"2.0\n"[..]));
-        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer("s").fs, &sim.peer("d").fs, "arena", "the downloader");
         sim
     });
 }
@@ -488,7 +475,7 @@ fn crash_restart_scenario(seed: u64) -> Vec<Recorded> {
             fs.tree_at("arena").keys().collect::<Vec<_>>()
         );
         if fs.exists("arena/version.ini") {
-            assert_same_download(&sim.peer("s1").fs, &fs, "arena");
+            assert_same_download(&sim.peer("s1").fs, &fs, "arena", "the downloader");
         }
         wait_holders(&sim, "d", "arena", 2).await;
         let before = sim.events("d").len();
@@ -503,7 +490,7 @@ fn crash_restart_scenario(seed: u64) -> Vec<Recorded> {
             sim.seed,
             sim.events("d")[before..].iter().rev().take(5).collect::<Vec<_>>()
         );
-        assert_same_download(&sim.peer("s1").fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer("s1").fs, &sim.peer("d").fs, "arena", "the downloader");
         sim
     })
 }
@@ -585,7 +572,7 @@ fn thirty_peers_several_games_joins_and_leaves() {
         for (name, ids) in &wants {
             for id in ids {
                 let seeder = format!("p{:02}", games.iter().position(|g| g.id == id.as_str()).unwrap());
-                assert_same_download(&sim.peer(&seeder).fs, &sim.peer(name).fs, id.as_str());
+                assert_same_download(&sim.peer(&seeder).fs, &sim.peer(name).fs, id.as_str(), "the downloader");
             }
         }
         sim
@@ -621,7 +608,7 @@ fn random_swarm(seed: u64) {
         }
         sim.wait_for("d", Duration::from_secs(600), |e| installed(e, &id) || failed(e, &id)).await;
         assert!(event_time(&sim, "d", |e| installed(e, &id)).is_some(), "seed {}: {:?}", sim.seed, sim.events("d").last());
-        assert_same_download(&sim.peer(&format!("s{}", n - 1)).fs, &sim.peer("d").fs, "arena");
+        assert_same_download(&sim.peer(&format!("s{}", n - 1)).fs, &sim.peer("d").fs, "arena", "the downloader");
         sim
     });
 }

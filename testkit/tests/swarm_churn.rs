@@ -9,10 +9,10 @@
 use lanspread::{PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
 use lanspread_core::peer::TransferStats;
-use lanspread_memfs::{CrashModel, MemFs, Node};
+use lanspread_memfs::{CrashModel, MemFs};
 use lanspread_ports::PeerId;
 use lanspread_testkit::fakes::LyingFs;
-use lanspread_testkit::game::catalog_of;
+use lanspread_testkit::game::{assert_same_download, catalog_of};
 use lanspread_testkit::sim::{render, seed_or, Recorded};
 use lanspread_testkit::{ms, HostConfig, HostId, Sim, SimGame};
 use std::collections::BTreeMap;
@@ -25,19 +25,6 @@ const MIB: u64 = 1 << 20;
 
 fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
-}
-
-/// The game root's downloaded files (no `local/`, no control files).
-fn downloaded_tree(fs: &MemFs, id: &str) -> BTreeMap<String, Node> {
-    fs.tree_at(id).into_iter().filter(|(p, _)| !p.starts_with("local") && !p.starts_with('.')).collect()
-}
-
-fn assert_same_download(a: &MemFs, b: &MemFs, id: &str, who: &str) {
-    let (ta, tb) = (downloaded_tree(a, id), downloaded_tree(b, id));
-    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>(), "{who}: file lists differ");
-    for (p, n) in &ta {
-        assert!(tb[p] == *n, "{who}: {id}/{p} differs");
-    }
 }
 
 /// Waits until `peer` sees a complete holder of `id`.
