@@ -363,7 +363,7 @@ const SKIP: &[&str] = &["local"];
 /// Relative path → size of every regular file under `root`, skipping
 /// top-level dot-files (a peer's own bookkeeping), the top-level names in
 /// `skip`, and symbolic links (lanspread neither serves nor creates them).
-fn listing(root: &Path, skip: &[&str]) -> Result<BTreeMap<PathBuf, u64>, String> {
+pub(crate) fn listing(root: &Path, skip: &[&str]) -> Result<BTreeMap<PathBuf, u64>, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

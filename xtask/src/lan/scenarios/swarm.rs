@@ -39,34 +39,11 @@ fn mib() -> Result<u64, String> {
     }
 }
 
-/// The files of a game root (as `tree::compare` sees them: without
-/// `local/` and dot-files), relative paths, sorted.
-fn files(root: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-            let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with('.') || (rel.as_os_str().is_empty() && name == "local") {
-                continue;
-            }
-            let t = e.file_type().map_err(|err| format!("{}: {err}", e.path().display()))?;
-            if t.is_dir() {
-                stack.push(rel.join(&name));
-            } else {
-                out.push(rel.join(&name));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// SHA-256 (hex) of every file of the game root, by relative path (`sha256sum`).
 fn hashes(root: &Path) -> Result<BTreeMap<PathBuf, String>, String> {
-    let list = files(root)?;
+    // The files as the benchmarks list them: no `local/`, no top-level
+    // dot-files (a peer's bookkeeping), no symbolic links.
+    let list: Vec<PathBuf> = crate::bench::gen::listing(root, &["local"])?.into_keys().collect();
     let mut out = BTreeMap::new();
     for batch in list.chunks(256) {
         let mut cmd = Command::new("sha256sum");
