@@ -164,12 +164,11 @@ async fn a_player_gets_a_game_from_the_page_and_sees_each_peers_share() {
     let (chromedriver, client) = start_browser(&chromium, &driver).await;
 
     client.goto(&url).await.expect("the page opens");
-    let remote =
-        client.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css(&card("remote"))).await.expect("the game is offered");
+    client.wait().at_most(Duration::from_secs(30)).for_element(Locator::Css(&card("remote"))).await.expect("the game is offered");
     assert!(client.current_url().await.unwrap().query().is_none(), "the token left the address bar");
     screenshot(&client, "library.png").await;
 
-    remote.find(Locator::Css(r#"button[data-action="get"]"#)).await.expect("a Get button").click().await.expect("Get");
+    click_get(&client).await;
     let caught = wait_until_installed(&client).await;
     println!("running download caught on screen: {caught}");
     let shares = client
@@ -184,4 +183,23 @@ async fn a_player_gets_a_game_from_the_page_and_sees_each_peers_share() {
     client.close().await.expect("the session ends");
     stop(chromedriver).await;
     stop(demo).await;
+}
+
+/// Clicks the Get button of the offered game. The page redraws the library
+/// when news comes (a peer joins, a snapshot), which can replace the button
+/// between finding and clicking it; it is then found again.
+async fn click_get(client: &fantoccini::Client) {
+    let get = format!(r#"{} button[data-action="get"]"#, card("remote"));
+    let mut last = None;
+    for _ in 0..50 {
+        match client.find(Locator::Css(&get)).await {
+            Ok(button) => match button.click().await {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            },
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no Get button could be clicked: {last:?}");
 }
