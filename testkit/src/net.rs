@@ -412,6 +412,24 @@ struct NetState {
     next_port: u16,
 }
 
+impl NetState {
+    /// A network with no host, transport or connection yet.
+    fn empty() -> Self {
+        NetState {
+            hosts: Vec::new(),
+            by_ip: BTreeMap::new(),
+            transports: BTreeMap::new(),
+            listeners: BTreeMap::new(),
+            conns: ConnTable::new(),
+            discs: BTreeMap::new(),
+            adverts: BTreeMap::new(),
+            cuts: Vec::new(),
+            next_id: 0,
+            next_port: FIRST_EPHEMERAL_PORT,
+        }
+    }
+}
+
 struct NetInner {
     params: NetParams,
     rng: SimRng,
@@ -624,25 +642,7 @@ impl SimNet {
             assert!((0.0..1.0).contains(&f.loss), "SimNet: LinkFaults::loss must be in 0..1 (got {})", f.loss);
             assert!((0.0..=1.0).contains(&f.reorder), "SimNet: LinkFaults::reorder must be in 0..=1 (got {})", f.reorder);
         }
-        SimNet {
-            inner: Arc::new(NetInner {
-                fault_rng: rng.fork("link-faults"),
-                params,
-                rng,
-                state: Mutex::new(NetState {
-                    hosts: Vec::new(),
-                    by_ip: BTreeMap::new(),
-                    transports: BTreeMap::new(),
-                    listeners: BTreeMap::new(),
-                    conns: ConnTable::new(),
-                    discs: BTreeMap::new(),
-                    adverts: BTreeMap::new(),
-                    cuts: Vec::new(),
-                    next_id: 0,
-                    next_port: FIRST_EPHEMERAL_PORT,
-                }),
-            }),
-        }
+        SimNet { inner: Arc::new(NetInner { fault_rng: rng.fork("link-faults"), params, rng, state: Mutex::new(NetState::empty()) }) }
     }
 
     fn state(&self) -> MutexGuard<'_, NetState> {
@@ -1993,18 +1993,7 @@ mod tests {
             params: NetParams { faults, ..NetParams::default() },
             rng: rng.clone(),
             fault_rng: rng.fork("link-faults"),
-            state: Mutex::new(NetState {
-                hosts: vec![],
-                by_ip: BTreeMap::new(),
-                transports: BTreeMap::new(),
-                listeners: BTreeMap::new(),
-                conns: ConnTable::new(),
-                discs: BTreeMap::new(),
-                adverts: BTreeMap::new(),
-                cuts: vec![],
-                next_id: 0,
-                next_port: FIRST_EPHEMERAL_PORT,
-            }),
+            state: Mutex::new(NetState::empty()),
         };
         let none = inner(None);
         assert!((0..100).all(|_| none.fate() == Fate::CLEAN));
