@@ -327,6 +327,11 @@ impl ConnTable {
         self.entries.len()
     }
 
+    fn dialed_by(&self, host: HostId) -> usize {
+        let ids = self.by_host.get(&host).into_iter().flatten();
+        ids.filter(|id| self.entries.get(id).is_some_and(|e| e.hosts[0] == host)).count()
+    }
+
     fn insert(&mut self, id: u64, e: ConnEntry) {
         if self.entries.len() >= self.sweep_at {
             self.sweep();
@@ -713,6 +718,13 @@ impl SimNet {
         let mut st = self.state();
         st.conns.sweep();
         st.conns.len()
+    }
+
+    /// Live connections `host` dialed (its outgoing ones).
+    pub fn connections_dialed_by(&self, host: HostId) -> usize {
+        let mut st = self.state();
+        st.conns.sweep();
+        st.conns.dialed_by(host)
     }
 
     /// A transport listening on `host:port` with identity `id` (`port` 0:

@@ -14,6 +14,7 @@
 use super::addr::{dial_order, normalize_addr};
 use super::error::{DownloadError, Failure, HasCode, InstallError, RemoveError, ResolveError, UninstallError};
 use super::events::{OperationKind, PeerEvent, TransferStats};
+use super::hint::LibraryHint;
 use crate::catalog::Catalog;
 use crate::db::{GameDb, GameView};
 use crate::game::{GameId, Hash, Manifest, Version};
@@ -25,6 +26,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Peers discovery vouches for that are probed per liveness tick, besides
+/// the peers we work with: what liveness costs a peer stays bounded however
+/// many peers the LAN holds (each is probed every `peers / 16` ticks).
+pub(super) const PROBES_PER_TICK: usize = 16;
+
+/// Library lists prompted by an advert's news are spread over this much
+/// time per advertised peer (at most [`LIST_SPREAD_MAX`]), so that one
+/// peer's new game does not make the whole LAN ask it in the same instant.
+const LIST_SPREAD_PER_PEER: Duration = Duration::from_millis(10);
+
+/// See [`LIST_SPREAD_PER_PEER`].
+pub(super) const LIST_SPREAD_MAX: Duration = Duration::from_secs(5);
 
 /// Settings of the machine.
 #[derive(Debug, Clone)]
@@ -269,8 +283,9 @@ pub enum Output {
 enum Claim {
     /// It proved its identity there (a handshake).
     Proven,
-    /// Discovery says so (anyone can say anything).
-    Advertised,
+    /// Discovery says so (anyone can say anything), with what its advert
+    /// says of its library.
+    Advertised(Option<LibraryHint>),
 }
 
 /// One active operation.
@@ -336,10 +351,21 @@ pub struct PeerMachine {
     /// Peers that proved their identity to us (a handshake or an answer):
     /// discovery's news about them is only a hint until liveness confirms.
     proven: BTreeSet<PeerId>,
-    /// Proven peers discovery says left: forgotten only if a ping fails.
+    /// Proven peers discovery says left, and advertised peers a probe
+    /// failed: pinged every tick and forgotten if that fails too.
     doubted: BTreeSet<PeerId>,
-    /// Outstanding pings (nonce per peer).
-    pings: BTreeMap<PeerId, u64>,
+    /// Peers discovery vouches for (an advert and no goodbye since): they
+    /// are probed in rotation, not pinged every tick, and never pruned for
+    /// silence alone.
+    advertised: BTreeSet<PeerId>,
+    /// The last peer the rotation of probes reached.
+    probed_last: Option<PeerId>,
+    /// Library lists prompted by adverts, and when each is due.
+    lists_due: BTreeMap<PeerId, Timestamp>,
+    /// Outstanding pings: nonce, and the tick they were sent at.
+    pings: BTreeMap<PeerId, (u64, Timestamp)>,
+    /// When the last liveness tick ran.
+    last_tick: Timestamp,
     /// Outstanding game-list requests.
     listing: BTreeSet<PeerId>,
     statics: BTreeMap<SocketAddr, StaticState>,
@@ -370,7 +396,11 @@ impl PeerMachine {
             connected: BTreeSet::new(),
             proven: BTreeSet::new(),
             doubted: BTreeSet::new(),
+            advertised: BTreeSet::new(),
+            probed_last: None,
+            lists_due: BTreeMap::new(),
             pings: BTreeMap::new(),
+            last_tick: now,
             listing: BTreeSet::new(),
             statics,
             watched: Vec::new(),
@@ -391,7 +421,8 @@ impl PeerMachine {
 
     /// When [`PeerMachine::handle_timeout`] is due.
     pub fn poll_timeout(&self) -> Timestamp {
-        self.next_tick.min(self.next_full_scan)
+        let next_list = self.lists_due.values().min().copied().unwrap_or(self.next_tick);
+        self.next_tick.min(self.next_full_scan).min(next_list)
     }
 
     /// The unified game DB (read-only).
@@ -425,39 +456,82 @@ impl PeerMachine {
 
     // ----- timers -----
 
-    /// Liveness (prune silent peers, ping the others), static peers and the
-    /// fallback scan.
+    /// Liveness (prune silent peers, ping the watched ones, probe a few
+    /// advertised ones), static peers, due library lists and the fallback
+    /// scan.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if now >= self.next_tick {
             self.next_tick = now + self.cfg.ping_interval;
+            self.last_tick = now;
             self.prune_silent(now);
-            self.ping_all();
+            self.ping_watched();
+            self.probe_advertised();
             self.dial_statics(now);
         }
+        self.list_due(now);
         if now >= self.next_full_scan {
             self.next_full_scan = now + self.cfg.fallback_scan;
             self.out.push_back(Output::FullScan);
         }
     }
 
+    /// Forgets peers silent for the peer timeout. A peer discovery vouches
+    /// for is not asked every tick, so its silence counts only once a ping
+    /// to it went unanswered that long.
     fn prune_silent(&mut self, now: Timestamp) {
         let deadline = Timestamp::from_duration(now.as_duration().saturating_sub(self.cfg.peer_timeout));
         for id in self.db.stale_peers(deadline) {
-            self.forget_peer(&id);
+            let unanswered = self.pings.get(&id).is_some_and(|(_, sent)| *sent <= deadline);
+            if !self.advertised.contains(&id) || unanswered {
+                self.forget_peer(&id);
+            }
         }
     }
 
-    fn ping_all(&mut self) {
-        let ids: Vec<PeerId> = self.db.peers().map(|(id, _)| *id).filter(|id| !self.pings.contains_key(id)).collect();
+    /// Whether `peer` is pinged every tick: discovery does not vouch for
+    /// it, it is in doubt, or an operation counts on it.
+    fn is_watched(&self, peer: &PeerId) -> bool {
+        !self.advertised.contains(peer)
+            || self.doubted.contains(peer)
+            || self.ops.values().any(|op| op.download.as_ref().is_some_and(|d| d.holders.contains(peer)))
+            || self.resolving.values().any(|r| r.holders.contains(peer))
+    }
+
+    fn ping_watched(&mut self) {
+        let ids: Vec<PeerId> =
+            self.db.peers().map(|(id, _)| *id).filter(|id| !self.pings.contains_key(id) && self.is_watched(id)).collect();
         for peer in ids {
             self.ping(peer);
+        }
+    }
+
+    /// Pings the next [`PROBES_PER_TICK`] advertised peers in rotation.
+    fn probe_advertised(&mut self) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let rotation: Vec<PeerId> = match self.probed_last {
+            Some(last) => self
+                .advertised
+                .range((Excluded(last), Unbounded))
+                .chain(self.advertised.range(..=last))
+                .take(PROBES_PER_TICK)
+                .copied()
+                .collect(),
+            None => self.advertised.iter().take(PROBES_PER_TICK).copied().collect(),
+        };
+        for peer in &rotation {
+            if !self.pings.contains_key(peer) && !self.is_watched(peer) {
+                self.ping(*peer);
+            }
+        }
+        if let Some(last) = rotation.last() {
+            self.probed_last = Some(*last);
         }
     }
 
     fn ping(&mut self, peer: PeerId) {
         self.next_nonce += 1;
         let nonce = self.next_nonce;
-        self.pings.insert(peer, nonce);
+        self.pings.insert(peer, (nonce, self.last_tick));
         self.out.push_back(Output::Ask { peer, query: Query::Ping { nonce } });
     }
 
@@ -482,15 +556,51 @@ impl PeerMachine {
     /// addresses are only extra candidates: the address it proved itself at
     /// stays first, and a dial to any of them must prove the identity again.
     pub fn handle_discovered(&mut self, advert: &PeerAdvert, now: Timestamp) {
-        if advert.protocol_version != u32::from(PROTOCOL_VERSION) {
+        if advert.protocol_version != u32::from(PROTOCOL_VERSION) || advert.id == self.cfg.local_id {
             return;
         }
-        self.learn_peer(advert.id, &advert.addrs, Claim::Advertised, now);
+        let hint = LibraryHint::read(&advert.meta);
+        let new = self.learn_peer(advert.id, &advert.addrs, Claim::Advertised(hint), now);
+        if self.db.peer(&advert.id).is_none() {
+            return;
+        }
+        self.advertised.insert(advert.id);
+        if let (Some(h), false) = (hint, new) {
+            self.library_news(advert.id, h, now);
+        }
+    }
+
+    /// An advert of a known peer names a library revision: a new one is
+    /// listed, a little later (see [`LIST_SPREAD_PER_PEER`]).
+    fn library_news(&mut self, peer: PeerId, hint: LibraryHint, now: Timestamp) {
+        if self.peer_revs.get(&peer) == Some(&hint.rev) || !self.worth_listing(&peer, Some(hint)) {
+            return;
+        }
+        self.peer_revs.insert(peer, hint.rev);
+        let window = (LIST_SPREAD_PER_PEER * self.advertised.len() as u32).min(LIST_SPREAD_MAX);
+        let due = now + spread(&self.cfg.local_id, &peer, hint.rev, window);
+        self.lists_due.insert(peer, due);
+    }
+
+    /// Whether `peer`'s game list may hold anything: an advert saying it
+    /// serves nothing is believed only while we know no games of it.
+    fn worth_listing(&self, peer: &PeerId, hint: Option<LibraryHint>) -> bool {
+        hint.is_none_or(|h| h.games > 0) || self.db.peer(peer).is_some_and(|p| !p.games.is_empty())
+    }
+
+    fn list_due(&mut self, now: Timestamp) {
+        let due: Vec<PeerId> = self.lists_due.iter().filter(|(_, at)| **at <= now).map(|(p, _)| *p).collect();
+        for peer in due {
+            self.lists_due.remove(&peer);
+            self.list(peer);
+        }
     }
 
     /// Discovery says a peer left. A goodbye can be forged: a peer that
     /// proved itself is pinged first and forgotten only if that fails.
     pub fn handle_vanished(&mut self, id: &PeerId) {
+        self.advertised.remove(id);
+        self.lists_due.remove(id);
         if !self.proven.contains(id) || self.db.peer(id).is_none() {
             self.forget_peer(id);
             return;
@@ -538,9 +648,10 @@ impl PeerMachine {
     }
 
     /// Records a peer and every address it can be reached at. A new peer's
-    /// library is listed at once; so is a known peer's when it shows new
-    /// addresses while we have no connection to it (mDNS resolves addresses
-    /// one by one, and the first ones may have been unreachable).
+    /// library is listed at once (unless its advert says it serves
+    /// nothing); so is a known peer's when it shows new addresses while we
+    /// have no connection to it (mDNS resolves addresses one by one, and
+    /// the first ones may have been unreachable).
     fn learn_peer(&mut self, id: PeerId, addrs: &[SocketAddr], claim: Claim, now: Timestamp) -> bool {
         if id == self.cfg.local_id {
             return false;
@@ -557,7 +668,7 @@ impl PeerMachine {
         let known = self.db.peer(&id).map(|p| p.addr);
         let primary = match (known, claim) {
             // An advert never moves a proven peer away from where it proved itself.
-            (Some(a), Claim::Advertised) if self.proven.contains(&id) => a,
+            (Some(a), Claim::Advertised(_)) if self.proven.contains(&id) => a,
             (Some(a), _) if order.contains(&a) => a,
             _ => first,
         };
@@ -569,7 +680,14 @@ impl PeerMachine {
             self.emit(PeerEvent::PeerJoined { peer: id, addr: primary });
             self.emit(PeerEvent::PeerCount(self.db.peer_count()));
         }
-        if new || (grew && !self.connected.contains(&id)) {
+        let hint = match claim {
+            Claim::Advertised(hint) => hint,
+            Claim::Proven => None,
+        };
+        if (new || (grew && !self.connected.contains(&id))) && self.worth_listing(&id, hint) {
+            if let Some(h) = hint {
+                self.peer_revs.insert(id, h.rev);
+            }
             self.list(id);
         }
         new
@@ -593,6 +711,8 @@ impl PeerMachine {
     fn forget_peer(&mut self, id: &PeerId) {
         self.proven.remove(id);
         self.doubted.remove(id);
+        self.advertised.remove(id);
+        self.lists_due.remove(id);
         self.peer_revs.remove(id);
         self.pings.remove(id);
         self.listing.remove(id);
@@ -621,15 +741,21 @@ impl PeerMachine {
             self.connected.remove(&peer);
             self.out.push_back(Output::Disconnect(peer));
             if matches!(query, Query::Ping { .. }) && self.doubted.contains(&peer) {
-                // Discovery said it left and it does not answer: it left.
+                // Discovery said it left (or a probe failed before) and it
+                // does not answer: it left.
                 self.pings.remove(&peer);
                 self.forget_peer(&peer);
                 return;
             }
+            if matches!(query, Query::Ping { .. }) && self.advertised.contains(&peer) {
+                // Silence is no proof for a peer discovery vouches for:
+                // ask again next tick before forgetting it.
+                self.doubted.insert(peer);
+            }
         }
         match query {
             Query::Ping { nonce } => {
-                if self.pings.get(&peer) == Some(&nonce) {
+                if self.pings.get(&peer).is_some_and(|(n, _)| *n == nonce) {
                     self.pings.remove(&peer);
                 }
                 if let Ok(Response::Pong { nonce: n, library_rev }) = answer {
@@ -1218,4 +1344,15 @@ impl PeerMachine {
 
 fn kept(id: &GameId, kept: &Option<RelPath>) -> Option<PeerEvent> {
     kept.clone().map(|kept| PeerEvent::UserFilesKept { id: id.clone(), kept })
+}
+
+/// A delay in `0..window` that differs per (us, them, revision), so that
+/// peers learning the same news ask at different instants, and a replay
+/// asks at the same ones.
+fn spread(us: &PeerId, them: &PeerId, rev: u64, window: Duration) -> Duration {
+    let mut h = blake3::Hasher::new();
+    h.update(&us.0).update(&them.0).update(&rev.to_le_bytes());
+    let draw = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+    let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(draw.checked_rem(nanos).unwrap_or(0))
 }

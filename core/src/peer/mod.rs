@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod error;
 pub mod events;
+pub mod hint;
 mod machine;
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ pub use error::{
     DownloadError, ErrorCode, Failure, HasCode, InstallError, RemoveError, ResolveError, SetGameDirError, UninstallError, UpdateError,
 };
 pub use events::{OperationKind, PeerEvent, PeerShare, TransferStats};
+pub use hint::LibraryHint;
 pub use machine::{
     DialOutcome, DownloadOptions, DownloadReport, InstallReport, MachineConfig, OpToken, Outcome, Output, PeerInfo, PeerMachine, Query,
     Resolved, Snapshot, UninstallReport, Work,

@@ -1,12 +1,13 @@
 //! The peer machine's rules, without a runtime: inputs in, outputs checked.
 
+use super::machine::{LIST_SPREAD_MAX, PROBES_PER_TICK};
 use super::*;
 use crate::catalog::Catalog;
 use crate::game::{EntryKind, FileEntry, GameId, GameSummary, Manifest, Version};
 use crate::protocol::{GameDetails, Response};
 use crate::scan::{LocalGame, LocalLibrary};
 use lanspread_ports::{PeerAdvert, PeerId, RelPath, Timestamp};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -784,4 +785,103 @@ fn a_new_identity_forgets_every_peer_and_dials_static_addresses_again() {
     m.handle_discovered(&advert(0), secs(4));
     let ids: Vec<PeerId> = m.snapshot().peers.iter().map(|p| p.id).collect();
     assert_eq!(ids, vec![peer(0)]);
+}
+
+fn advert_with(n: u8, rev: u64, games: u32) -> PeerAdvert {
+    let mut a = advert(n);
+    LibraryHint { rev, games }.write(&mut a.meta);
+    a
+}
+
+/// The peers pinged in `out`, with their nonces.
+fn pinged(out: &[Output]) -> BTreeMap<PeerId, u64> {
+    asks(out)
+        .into_iter()
+        .filter_map(|(p, q)| match q {
+            Query::Ping { nonce } => Some((p, nonce)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_advert_saying_it_serves_nothing_is_not_listed() {
+    let mut m = machine();
+    m.handle_discovered(&advert_with(1, 1, 0), secs(1));
+    let out = drain(&mut m);
+    assert!(asks(&out).is_empty(), "{out:?}");
+    assert!(events(&out).contains(&PeerEvent::PeerJoined { peer: peer(1), addr: addr(1) }));
+    m.handle_discovered(&advert_with(2, 1, 3), secs(1));
+    assert_eq!(asks(&drain(&mut m)), vec![(peer(2), Query::ListGames)]);
+}
+
+#[test]
+fn a_new_library_revision_in_an_advert_is_listed_a_little_later() {
+    let mut m = machine();
+    m.handle_discovered(&advert_with(1, 1, 0), secs(1));
+    drain(&mut m);
+    // The same news again costs nothing.
+    m.handle_discovered(&advert_with(1, 1, 0), secs(2));
+    assert!(asks(&drain(&mut m)).is_empty());
+    m.handle_timeout(secs(2));
+    drain(&mut m);
+    m.handle_discovered(&advert_with(1, 2, 1), secs(2));
+    assert!(asks(&drain(&mut m)).is_empty(), "spread, not at once");
+    // One advertised peer: the spread is 10 ms.
+    let due = m.poll_timeout();
+    assert!(due >= secs(2) && due <= secs(2) + Duration::from_millis(10), "{due:?}");
+    m.handle_timeout(due);
+    assert_eq!(asks(&drain(&mut m)), vec![(peer(1), Query::ListGames)]);
+    // Saying it serves nothing while we know games of it is news too.
+    m.handle_answer(peer(1), Query::ListGames, Ok(Response::Games(vec![summary("arena", &manifest("1"))])), due);
+    m.handle_discovered(&advert_with(1, 3, 0), due);
+    m.handle_timeout(due + LIST_SPREAD_MAX);
+    assert!(asks(&drain(&mut m)).contains(&(peer(1), Query::ListGames)));
+}
+
+#[test]
+fn advertised_peers_are_probed_in_rotation_and_holders_every_tick() {
+    let mut m = machine();
+    let v1 = manifest("1");
+    running_download(&mut m, &v1);
+    for n in 10..50 {
+        m.handle_discovered(&advert_with(n, 1, 0), secs(2));
+    }
+    drain(&mut m);
+    let mut probed = BTreeSet::new();
+    for tick in 1..=3u64 {
+        let now = secs(5 * tick);
+        m.handle_timeout(now);
+        let out = pinged(&drain(&mut m));
+        assert!(out.contains_key(&peer(1)) && out.contains_key(&peer(2)), "holders every tick: {out:?}");
+        let others = out.keys().filter(|p| p.0[0] >= 10).count();
+        assert!(others <= PROBES_PER_TICK, "tick {tick}: {others} probes");
+        for (p, nonce) in out {
+            if p.0[0] >= 10 {
+                probed.insert(p);
+            }
+            m.handle_answer(p, Query::Ping { nonce }, Ok(Response::Pong { nonce, library_rev: 1 }), now);
+        }
+        drain(&mut m);
+    }
+    assert_eq!(probed.len(), 40, "every advertised peer within three ticks");
+    // Silence alone does not make an advertised peer leave.
+    m.handle_timeout(secs(60));
+    assert!(!events(&drain(&mut m)).iter().any(|e| matches!(e, PeerEvent::PeerLeft(_))));
+}
+
+#[test]
+fn an_advertised_peer_leaves_after_two_failed_pings() {
+    let mut m = machine();
+    m.handle_discovered(&advert_with(1, 1, 0), secs(1));
+    drain(&mut m);
+    let fail = |m: &mut PeerMachine, now: Timestamp| {
+        m.handle_timeout(now);
+        let out = drain(m);
+        let nonce = pinged(&out)[&peer(1)];
+        m.handle_answer(peer(1), Query::Ping { nonce }, Err("timed out".into()), now);
+        events(&drain(m))
+    };
+    assert!(!fail(&mut m, secs(5)).contains(&PeerEvent::PeerLeft(peer(1))), "one failure is doubt");
+    assert!(fail(&mut m, secs(10)).contains(&PeerEvent::PeerLeft(peer(1))));
 }

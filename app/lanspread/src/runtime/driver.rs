@@ -10,7 +10,8 @@ use crate::peer::Command;
 use crate::progress::Progress;
 use lanspread_core::game::GameId;
 use lanspread_core::peer::{
-    HasCode, MachineConfig, OpToken, OperationKind, Outcome, Output, PeerEvent, PeerMachine, Query, SetGameDirError, Snapshot, Work,
+    HasCode, LibraryHint, MachineConfig, OpToken, OperationKind, Outcome, Output, PeerEvent, PeerMachine, Query, SetGameDirError, Snapshot,
+    Work,
 };
 use lanspread_core::protocol::{Request, PROTOCOL_VERSION};
 use lanspread_core::serve::ServeView;
@@ -118,7 +119,7 @@ impl Driver {
     fn start_network_tasks(&mut self) {
         let ctx = &self.ctx;
         self.network_tasks.spawn(server::run(ctx.clone(), self.published.serve.subscribe()));
-        self.network_tasks.spawn(discovery(ctx.clone()));
+        self.network_tasks.spawn(discovery(ctx.clone(), self.published.serve.subscribe()));
     }
 
     async fn stop_network_tasks(&mut self) {
@@ -332,30 +333,51 @@ fn request_of(query: &Query) -> Request {
     }
 }
 
-/// Advertises us and passes discovery's news to the driver.
-async fn discovery(ctx: Arc<Ctx>) {
-    let (transport, discovery) = (ctx.transport(), ctx.discovery());
-    let me = PeerAdvert {
-        id: transport.local_id(),
-        addrs: vec![transport.local_addr()],
-        protocol_version: u32::from(PROTOCOL_VERSION),
-        meta: BTreeMap::new(),
-    };
-    if let Err(e) = discovery.advertise(me).await {
-        let failure =
-            lanspread_core::peer::Failure::new(lanspread_core::peer::ErrorCode::Internal, format!("advertising on the LAN failed: {e}"));
-        ctx.tell(Input::Failure(failure));
-    }
+/// Advertises us, with a hint of our library renewed whenever what we
+/// serve changes (so library news reaches the LAN by multicast), and
+/// passes discovery's news to the driver.
+async fn discovery(ctx: Arc<Ctx>, mut serve: server::ServeRx) {
+    let discovery = ctx.discovery();
     let mut stop = ctx.shutdown_signal();
+    let mut advertised = None;
     loop {
+        let hint = library_hint(&serve.borrow_and_update());
+        if advertised != Some(hint) {
+            advertised = Some(hint);
+            advertise(&ctx, hint).await;
+        }
         let ev = tokio::select! {
             biased;
             _ = stop.changed() => break,
+            changed = serve.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => break,
+            },
             e = discovery.next_event() => match e { Some(e) => e, None => break },
         };
         match ev {
             DiscoveryEvent::Up(advert) => ctx.tell(Input::Discovered(advert)),
             DiscoveryEvent::Down(id) => ctx.tell(Input::Vanished(id)),
         }
+    }
+}
+
+fn library_hint(view: &ServeView) -> LibraryHint {
+    LibraryHint { rev: view.revision, games: u32::try_from(view.games.len()).unwrap_or(u32::MAX) }
+}
+
+async fn advertise(ctx: &Ctx, hint: LibraryHint) {
+    let transport = ctx.transport();
+    let mut me = PeerAdvert {
+        id: transport.local_id(),
+        addrs: vec![transport.local_addr()],
+        protocol_version: u32::from(PROTOCOL_VERSION),
+        meta: BTreeMap::new(),
+    };
+    hint.write(&mut me.meta);
+    if let Err(e) = ctx.discovery().advertise(me).await {
+        let failure =
+            lanspread_core::peer::Failure::new(lanspread_core::peer::ErrorCode::Internal, format!("advertising on the LAN failed: {e}"));
+        ctx.tell(Input::Failure(failure));
     }
 }

@@ -3,7 +3,8 @@
 //! handshake with the optional party-key proof, and requests with the
 //! control timeout. Which peers exist and where they are is decided by the
 //! peer machine; the pool only keeps the addresses it was told and the
-//! connections it made.
+//! connections it made, and closes the ones nothing uses (see
+//! [`IDLE_KEPT`]), so a peer on a LAN of hundreds holds a bounded set.
 
 use super::ctx::Input;
 use super::party::{PartyKey, Role};
@@ -12,7 +13,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use lanspread_core::peer::DialOutcome;
 use lanspread_core::protocol::{Hello, Request, Response, CAP_PARTY_KEY, CAP_VERIFIED_CHUNKS, PROTOCOL_VERSION};
 use lanspread_core::wire::{self, WireError};
-use lanspread_ports::{Clock, Connection, PeerId, Transport, TransportError};
+use lanspread_ports::{Clock, Connection, PeerId, Timestamp, Transport, TransportError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,8 +26,33 @@ use tokio::sync::mpsc;
 /// the next one at once.
 pub(crate) const DIAL_STAGGER: Duration = Duration::from_millis(50);
 
+/// Unused connections kept open: beyond this many, the ones unused longest
+/// are closed. A connection in use (a request, a chunk or a long poll in
+/// flight) is never closed; one closed is dialed again when needed.
+const IDLE_KEPT: usize = 32;
+
+/// An unused connection is closed after this long, however few there are
+/// (each one holds a slot on its server).
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// How often the pool looks for connections to close.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection and when it was last handed out.
+struct Held {
+    conn: Arc<dyn Connection>,
+    used: Timestamp,
+}
+
+impl Held {
+    /// Nobody but the pool holds the connection: nothing is in flight on it.
+    fn unused(&self) -> bool {
+        Arc::strong_count(&self.conn) == 1
+    }
+}
+
 /// The connection to one peer, dialed at most once at a time.
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<dyn Connection>>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Held>>>;
 
 /// See the module docs.
 pub(crate) struct Pool {
@@ -36,6 +62,7 @@ pub(crate) struct Pool {
     party_key: Option<PartyKey>,
     request_timeout: Duration,
     conns: Mutex<BTreeMap<PeerId, Slot>>,
+    last_sweep: Mutex<Timestamp>,
     /// Where each peer can be reached, best first (from the peer machine).
     addrs: Mutex<BTreeMap<PeerId, Vec<SocketAddr>>>,
     inbox: mpsc::UnboundedSender<Input>,
@@ -49,6 +76,7 @@ impl Pool {
             party_key: cfg.party_key.as_deref().map(PartyKey::new),
             request_timeout: cfg.request_timeout,
             conns: Mutex::default(),
+            last_sweep: Mutex::new(Timestamp::ZERO),
             addrs: Mutex::default(),
             inbox,
         }
@@ -171,16 +199,63 @@ impl Pool {
     pub async fn connection(&self, peer: PeerId) -> Result<Arc<dyn Connection>, String> {
         let slot = self.slot(peer);
         let mut guard = slot.lock().await;
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
+        let now = self.clock.now();
+        if let Some(held) = guard.as_mut() {
+            held.used = now;
+            let conn = held.conn.clone();
+            drop(guard);
+            self.sweep(now, false);
+            return Ok(conn);
         }
         let addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner()).get(&peer).cloned();
         let addrs = addrs.ok_or_else(|| format!("peer {peer} is unknown"))?;
         let (addr, conn) = self.dial(&addrs, Some(peer)).await.map_err(|e| e.to_string())?;
         // The address that worked is tried first next time.
         let _ = self.inbox.send(Input::Connected { peer, addr });
-        *guard = Some(conn.clone());
+        *guard = Some(Held { conn: conn.clone(), used: self.clock.now() });
+        drop(guard);
+        // A new connection is what makes the set grow: trim it now.
+        self.sweep(now, true);
         Ok(conn)
+    }
+
+    /// Closes unused connections beyond [`IDLE_KEPT`] (unused longest
+    /// first) and those unused for [`IDLE_CLOSE`]; unless `grew`, at most
+    /// once per [`SWEEP_EVERY`]. A slot being dialed or used is skipped.
+    fn sweep(&self, now: Timestamp, grew: bool) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if !grew && now < *last + SWEEP_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = 0usize;
+        let mut unused: Vec<(Timestamp, &Slot)> = Vec::new();
+        for slot in conns.values() {
+            let Ok(guard) = slot.try_lock() else { continue };
+            let Some(held) = guard.as_ref() else { continue };
+            open += 1;
+            if held.unused() {
+                unused.push((held.used, slot));
+            }
+        }
+        unused.sort_by_key(|(used, _)| *used);
+        let excess = open.saturating_sub(IDLE_KEPT);
+        for (i, (used, slot)) in unused.into_iter().enumerate() {
+            if i >= excess && now.saturating_since(used) < IDLE_CLOSE {
+                break;
+            }
+            // A connection in use is held by its user too, so it is never
+            // unused here; a caller waiting for the slot finds it empty and
+            // dials again.
+            if let Ok(mut guard) = slot.try_lock() {
+                if let Some(held) = guard.take_if(|h| h.unused()) {
+                    held.conn.close(0, "unused");
+                }
+            }
+        }
     }
 
     /// Dials `addrs` (in order) happy-eyeballs style and says Hello on the
@@ -207,7 +282,7 @@ impl Pool {
         match self.dial(&[addr], pinned).await {
             Ok((_, conn)) => {
                 let id = conn.peer_id();
-                *self.slot(id).lock().await = Some(conn);
+                *self.slot(id).lock().await = Some(Held { conn, used: self.clock.now() });
                 DialOutcome::Connected(id)
             }
             Err(DialError::KeyChanged(e)) => {
@@ -234,8 +309,8 @@ impl Pool {
         let slot = self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(peer);
         if let Some(slot) = slot {
             if let Ok(mut g) = slot.try_lock() {
-                if let Some(c) = g.take() {
-                    c.close(0, "dropped");
+                if let Some(held) = g.take() {
+                    held.conn.close(0, "dropped");
                 }
             }
         }

@@ -26,8 +26,12 @@ pub(crate) type ServeRx = watch::Receiver<Arc<ServeView>>;
 /// Bytes read from disk per write to the stream.
 const SEND_PIECE: usize = 1 << 20;
 
-/// Most connections served at once; further ones are closed at once.
-const MAX_CONNECTIONS: usize = 256;
+/// Most connections served at once; further ones are closed at once. A
+/// QUIC connection shares the endpoint's one UDP socket (no descriptor
+/// each), and peers close the connections they stop using (the pool's
+/// `IDLE_KEPT`), so this is sized for a LAN party where hundreds of
+/// downloaders ask one seeder, each holding one connection to it.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Most connections one host (one IP address) may hold: a peer needs one or
 /// two to us; a few dozen leave room for several peers on one machine
