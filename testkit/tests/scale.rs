@@ -15,10 +15,9 @@
 //! [`LinkFaults`]. Nothing here asserts on wall-clock time; the small
 //! swarms keep the harness covered in CI.
 //!
-//! N is at most 255: every peer discovers every other and connects to it,
-//! and a runtime serves at most 256 connections (`MAX_CONNECTIONS` in the
-//! runtime's server), so with more downloaders some never reach the seeder
-//! and the run fails waiting for them to see it.
+//! N up to about 1000: peers no longer connect to every other peer (see
+//! `mesh.rs`), but every downloader holds a connection to the one seeder,
+//! which serves at most 1024 (`MAX_CONNECTIONS` in the runtime's server).
 
 use lanspread::{PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;

@@ -29,6 +29,10 @@
 //!   other downloaders through `/api/v2/torrents/addPeers`. Timed from the
 //!   Web API call adding the torrent on the downloaders until the last one
 //!   reports progress 1 (polled through the Web API), then `sync`.
+//!
+//! Then a memory round (lanspread only): [`CROWD`] downloaders, several
+//! per host, fetch the game together from the same seeder, whose peak RSS
+//! is read before and after (target under [`MEMORY_BUDGET_MIB`]).
 
 use super::gen::{self, Game};
 use super::lanbench::{self, host_ip, host_ns};
@@ -60,6 +64,10 @@ const QBT_REFRESH_MS: u32 = 100;
 const POLL: Duration = Duration::from_millis(20);
 /// Longest run, and longest wait for a daemon.
 const TIMEOUT: Duration = Duration::from_secs(600);
+/// Downloaders of the memory round.
+const CROWD: usize = 16;
+/// The issue's budget for a seeder serving [`CROWD`] downloaders, MiB.
+const MEMORY_BUDGET_MIB: f64 = 100.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tool {
@@ -97,6 +105,10 @@ impl Setup {
             Setup::Three => &DOWNLOADERS,
         }
     }
+    /// Where its lanspread downloaders listen: one per host.
+    fn endpoints(self) -> Vec<Endpoint> {
+        self.hosts().iter().map(|&host| Endpoint { host, port: PORT }).collect()
+    }
     fn name(self) -> &'static str {
         match self {
             Setup::Alone => "alone",
@@ -105,7 +117,28 @@ impl Setup {
     }
 }
 
-/// The hosts downloader `k` is told about: the seeder and the other downloaders of the run.
+/// A lanspread downloader's host and QUIC port (several share a host in
+/// the memory round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Endpoint {
+    host: usize,
+    port: u16,
+}
+
+impl Endpoint {
+    fn addr(self) -> String {
+        format!("{}:{}", host_ip(self.host), self.port)
+    }
+    fn name(self) -> String {
+        if self.port == PORT {
+            format!("h{}", self.host)
+        } else {
+            format!("h{}-{}", self.host, self.port)
+        }
+    }
+}
+
+/// The hosts qBittorrent downloader `k` is told about: the seeder and the other downloaders of the run.
 fn peers(k: usize, hosts: &[usize]) -> Vec<usize> {
     std::iter::once(SEEDER).chain(hosts.iter().copied().filter(|h| *h != k)).collect()
 }
@@ -150,14 +183,19 @@ struct Cx<'a> {
 impl Cx<'_> {
     /// Downloader `k`'s game directory for `tool`.
     fn dst(&self, tool: Tool, k: usize) -> PathBuf {
-        self.work.join(format!("dst-{}-h{k}", tool.slug()))
+        self.dst_of(tool, Endpoint { host: k, port: PORT })
+    }
+
+    /// The game directory of the downloader at `at`.
+    fn dst_of(&self, tool: Tool, at: Endpoint) -> PathBuf {
+        self.work.join(format!("dst-{}-{}", tool.slug(), at.name()))
     }
 
     /// Checks every downloader's copy of the run (bytes too when `content`).
-    fn verify(&self, tool: Tool, hosts: &[usize], content: bool) -> Result<(), String> {
-        for &k in hosts {
-            gen::compare(&self.game.root(), &self.dst(tool, k).join(&self.game.id), content)
-                .map_err(|e| format!("{} on h{k}: {e}", tool.name()))?;
+    fn verify(&self, tool: Tool, at: &[Endpoint], content: bool) -> Result<(), String> {
+        for e in at {
+            gen::compare(&self.game.root(), &self.dst_of(tool, *e).join(&self.game.id), content)
+                .map_err(|err| format!("{} on {}: {err}", tool.name(), e.name()))?;
         }
         Ok(())
     }
@@ -213,22 +251,22 @@ fn received(stdout: &str, seeder: &str) -> Result<(u64, u64), String> {
 }
 
 /// One run of lanspread: the `get`s of `setup` started together.
-fn lanspread_run(cx: &Cx<'_>, seeder: &str, setup: Setup, content: bool) -> Result<Sample, String> {
-    let hosts = setup.hosts();
+fn lanspread_run(cx: &Cx<'_>, seeder: &str, at: &[Endpoint], content: bool) -> Result<Sample, String> {
     let mut cmds = Vec::new();
-    for &k in hosts {
-        let dst = cx.dst(Tool::Lanspread, k);
+    for &e in at {
+        let dst = cx.dst_of(Tool::Lanspread, e);
         measure::fresh_dir(&dst)?;
         std::fs::copy(cx.game.dir.join("catalog.toml"), dst.join("catalog.toml")).map_err(|e| format!("catalog: {e}"))?;
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &host_ns(k)]).arg(&cx.opts.bin).args(["get", &cx.game.id, "--games"]).arg(&dst);
-        cmd.args(["--no-install", "--json", "--wait", "60", "--listen", &format!("[::]:{PORT}")]);
-        for p in peers(k, hosts) {
-            cmd.args(["--peer", &format!("{}:{PORT}", host_ip(p))]);
+        cmd.args(["netns", "exec", &host_ns(e.host)]).arg(&cx.opts.bin).args(["get", &cx.game.id, "--games"]).arg(&dst);
+        cmd.args(["--no-install", "--json", "--wait", "60", "--listen", &format!("[::]:{}", e.port)]);
+        cmd.args(["--peer", &format!("{}:{PORT}", host_ip(SEEDER))]);
+        for other in at.iter().filter(|o| **o != e) {
+            cmd.args(["--peer", &other.addr()]);
         }
-        cmd.env("LANSPREAD_CONFIG_DIR", cx.work.join(format!("cfg-get-h{k}")));
+        cmd.env("LANSPREAD_CONFIG_DIR", cx.work.join(format!("cfg-get-{}", e.name())));
         quiet(&mut cmd);
-        cmds.push((k, cmd));
+        cmds.push((e, cmd));
     }
     measure::settle(cx.opts.cold);
     let tx0 = tx_bytes(SEEDER)?;
@@ -237,8 +275,8 @@ fn lanspread_run(cx: &Cx<'_>, seeder: &str, setup: Setup, content: bool) -> Resu
     let ended: Vec<Result<(f64, Finished), String>> = std::thread::scope(|s| {
         let running: Vec<_> = cmds
             .iter_mut()
-            .map(|(k, cmd)| {
-                let (name, logs) = (format!("h{k}-get"), &cx.logs);
+            .map(|(e, cmd)| {
+                let (name, logs) = (format!("{}-get", e.name()), &cx.logs);
                 s.spawn(move || {
                     let start = t0.elapsed().as_secs_f64();
                     // Finished when it printed its result: a `get` then keeps
@@ -252,16 +290,16 @@ fn lanspread_run(cx: &Cx<'_>, seeder: &str, setup: Setup, content: bool) -> Resu
     let sync = measure::run_measured("sync", &mut Command::new("sync"), &cx.logs, TIMEOUT)?.wall;
     let seeder_tx = tx_bytes(SEEDER)?.saturating_sub(tx0);
     let mut s = Sample { sync, seeder_tx, ..Sample::default() };
-    for (&k, r) in hosts.iter().zip(ended) {
-        let (at, f) = r.map_err(|e| format!("h{k}: {e}"))?;
-        let (total, from_seeder) = received(&f.stdout, seeder).map_err(|e| format!("h{k}: {e}"))?;
-        s.done.push(at);
+    for (e, r) in at.iter().zip(ended) {
+        let (done, f) = r.map_err(|err| format!("{}: {err}", e.name()))?;
+        let (total, from_seeder) = received(&f.stdout, seeder).map_err(|err| format!("{}: {err}", e.name()))?;
+        s.done.push(done);
         s.from_peers += total.saturating_sub(from_seeder);
         s.delivered += total;
     }
-    cx.verify(Tool::Lanspread, hosts, content)?;
-    for &k in hosts {
-        let _ = std::fs::remove_dir_all(cx.dst(Tool::Lanspread, k));
+    cx.verify(Tool::Lanspread, at, content)?;
+    for &e in at {
+        let _ = std::fs::remove_dir_all(cx.dst_of(Tool::Lanspread, e));
     }
     Ok(s)
 }
@@ -466,7 +504,7 @@ fn qbt_run(cx: &Cx<'_>, q: &Qbt, setup: Setup, content: bool) -> Result<Sample, 
         from_peers += qbt_uploaded(k, &q.hash)?;
     }
     let delivered = from_peers + qbt_uploaded(SEEDER, &q.hash)?.saturating_sub(up0);
-    cx.verify(Tool::Qbt, hosts, content)?;
+    cx.verify(Tool::Qbt, &setup.endpoints(), content)?;
     for &k in hosts {
         qbt_delete(k, &q.hash)?;
         let _ = std::fs::remove_dir_all(cx.dst(Tool::Qbt, k));
@@ -535,7 +573,7 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
                 continue;
             }
             let got = match (r.tool, &seeder, &qbt) {
-                (Tool::Lanspread, Ok((_, id)), _) => lanspread_run(&cx, id, r.setup, round == 0),
+                (Tool::Lanspread, Ok((_, id)), _) => lanspread_run(&cx, id, &r.setup.endpoints(), round == 0),
                 (Tool::Qbt, _, Ok(q)) => qbt_run(&cx, q, r.setup, round == 0),
                 _ => Err("not started".into()),
             };
@@ -566,12 +604,90 @@ pub fn run(opts: &Opts, tools: &Tools) -> Result<Section, String> {
     }
     let pieces = qbt.as_ref().ok().map(|q| q.pieces.clone());
     drop(qbt);
+    let memory = match &seeder {
+        Ok((daemon, id)) => memory_round(&cx, daemon.pid(), id),
+        Err(e) => Err(e.clone()),
+    };
+    match &memory {
+        Ok(m) => log(&format!(
+            "bench 8: the seeder's peak RSS: {:.1} MiB over the runs of 1 and 3, {:.1} MiB once {CROWD} downloaders fetched together \
+             (the last finished at {:.1} s)",
+            m.before_mib, m.crowd_mib, m.crowd_last
+        )),
+        Err(e) => log(&format!("bench 8: memory round failed: {e}")),
+    }
     drop(seeder);
     for k in std::iter::once(SEEDER).chain(DOWNLOADERS) {
         let _ = lanbench::shape(k, None);
     }
     drop(lan);
-    Ok(section(&cx, &all, one, scale, pieces.as_deref()))
+    let mut sec = section(&cx, &all, one, scale, pieces.as_deref());
+    memory_rows(&mut sec, &memory);
+    Ok(sec)
+}
+
+/// The seeder's memory, MiB of peak RSS (`VmHWM`, the whole life of the
+/// `serve` process).
+struct Memory {
+    /// After the timed runs (serving one or three downloaders at a time).
+    before_mib: f64,
+    /// After [`CROWD`] downloaders fetched the game together.
+    crowd_mib: f64,
+    /// When the last of the crowd finished, s.
+    crowd_last: f64,
+}
+
+/// [`CROWD`] downloaders spread over the downloader hosts (several per host,
+/// each on its own port) fetch the game together from the seeder that
+/// served the timed runs; its peak RSS before and after. Not timed against
+/// anything: the figure is memory.
+fn memory_round(cx: &Cx<'_>, pid: u32, seeder: &str) -> Result<Memory, String> {
+    let peak = || measure::peak_rss_kib(pid).map(|kib| kib as f64 / 1024.0).ok_or("cannot read the seeder's VmHWM");
+    let crowd: Vec<Endpoint> = (0..CROWD)
+        .map(|i| Endpoint { host: DOWNLOADERS[i % DOWNLOADERS.len()], port: PORT + 1 + (i / DOWNLOADERS.len()) as u16 })
+        .collect();
+    let before_mib = peak()?;
+    measure::settle(cx.opts.cold);
+    let run = lanspread_run(cx, seeder, &crowd, false)?;
+    Ok(Memory { before_mib, crowd_mib: peak()?, crowd_last: run.last() })
+}
+
+/// The memory row and reading.
+fn memory_rows(sec: &mut Section, memory: &Result<Memory, String>) {
+    let case = format!("8 swarm: seeder peak RSS (MiB) after serving {CROWD} downloaders together vs after the runs of 1 and 3");
+    let m = match memory {
+        Ok(m) => m,
+        Err(e) => {
+            sec.rows.push(Row::failed(&case, e));
+            return;
+        }
+    };
+    let met = if m.crowd_mib < MEMORY_BUDGET_MIB { "met" } else { "missed" };
+    sec.rows.push(Row::cmp(
+        &case,
+        m.crowd_mib,
+        "the same seeder's peak RSS after the runs of 1 and 3",
+        m.before_mib,
+        format!(
+            "VmHWM of `lanspread serve` over its whole life; target < {MEMORY_BUDGET_MIB:.0} MiB: {met}; the {CROWD} finished by {:.1} s",
+            m.crowd_last
+        ),
+    ));
+    sec.details.push_str(&format!(
+        "Memory: after the counted runs, {CROWD} `lanspread get`s spread over {d1}..{d3} (several per host, each on its own port, each told \
+         about the seeder and the others) fetch the game together from the same `lanspread serve`, on the same capped links. The figure is \
+         the seeder's `VmHWM` (peak resident set over the life of the process) read from `/proc` after that round ({:.1} MiB), beside the \
+         same reading taken before it ({:.1} MiB). Target: under {MEMORY_BUDGET_MIB:.0} MiB.\n\n",
+        m.crowd_mib,
+        m.before_mib,
+        d1 = host_ns(DOWNLOADERS[0]),
+        d3 = host_ns(DOWNLOADERS[DOWNLOADERS.len() - 1]),
+    ));
+    sec.reading.push(format!(
+        "Case 8, memory: the seeder's peak RSS was {:.1} MiB after serving {CROWD} downloaders at once ({:.1} MiB after the runs of 1 and 3; \
+         target < {MEMORY_BUDGET_MIB:.0} MiB: {met}).",
+        m.crowd_mib, m.before_mib
+    ));
 }
 
 /// Median of `f` over the samples.
