@@ -61,6 +61,15 @@ const LOCKS_ALLOWED_IN: &[&str] = &[
     "runtime/server.rs",
 ];
 
+/// The one file with `unsafe` code (glibc's `mallopt`, see its docs); every
+/// other crate forbids it through the workspace's lints.
+const UNSAFE_ALLOWED_IN: &str = "app/cli/src/alloc.rs";
+/// What `unsafe` code looks like (spelled in two parts so that this line
+/// is not a match itself).
+const UNSAFE_FORMS: [&str; 3] = [concat!("unsafe", " {"), concat!("unsafe", " fn"), concat!("unsafe", " impl")];
+/// Source trees searched for `unsafe`.
+const SOURCE_TREES: &[&str] = &["ports", "core", "adapters", "app", "testkit", "xtask"];
+
 #[derive(Debug)]
 struct Pkg {
     name: String,
@@ -174,6 +183,7 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
             }
         }
     }
+    v.extend(unsafe_outside_alloc(root));
     if !root.join("ARCHITECTURE.md").is_file() {
         v.push("ARCHITECTURE.md is missing".into());
     } else {
@@ -185,6 +195,21 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(v)
+}
+
+/// Lines with an `unsafe` block, function or impl outside [`UNSAFE_ALLOWED_IN`].
+fn unsafe_outside_alloc(root: &Path) -> Vec<String> {
+    let allowed = root.join(UNSAFE_ALLOWED_IN);
+    let mut v = Vec::new();
+    for tree in SOURCE_TREES {
+        for (path, n, code) in code_lines(&root.join(tree)) {
+            let unsafe_code = UNSAFE_FORMS.iter().any(|u| code.contains(u));
+            if unsafe_code && path != allowed && !path.components().any(|c| c.as_os_str() == "target") {
+                v.push(format!("{}:{n}: `unsafe` outside {UNSAFE_ALLOWED_IN}: the workspace has one audited unsafe call", path.display()));
+            }
+        }
+    }
+    v
 }
 
 /// Every line of the Rust sources beneath `dir` (path, 1-based line number,

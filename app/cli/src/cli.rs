@@ -199,6 +199,11 @@ pub fn main() -> ExitCode {
     // Before anything opens a file; logged once tracing is up.
     let nofile = limits::raise_nofile();
     let cli = Cli::parse();
+    // A seeder runs for hours and serves many peers at once: its allocator
+    // is tuned before any thread starts (see `alloc.rs`).
+    if matches!(cli.command, Command::Serve { .. }) {
+        crate::alloc::tune();
+    }
     setup::init_tracing();
     limits::log(&nofile);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

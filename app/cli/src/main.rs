@@ -1,7 +1,9 @@
 //! The `lanspread` program: the only place where the command line, the
 //! config directory and the terminal output live; peers are assembled with
 //! the `lanspread` library's builder.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+mod alloc;
 
 mod cli;
 mod control;
