@@ -3,7 +3,7 @@
 #![no_main]
 
 use lanspread_core::catalog::Catalog;
-use lanspread_core::protocol::{Request, Response};
+use lanspread_core::protocol::{Held, Request, Response};
 use lanspread_core::scan::Scanner;
 use lanspread_core::serve::{Reply, ServeView, ServedGame};
 use lanspread_memfs::MemFs;
@@ -58,6 +58,13 @@ fuzz_target!(|data: &[u8]| {
                 let f = game.manifest.file(&rel).expect("served a file outside the manifest");
                 assert!((p.offset + p.len as u64) <= f.size);
             }
+        }
+        // A served game is held whole: its news says so, and names nobody.
+        Reply::Message(Response::Have(news)) => {
+            let Request::Have { id, digest, .. } = &req else { panic!("have news for a non-have request") };
+            assert_eq!(v.games[id].summary.manifest_digest, *digest, "news of a version not served");
+            assert_eq!(news.held, Held::All);
+            assert!(news.members.is_empty());
         }
         other => panic!("unexpected reply {other:?}"),
     }
