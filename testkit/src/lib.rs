@@ -10,6 +10,7 @@ pub mod game;
 pub mod net;
 pub mod rng;
 pub mod sim;
+pub mod swarm;
 
 pub use game::{SimGame, SimUnpacker};
 pub use net::{HostConfig, HostId, SimNet};

@@ -19,13 +19,9 @@
 //! `mesh.rs`), but every downloader holds a connection to the one seeder,
 //! which serves at most 1024 (`MAX_CONNECTIONS` in the runtime's server).
 
-use lanspread::{PeerCommand, PeerEvent};
-use lanspread_core::game::GameId;
 use lanspread_core::units::UNIT_TARGET;
-use lanspread_memfs::MemFs;
-use lanspread_testkit::game::catalog_of;
-use lanspread_testkit::net::{LinkFaults, NetParams};
-use lanspread_testkit::{HostConfig, Sim, SimGame};
+use lanspread_testkit::net::LinkFaults;
+use lanspread_testkit::swarm::{self, SwarmRun, SwarmSetup};
 use std::time::Duration;
 
 const MB: f64 = 1e6;
@@ -35,65 +31,10 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-/// What one run measured.
-struct Run {
-    /// Simulated seconds from the download commands to the last `DownloadFinished`.
-    last: f64,
-    /// Wall-clock seconds of the whole run (setup included).
-    wall: f64,
-}
-
 /// One seeder and `n` downloaders of a `size`-byte game, every host on a
-/// symmetric `rate` bytes/s link; every downloader is told to download at
-/// the same virtual instant, once it sees the seeder.
-fn swarm(name: &str, seed: u64, n: usize, rate: f64, size: u64, faults: Option<LinkFaults>) -> Run {
-    let started = std::time::Instant::now();
-    let mut last = 0.0;
-    let last_ref = &mut last;
-    Sim::run(name, seed, |mut sim| async move {
-        if faults.is_some() {
-            sim.set_net_params(NetParams { faults, ..NetParams::default() });
-        }
-        let game = SimGame::new("arena", "1.0", size);
-        let cat = catalog_of(&[&game]);
-        let id = GameId::new("arena").expect("valid id");
-        let link = HostConfig::symmetric(rate, Duration::from_micros(250));
-        let hs = sim.host("s", link);
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        sim.spawn("s", hs, fs, Sim::config(cat.clone()));
-        let names: Vec<String> = (0..n).map(|i| format!("d{i:04}")).collect();
-        for name in &names {
-            let h = sim.host(name, link);
-            sim.spawn(name, h, MemFs::unrecorded(), Sim::config(cat.clone()));
-        }
-        for name in &names {
-            sim.wait_for(name, Duration::from_secs(60), |e| match e {
-                PeerEvent::LibrarySnapshot { games, .. } => games.iter().any(|g| g.id == id && !g.peers_with_latest.is_empty()),
-                _ => false,
-            })
-            .await;
-        }
-        let t0 = sim.now();
-        for name in &names {
-            sim.send(name, PeerCommand::download(id.clone()));
-        }
-        let mut end = t0;
-        for name in &names {
-            let (t, e) = sim
-                .wait_for(
-                    name,
-                    Duration::from_secs(3600),
-                    |e| matches!(e, PeerEvent::DownloadFinished { id: i, .. } | PeerEvent::DownloadFailed { id: i, .. } if *i == id),
-                )
-                .await;
-            assert!(matches!(e, PeerEvent::DownloadFinished { .. }), "{name}: {e:?}");
-            end = end.max(t);
-        }
-        *last_ref = (end - t0).as_secs_f64();
-        sim
-    });
-    Run { last, wall: started.elapsed().as_secs_f64() }
+/// symmetric `rate` bytes/s link (250 µs one way).
+fn swarm(name: &str, seed: u64, n: usize, rate: f64, size: u64, faults: Option<LinkFaults>) -> SwarmRun {
+    swarm::run(name, seed, &SwarmSetup { downloaders: n, rate, latency: Duration::from_micros(250), size, faults })
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`), if known.
@@ -123,11 +64,11 @@ fn swarm_scale() {
         "swarm_scale: N={n} link={mbps} MB/s game={mib} MiB faults={} last={:.3} s lone={:.3} s ratio={:.2} \
          bound=size/rate+unit/rate (unit {} MiB)={bound:.3} s last/bound={:.2} wall={:.1} s (lone {:.1} s) peak_rss={rss}",
         if faults.is_some() { "on" } else { "off" },
-        many.last,
-        lone.last,
-        many.last / lone.last,
+        many.last(),
+        lone.last(),
+        many.last() / lone.last(),
         UNIT_TARGET / MIB,
-        many.last / bound,
+        many.last() / bound,
         many.wall,
         lone.wall,
     );
@@ -137,7 +78,7 @@ fn swarm_scale() {
 fn small_swarm_finishes() {
     // `swarm` asserts that every downloader finishes.
     let run = swarm("small_swarm_finishes", 5, 4, 125.0 * MB, 4 * MIB, None);
-    assert!(run.last > 0.0);
+    assert!(run.last() > 0.0);
 }
 
 #[test]
@@ -145,5 +86,5 @@ fn small_swarm_finishes_over_faulty_links() {
     let faults = LinkFaults { loss: 0.02, ..LinkFaults::default() };
     let clean = swarm("small_swarm_finishes_over_faulty_links", 6, 4, 125.0 * MB, 4 * MIB, None);
     let faulty = swarm("small_swarm_finishes_over_faulty_links", 6, 4, 125.0 * MB, 4 * MIB, Some(faults));
-    assert!(faulty.last > clean.last, "faults cost time: {:.3} s vs {:.3} s", faulty.last, clean.last);
+    assert!(faulty.last() > clean.last(), "faults cost time: {:.3} s vs {:.3} s", faulty.last(), clean.last());
 }

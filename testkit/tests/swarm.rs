@@ -6,8 +6,8 @@ use lanspread::{PeerCommand, PeerEvent};
 use lanspread_core::game::GameId;
 use lanspread_memfs::MemFs;
 use lanspread_testkit::game::catalog_of;
+use lanspread_testkit::swarm::{self, SwarmRun, SwarmSetup};
 use lanspread_testkit::{ms, HostConfig, Sim, SimGame};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 const MB: f64 = 1e6;
@@ -17,75 +17,10 @@ fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
 }
 
-/// One downloader's result: seconds from its command to its commit, and
-/// the bytes each peer sent it.
-#[derive(Debug, Clone)]
-struct Finish {
-    secs: f64,
-    from: BTreeMap<String, u64>,
-}
-
-/// What a swarm run measured.
-#[derive(Debug)]
-struct SwarmRun {
-    finishes: BTreeMap<String, Finish>,
-}
-
-impl SwarmRun {
-    fn last(&self) -> f64 {
-        self.finishes.values().map(|f| f.secs).fold(0.0, f64::max)
-    }
-
-    /// Bytes the downloaders got from each other rather than the seeder.
-    fn traded(&self) -> u64 {
-        self.finishes.values().flat_map(|f| f.from.iter()).filter(|(p, _)| p.as_str() != "seed").map(|(_, b)| b).sum()
-    }
-}
-
-/// One seeder and `n` downloaders on equal links of `rate` bytes/s, the
-/// downloaders all told to download at the same instant.
+/// One seeder and `n` downloaders on equal links of `rate` bytes/s (1 ms
+/// one way), the downloaders all told to download at the same instant.
 fn run_swarm(name: &str, seed: u64, n: usize, rate: f64, size: u64) -> SwarmRun {
-    let mut out = SwarmRun { finishes: BTreeMap::new() };
-    let out_ref = &mut out;
-    Sim::run(name, seed, |mut sim| async move {
-        let game = SimGame::new("arena", "1.0", size);
-        let cat = catalog_of(&[&game]);
-        let link = HostConfig::symmetric(rate, ms(1));
-        let hs = sim.host("seed", link);
-        let fs = MemFs::unrecorded();
-        game.write(&fs, &sim.rng);
-        sim.spawn("seed", hs, fs, Sim::config(cat.clone()));
-        let names: Vec<String> = (0..n).map(|i| format!("d{i:03}")).collect();
-        for d in &names {
-            let h = sim.host(d, link);
-            sim.spawn(d, h, MemFs::unrecorded(), Sim::config(cat.clone()));
-        }
-        let id = gid("arena");
-        for d in &names {
-            sim.wait_for(d, Duration::from_secs(60), |e| match e {
-                PeerEvent::LibrarySnapshot { games, .. } => games.iter().any(|g| g.id == id && !g.peers_with_latest.is_empty()),
-                _ => false,
-            })
-            .await;
-        }
-        let start = sim.now();
-        for d in &names {
-            sim.send(d, PeerCommand::download(id.clone()));
-        }
-        let ids: BTreeMap<_, _> = std::iter::once("seed".to_owned()).chain(names.iter().cloned()).map(|n| (sim.peer(&n).id, n)).collect();
-        for d in &names {
-            let (at, ev) = sim
-                .wait_for(d, Duration::from_secs(3600), |e| {
-                    matches!(e, PeerEvent::DownloadFinished { .. } | PeerEvent::DownloadFailed { .. })
-                })
-                .await;
-            let PeerEvent::DownloadFinished { stats, .. } = ev else { panic!("{d}: {ev:?}") };
-            let from = stats.peers.iter().map(|p| (ids.get(&p.peer).cloned().unwrap_or_else(|| p.peer.to_string()), p.bytes)).collect();
-            out_ref.finishes.insert(d.clone(), Finish { secs: (at - start).as_secs_f64(), from });
-        }
-        sim
-    });
-    out
+    swarm::run(name, seed, &SwarmSetup { downloaders: n, rate, latency: ms(1), size, faults: None })
 }
 
 #[test]
@@ -98,7 +33,7 @@ fn downloaders_trade_units_so_four_take_half_the_time_of_a_split_uplink() {
     for (d, f) in &four.finishes {
         println!("  {d}: {:.3} s from {:?}", f.secs, f.from);
     }
-    let seeded: u64 = four.finishes.values().map(|f| f.from.get("seed").copied().unwrap_or(0)).sum();
+    let seeded = four.seeded();
     assert!(four.traded() > 2 * size, "the downloaders served each other: {four:?}");
     assert!(seeded < 2 * size, "the seeder sends each unit about once, not once per downloader: {seeded}");
     // Without swarming the seeder's uplink is split four ways (about 4x).
@@ -121,7 +56,6 @@ fn swarm_table() {
         let rate = mbps * MB;
         let lone = run_swarm("swarm_table_lone", 1, 1, rate, size).last();
         for n in list("LANSPREAD_SWARM_N", "1,4,16,64") {
-            let wall = std::time::Instant::now();
             let run = run_swarm("swarm_table", 1, n as usize, rate, size);
             let bound = size as f64 / rate;
             println!(
@@ -129,12 +63,12 @@ fn swarm_table() {
                 run.last(),
                 run.last() / lone,
                 run.last() / bound,
-                wall.elapsed().as_secs_f64()
+                run.wall
             );
             if std::env::var("LANSPREAD_SWARM_DETAIL").is_ok() {
                 let mut secs: Vec<f64> = run.finishes.values().map(|f| f.secs).collect();
                 secs.sort_by(f64::total_cmp);
-                let seeded: u64 = run.finishes.values().map(|f| f.from.get("seed").copied().unwrap_or(0)).sum();
+                let seeded = run.seeded();
                 println!(
                     "   first {:.3} median {:.3}; the seeder sent {:.2}x the game",
                     secs[0],
@@ -164,11 +98,7 @@ fn capped_download(name: &str, size: u64, cap: impl Fn(&str, &mut lanspread::Pee
             sim.spawn(name, h, fs, config);
         }
         let id = gid("arena");
-        sim.wait_for("d", Duration::from_secs(60), |e| match e {
-            PeerEvent::LibrarySnapshot { games, .. } => games.iter().any(|g| g.id == id && !g.peers_with_latest.is_empty()),
-            _ => false,
-        })
-        .await;
+        swarm::wait_until_held(&sim, "d", &id).await;
         let start = sim.now();
         sim.send("d", PeerCommand::download(id.clone()));
         let (at, ev) = sim.wait_for("d", Duration::from_secs(600), |e| matches!(e, PeerEvent::DownloadFinished { .. })).await;
