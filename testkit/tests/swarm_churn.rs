@@ -14,6 +14,7 @@ use lanspread_ports::PeerId;
 use lanspread_testkit::fakes::LyingFs;
 use lanspread_testkit::game::{assert_same_download, catalog_of};
 use lanspread_testkit::sim::{render, seed_or, Recorded};
+use lanspread_testkit::swarm;
 use lanspread_testkit::{ms, HostConfig, HostId, Sim, SimGame};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -25,15 +26,6 @@ const MIB: u64 = 1 << 20;
 
 fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
-}
-
-/// Waits until `peer` sees a complete holder of `id`.
-async fn wait_seen(sim: &Sim, peer: &str, id: &GameId) {
-    sim.wait_for(peer, Duration::from_secs(60), |e| match e {
-        PeerEvent::LibrarySnapshot { games, .. } => games.iter().any(|g| g.id == *id && !g.peers_with_latest.is_empty()),
-        _ => false,
-    })
-    .await;
 }
 
 fn ended(e: &PeerEvent, id: &GameId) -> bool {
@@ -130,7 +122,7 @@ fn liar_scenario(seed: u64, lie: bool) -> LiarRun {
         }
         let all: Vec<&str> = std::iter::once("liar").chain(HONEST).collect();
         for d in &all {
-            wait_seen(&sim, d, &id).await;
+            swarm::wait_until_held(&sim, d, &id).await;
         }
         let start = sim.now();
         for d in &all {
@@ -354,7 +346,7 @@ fn churn_scenario(seed: u64, endgame_copies: Option<usize>) -> ChurnRun {
             hosts.insert(name, (h, rate));
         }
         for d in hosts.keys() {
-            wait_seen(&sim, d, &id).await;
+            swarm::wait_until_held(&sim, d, &id).await;
         }
         let start = sim.now();
         let mut joins: Vec<(Duration, String)> = hosts.keys().map(|d| (ms(sim.rng.range(0..JOIN_WINDOW_MS)), d.clone())).collect();
