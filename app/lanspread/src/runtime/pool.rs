@@ -214,9 +214,13 @@ impl Pool {
         let _ = self.inbox.send(Input::Connected { peer, addr });
         *guard = Some(Held { conn: conn.clone(), used: self.clock.now() });
         drop(guard);
-        // A new connection is what makes the set grow: trim it now.
-        self.sweep(now, true);
+        self.grew();
         Ok(conn)
+    }
+
+    /// A new connection is what makes the set grow: trim it now.
+    fn grew(&self) {
+        self.sweep(self.clock.now(), true);
     }
 
     /// Closes unused connections beyond [`IDLE_KEPT`] (unused longest
@@ -283,6 +287,7 @@ impl Pool {
             Ok((_, conn)) => {
                 let id = conn.peer_id();
                 *self.slot(id).lock().await = Some(Held { conn, used: self.clock.now() });
+                self.grew();
                 DialOutcome::Connected(id)
             }
             Err(DialError::KeyChanged(e)) => {
