@@ -176,6 +176,10 @@ struct Walked {
     listing: blake3::Hasher,
     entries: Vec<(RelPath, EntryKind, u64, Option<u128>)>,
     problems: Vec<String>,
+    /// The first file or directory whose name some platform cannot hold
+    /// (with why): the game is then not shared at all, since a peer on
+    /// that platform could not write it whole.
+    unportable: Option<String>,
 }
 
 impl Scanner {
@@ -234,6 +238,7 @@ impl Scanner {
 
     async fn build_game(&mut self, fs: &dyn Fs, id: &GameId, root: &RelPath, walked: Walked, listing: Hash) -> Result<LocalGame, FsError> {
         let mut problems = walked.problems;
+        let unportable = walked.unportable;
         let mut version = None;
         let mut installed = false;
         let mut intent_pending = false;
@@ -293,7 +298,10 @@ impl Scanner {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         // A tree that is ambiguous on a case-insensitive disk is never advertised.
         let mut manifest = version.clone().map(|v| Manifest { version: v, files });
-        if let Err(e) = crate::names::check_paths(manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.as_str()))) {
+        if let Some(name) = unportable {
+            problems.push(format!("not shared: {name}"));
+            manifest = None;
+        } else if let Err(e) = crate::names::check_paths(manifest.iter().flat_map(|m| m.files.iter().map(|f| f.path.as_str()))) {
             problems.push(format!("not shared: {e}"));
             manifest = None;
         }
@@ -313,6 +321,7 @@ async fn walk_root(fs: &dyn Fs, root: &RelPath) -> Result<Walked, FsError> {
     let mut listing = blake3::Hasher::new();
     let mut entries = Vec::new();
     let mut problems = Vec::new();
+    let mut unportable = None;
     let mut stack = vec![RelPath::root()];
     while let Some(dir) = stack.pop() {
         let abs = if dir.is_root() { root.clone() } else { root.join(dir.as_str()).map_err(path_err)? };
@@ -322,7 +331,16 @@ async fn walk_root(fs: &dyn Fs, root: &RelPath) -> Result<Walked, FsError> {
             let rel = match dir.join(&e.name) {
                 Ok(r) => r,
                 Err(err) => {
-                    problems.push(format!("skipped {dir}/{}: {err}", e.name));
+                    // In the listing, so adding or renaming such a file
+                    // rescans the root.
+                    listing.update(format!("X{dir}/{}\0", e.name).as_bytes());
+                    let shown = if dir.is_root() { e.name.clone() } else { format!("{dir}/{}", e.name) };
+                    match e.kind {
+                        FileKind::File | FileKind::Dir => {
+                            unportable.get_or_insert_with(|| format!("{shown:?} is a name that Windows, macOS or Linux cannot hold ({err})"));
+                        }
+                        FileKind::Symlink | FileKind::Other => problems.push(format!("skipped {shown:?}: {err}")),
+                    }
                     continue;
                 }
             };
@@ -348,7 +366,7 @@ async fn walk_root(fs: &dyn Fs, root: &RelPath) -> Result<Walked, FsError> {
             entries.push((rel, kind, if kind == EntryKind::File { e.len } else { 0 }, e.modified_ns));
         }
     }
-    Ok(Walked { listing, entries, problems })
+    Ok(Walked { listing, entries, problems, unportable })
 }
 
 /// Hashes a file in [`CHUNK_SIZE`] pieces: (chunk hashes, whole-file hash).

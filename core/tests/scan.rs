@@ -182,3 +182,32 @@ fn ambiguous_names_are_not_advertised() {
         assert!(g.problems.iter().any(|p| p.contains("case-insensitive")), "{id}: {:?}", g.problems);
     }
 }
+
+/// A game holding a name that some platform cannot hold (a character
+/// Windows refuses, a reserved device name, an invisible code point) is not
+/// shared at all, and its problems name the first such file; a name fixed
+/// later makes it shared again.
+#[test]
+fn a_name_some_platform_cannot_hold_keeps_the_game_unshared_and_is_named() {
+    let catalog = Catalog::from_toml("[[games]]\nid = \"odd\"\nname = \"o\"\n").unwrap();
+    let odd = GameId::new("odd").unwrap();
+    for bad in ["data/what?.txt", "data/COM0.log", "data/loc\u{200C}al.pak", "data/a<b>"] {
+        let fs = MemFs::new();
+        fs.write_file("odd/version.ini", "1\n");
+        fs.write_file("odd/data/fine [v1] été 日本.pak", b"ok");
+        fs.write_file(&format!("odd/{bad}"), b"x");
+        let mut scanner = Scanner::default();
+        let lib = block_on(scanner.scan_all(&fs, &catalog)).unwrap();
+        let g = &lib.games[&odd];
+        assert!(g.manifest.is_none() && g.summary(&catalog).is_none(), "{bad}: must not be served");
+        let named = format!("{bad:?}");
+        assert!(g.problems.iter().any(|p| p.starts_with("not shared") && p.contains(&named)), "{bad}: {:?}", g.problems);
+
+        // Renamed to a name every platform holds: shared on the next scan.
+        fs.remove_all(&format!("odd/{bad}"));
+        fs.write_file("odd/data/renamed.txt", b"x");
+        let lib = block_on(scanner.scan_all(&fs, &catalog)).unwrap();
+        let g = &lib.games[&odd];
+        assert!(g.manifest.is_some(), "{bad}: {:?}", g.problems);
+    }
+}

@@ -33,10 +33,12 @@ pub enum PathError {
     /// `.` or `..`.
     #[error("path has a `.` or `..` component: {0:?}")]
     DotComponent(String),
-    /// Backslash, NUL, a control character or `:`.
-    #[error("path has a forbidden character: {0:?}")]
+    /// A character Windows refuses (`\\ : < > " | ? *`), a control
+    /// character, or an invisible (default-ignorable) code point.
+    #[error("path has a character Windows refuses, a control character or an invisible one: {0:?}")]
     ForbiddenChar(String),
-    /// CON, PRN, AUX, NUL, COM1-9, LPT1-9 (with or without extension).
+    /// CON, PRN, AUX, NUL, CONIN$, CONOUT$, COM0-9, LPT0-9 and COM¹-³,
+    /// LPT¹-³ (with or without extension).
     #[error("path uses a Windows-reserved name: {0:?}")]
     ReservedName(String),
     /// A component ends with `.` or a space.
@@ -188,14 +190,58 @@ impl fmt::Display for RelPath {
 
 const RESERVED: &[&str] = &["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"];
 
+/// Windows reserves `COM` and `LPT` followed by one digit, `0` to `9`, and
+/// the superscript digits `¹`, `²` and `³` (ISO 8859-1's, which it also
+/// takes for digits), with or without an extension.
 fn is_reserved(component: &str) -> bool {
     let stem = component.split('.').next().unwrap_or("").trim_end_matches(' ');
     let upper = stem.to_ascii_uppercase();
     if RESERVED.contains(&upper.as_str()) {
         return true;
     }
-    let b = upper.as_bytes();
-    b.len() == 4 && (upper.starts_with("COM") || upper.starts_with("LPT")) && (b'1'..=b'9').contains(&b[3])
+    let Some(digit) = upper.strip_prefix("COM").or_else(|| upper.strip_prefix("LPT")) else { return false };
+    let mut chars = digit.chars();
+    matches!((chars.next(), chars.next()), (Some('0'..='9' | '¹' | '²' | '³'), None))
+}
+
+/// Characters no Windows name may hold (besides `/`, the separator):
+/// `\`, `:` (an NTFS stream), and `< > " | ? *` (wildcards and shell
+/// syntax that `CreateFileW` refuses).
+const WINDOWS_FORBIDDEN: &[char] = &['\\', ':', '<', '>', '"', '|', '?', '*'];
+
+/// Whether `c` may not appear in a name: a control character, one Windows
+/// forbids, or a default-ignorable code point. The last are invisible, and
+/// some disks ignore them when they compare names (HFS+ drops U+200C-U+200F,
+/// U+202A-U+202E, U+206A-U+206F and U+FEFF), so `loc\u{200C}al` would be
+/// `local` there; the bidirectional controls among them also make a name
+/// read differently from what it is.
+fn is_forbidden_char(c: char) -> bool {
+    c.is_control() || WINDOWS_FORBIDDEN.contains(&c) || is_default_ignorable(c)
+}
+
+/// Unicode's `Default_Ignorable_Code_Point` property (DerivedCoreProperties,
+/// Unicode 15), which includes every bidirectional format control.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 fn check(s: &str) -> Result<(), PathError> {
@@ -213,7 +259,7 @@ fn check(s: &str) -> Result<(), PathError> {
     if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
         return Err(PathError::Absolute(owned()));
     }
-    if s.chars().any(|c| c == '\\' || c == ':' || c.is_control()) {
+    if s.chars().any(is_forbidden_char) {
         return Err(PathError::ForbiddenChar(owned()));
     }
     let mut depth = 0;
@@ -247,7 +293,7 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for p in ["", "a", "a/b.txt", ".hidden", "Game Data/level 1.pak", "console/x", "COM10", "lpt"] {
+        for p in ["", "a", "a/b.txt", ".hidden", "Game Data/level 1.pak", "console/x", "COM10", "lpt", "COM¹0", "Çà/日本語 [v1] (final)/ü.pak"] {
             assert!(RelPath::new(p).is_ok(), "{p}");
         }
     }
@@ -274,7 +320,19 @@ mod tests {
             ("LPT9", |e| matches!(e, PathError::ReservedName(_))),
             ("file.", |e| matches!(e, PathError::TrailingDotOrSpace(_))),
             ("dir /x", |e| matches!(e, PathError::TrailingDotOrSpace(_))),
+            ("COM0", |e| matches!(e, PathError::ReservedName(_))),
+            ("lpt0.txt", |e| matches!(e, PathError::ReservedName(_))),
+            ("COM¹", |e| matches!(e, PathError::ReservedName(_))),
+            ("a/Lpt³.dat", |e| matches!(e, PathError::ReservedName(_))),
+            ("conin$", |e| matches!(e, PathError::ReservedName(_))),
+            ("loc\u{200C}al/x.dll", |e| matches!(e, PathError::ForbiddenChar(_))),
+            ("evil\u{202E}txt.exe", |e| matches!(e, PathError::ForbiddenChar(_))),
+            ("\u{FEFF}bom", |e| matches!(e, PathError::ForbiddenChar(_))),
         ];
+        for c in ['<', '>', '"', '|', '?', '*', ':', '\\', '\u{7}'] {
+            let e = RelPath::new(format!("a/b{c}c")).expect_err("refused");
+            assert!(matches!(e, PathError::ForbiddenChar(_)), "{c:?}: {e:?}");
+        }
         for (p, ok) in cases {
             let e = RelPath::new(*p).expect_err(p);
             assert!(ok(&e), "{p}: {e:?}");
