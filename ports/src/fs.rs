@@ -9,7 +9,8 @@
 //! - [`Fs::rename`] is atomic: after a crash either the old or the new name
 //!   exists. A rename over an existing *file* replaces it atomically; a
 //!   rename over an existing directory fails with `AlreadyExists` unless the
-//!   target is an empty directory.
+//!   target is an empty directory (on Unix; Windows refuses that too, so
+//!   portable callers never rely on it).
 //! - Data written with [`FileHandle::write_at`] is durable only after
 //!   [`FileHandle::sync`]; a created, removed or renamed entry is durable
 //!   only after [`Fs::sync_dir`] of its parent directory.
@@ -43,6 +44,10 @@ pub enum FsErrorKind {
     InvalidPath,
     /// A game directory is in use by another process (its lock is held).
     InUse,
+    /// Another program (a running game, an antivirus, the indexer) held a
+    /// file open through every retry of a rename or a removal: Windows'
+    /// sharing violation. The message names the file.
+    HeldOpen,
     /// Any other I/O failure.
     Io,
 }

@@ -19,11 +19,13 @@
 //! path of the watched directory.
 #![forbid(unsafe_code)]
 
+mod platform;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt};
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, File, FileExt, OpenOptions};
+use cap_std::fs::{Dir, File, OpenOptions};
 use lanspread_ports::{
     DirEntry, FileHandle, FileKind, Fs, FsError, FsErrorKind, FsProvider, FsResult, Metadata, OpenedDir, ReadPiece, RelPath, WatchEvent,
     Watcher, WritePiece,
@@ -159,6 +161,7 @@ impl Inner {
         if path.is_root() {
             return Ok(DirRef::Root(&self.root));
         }
+        self.check_len(path)?;
         if self.beneath {
             return match beneath::open_dir(&self.root, path.as_str()) {
                 Ok(dir) => Ok(DirRef::Sub(dir)),
@@ -188,7 +191,13 @@ impl Inner {
 
     /// Opens the parent directory of `path` and returns it with the last
     /// component. Fails with `InvalidPath` for the root.
+    /// Refuses a path the platform cannot open (Windows' 260 characters).
+    fn check_len(&self, path: &RelPath) -> FsResult<()> {
+        platform::check_path_len(&self.root_path, path.as_str()).map_err(|e| FsError::new(FsErrorKind::InvalidPath, e))
+    }
+
     fn open_parent<'p>(&self, path: &'p RelPath) -> FsResult<(DirRef<'_>, &'p str)> {
+        self.check_len(path)?;
         let parent = path.parent().ok_or_else(|| FsError::new(FsErrorKind::InvalidPath, "the root has no parent"))?;
         let dir = self.open_dir(&parent)?;
         Ok((dir, path.file_name()))
@@ -326,7 +335,7 @@ impl Inner {
                 open = Some((&piece.path, open_in(dir, piece.path.file_name(), &piece.path, true)?.0));
             }
             let Some((_, file)) = &open else { unreachable!("opened above") };
-            file.write_all_at(&piece.data, piece.offset).map_err(|e| io_err(e, &piece.path.to_string()))?;
+            platform::write_all_at(file, &piece.data, piece.offset).map_err(|e| io_err(e, &piece.path.to_string()))?;
         }
         Ok(())
     }
@@ -422,7 +431,7 @@ impl Inner {
             if entry.file_type().map_err(|e| io_err(e, &p.to_string()))?.is_dir() {
                 subdirs.push(p);
             } else {
-                handle.remove_file_or_symlink(&name).map_err(|e| io_err(e, &p.to_string()))?;
+                unless_held_open(|| handle.remove_file_or_symlink(&name), || p.to_string(), || None)?;
             }
         }
         Ok(subdirs)
@@ -470,8 +479,16 @@ impl Inner {
     fn rename(&self, from: &RelPath, to: &RelPath) -> FsResult<()> {
         let (from_dir, from_name) = self.open_parent(from)?;
         let (to_dir, to_name) = self.open_parent(to)?;
-        from_dir.rename(from_name, &to_dir, to_name).map_err(|e| {
-            let mut err = io_err(e, &format!("rename {from} -> {to}"));
+        let what = || format!("rename {from} -> {to}");
+        // Windows refuses to rename a directory over another one (Access
+        // denied); say so as Unix does for a non-empty one, and at once.
+        let over_a_dir = || match (self.metadata(from).map(|m| m.kind), self.metadata(to).map(|m| m.kind)) {
+            (Ok(FileKind::Dir), Ok(FileKind::Dir)) => {
+                Some(FsError::new(FsErrorKind::AlreadyExists, format!("{}: the target exists", what())))
+            }
+            _ => None,
+        };
+        unless_held_open(|| from_dir.rename(from_name, &to_dir, to_name), what, over_a_dir).map_err(|mut err| {
             // A rename over a non-empty directory: the target exists.
             if err.kind == FsErrorKind::NotEmpty {
                 err.kind = FsErrorKind::AlreadyExists;
@@ -482,12 +499,21 @@ impl Inner {
 
     fn remove_file(&self, path: &RelPath) -> FsResult<()> {
         let (dir, name) = self.open_parent(path)?;
-        dir.remove_file_or_symlink(name).map_err(|e| io_err(e, &path.to_string()))
+        // Windows answers a removal of a directory with Access denied.
+        let a_dir = || {
+            let is_dir = dir.symlink_metadata(name).is_ok_and(|m| m.is_dir());
+            is_dir.then(|| FsError::new(FsErrorKind::IsADirectory, format!("{path}: is a directory")))
+        };
+        unless_held_open(|| dir.remove_file_or_symlink(name), || path.to_string(), a_dir)
     }
 
     fn remove_dir(&self, path: &RelPath) -> FsResult<()> {
         let (dir, name) = self.open_parent(path)?;
-        dir.remove_dir(name).map_err(|e| refine(&dir, name, e, path))
+        platform::retry_held_open(|| dir.remove_dir(name), platform::is_held_open, &platform::HELD_OPEN_BACKOFF, std::thread::sleep)
+            .map_err(|r| match r {
+                platform::Retry::HeldOpen(e) => held_open_err(e, &path.to_string()),
+                platform::Retry::Failed(e) => refine(&dir, name, e, path),
+            })
     }
 
     fn sync_file(&self, path: &RelPath) -> FsResult<()> {
@@ -502,19 +528,46 @@ impl Inner {
         let mut opts = OpenOptions::new();
         opts.read(true).maybe_dir(true).follow(FollowSymlinks::No);
         let file = dir.open_with(".", &opts).map_err(|e| io_err(e, &path.to_string()))?;
-        file.sync_all().map_err(|e| io_err(e, &path.to_string()))
+        platform::sync_dir_handle(&file).map_err(|e| io_err(e, &path.to_string()))
     }
 
-    #[cfg(unix)]
     fn free_space(&self) -> FsResult<Option<u64>> {
-        let st = rustix::fs::fstatvfs(&self.root).map_err(|e| io_err(e.into(), "."))?;
-        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
+        platform::free_space(&self.root, &self.root_path).map(Some).map_err(|e| io_err(e, "."))
     }
+}
 
-    #[cfg(not(unix))]
-    fn free_space(&self) -> FsResult<Option<u64>> {
-        Ok(None)
+/// Runs a rename or a removal, waiting out another program that holds the
+/// file open (see [`platform::retry_held_open`]); `what` names the file in
+/// the error. Before each wait, `explain` may recognize the failure as one
+/// that waiting cannot cure (Windows answers a few plain mistakes with the
+/// same Access denied) and end it with its own error.
+fn unless_held_open(op: impl FnMut() -> io::Result<()>, what: impl Fn() -> String, explain: impl Fn() -> Option<FsError>) -> FsResult<()> {
+    let mut explained = None;
+    let held_open = |e: &io::Error| {
+        if !platform::is_held_open(e) {
+            return false;
+        }
+        explained = explain();
+        explained.is_none()
+    };
+    let r = platform::retry_held_open(op, held_open, &platform::HELD_OPEN_BACKOFF, std::thread::sleep);
+    r.map_err(|r| match (explained.take(), r) {
+        (Some(err), _) => err,
+        (None, platform::Retry::HeldOpen(e)) => held_open_err(e, &what()),
+        (None, platform::Retry::Failed(e)) => io_err(e, &what()),
+    })
+}
+
+/// The error of an operation that met a file held open through every
+/// retry: [`FsErrorKind::HeldOpen`] for a sharing violation; an access
+/// denied, which may also be a real permission, keeps its kind.
+fn held_open_err(e: io::Error, what: &str) -> FsError {
+    let sharing = platform::is_sharing_violation(&e);
+    let mut err = io_err(e, &format!("{what}: another program may hold it open (close the game, or wait for a virus scan to finish)"));
+    if sharing {
+        err.kind = FsErrorKind::HeldOpen;
     }
+    err
 }
 
 /// One-call resolution of a whole relative path with `openat2`:
@@ -595,7 +648,7 @@ fn read_exact_piece(file: &File, len: u64, piece: &ReadPiece) -> FsResult<Bytes>
     }
     let mut buf = Vec::with_capacity(piece.len);
     while buf.len() < piece.len {
-        match read_into_spare(file, &mut buf, piece.offset) {
+        match platform::read_into_spare(file, &mut buf, piece.offset) {
             // Shrunk since it was opened.
             Ok(0) => return Err(past_end()),
             Ok(_) => {}
@@ -631,6 +684,13 @@ fn read_exact_piece(file: &File, len: u64, piece: &ReadPiece) -> FsResult<Bytes>
 /// A tree on another filesystem than the root (a mount point beneath the
 /// game directory) is not covered by the root's `syncfs`; it is synced by a
 /// walk, as on other systems.
+///
+/// Elsewhere the walk is the tree sync: on macOS `F_FULLFSYNC` per file and
+/// directory (std's `sync_all`); on Windows `FlushFileBuffers` per file,
+/// each opened for writing (nothing else flushes its cached data), and no
+/// directory flush (see `platform::sync_dir_handle`). `FlushFileBuffers`
+/// fails when the file's cached data cannot be written, and that error
+/// fails the call, so the transaction that asked does not commit.
 struct TreeSync {
     /// `None` off Linux, or if the root could not be opened for reading:
     /// then every tree is walked.
@@ -801,24 +861,6 @@ fn os_kind(_e: &io::Error) -> Option<FsErrorKind> {
 /// the file's size first.
 const SMALL_READ: usize = 1 << 20;
 
-/// Reads the bytes that follow `buf`'s contents (which start at `base` in
-/// the file) into its spare capacity, extending its length by what was read,
-/// without zero-filling the buffer first.
-#[cfg(unix)]
-fn read_into_spare(f: &File, buf: &mut Vec<u8>, base: u64) -> io::Result<usize> {
-    let offset = base + buf.len() as u64;
-    Ok(rustix::io::pread(f, rustix::buffer::spare_capacity(buf), offset)?)
-}
-
-#[cfg(not(unix))]
-fn read_into_spare(f: &File, buf: &mut Vec<u8>, base: u64) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(buf.capacity(), 0);
-    let r = f.read_at(&mut buf[start..], base + start as u64);
-    buf.truncate(start + *r.as_ref().unwrap_or(&0));
-    r
-}
-
 /// An open file on the real disk.
 struct CapFile {
     file: Arc<File>,
@@ -869,7 +911,7 @@ impl Direct {
         let fd =
             self.fd.get_or_init(|| if self.inner.beneath { beneath::open_direct(&self.inner.root, path.as_str(), file) } else { None });
         let Some(fd) = fd else { return Ok(false) };
-        match fd.write_all_at(data, offset) {
+        match platform::write_all_at(fd, data, offset) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                 self.refused.store(true, Ordering::Relaxed);
@@ -907,7 +949,7 @@ impl FileHandle for CapFile {
             };
             let mut buf = Vec::with_capacity(want);
             while buf.len() < want {
-                match read_into_spare(f, &mut buf, offset) {
+                match platform::read_into_spare(f, &mut buf, offset) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -928,7 +970,7 @@ impl FileHandle for CapFile {
                     return Ok(());
                 }
             }
-            f.write_all_at(&data, offset)
+            platform::write_all_at(f, &data, offset)
         })
         .await
     }
@@ -1128,5 +1170,6 @@ impl Fs for CapFs {
     }
 }
 
-#[cfg(test)]
+// These look inside `syncfs` and plant symbolic links: Unix only.
+#[cfg(all(test, unix))]
 mod tests;
