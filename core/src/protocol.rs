@@ -370,7 +370,12 @@ pub fn encode_stream_start<T: Serialize>(msg: &T, max: usize) -> Result<Bytes, P
 
 /// Decodes a postcard payload (no length prefix).
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProtocolError> {
-    postcard::from_bytes(payload).map_err(|e| ProtocolError::Malformed(e.to_string()))
+    let _ = lanspread_ports::path::take_refused_path();
+    postcard::from_bytes(payload).map_err(|e| match lanspread_ports::path::take_refused_path() {
+        // postcard drops a path's own message: name the path from the side channel.
+        Some(refused) => ProtocolError::Malformed(format!("a peer sent a path that is refused here: {refused}")),
+        None => ProtocolError::Malformed(e.to_string()),
+    })
 }
 
 /// Sans-IO decoder for the start of a stream: push received bytes, get the
@@ -464,6 +469,17 @@ mod tests {
         }
     }
 
+    fn sample_summary() -> GameSummary {
+        GameSummary {
+            id: GameId::new("g").unwrap(),
+            name: "G".into(),
+            version: Version::new("2").unwrap(),
+            size: 10,
+            file_count: 1,
+            manifest_digest: [5; 32],
+        }
+    }
+
     fn all_requests() -> Vec<Request> {
         let id = GameId::new("game").unwrap();
         let path = RelPath::new("data/a.pak").unwrap();
@@ -507,14 +523,7 @@ mod tests {
             let bytes = encode_stream_start(&r, MAX_REQUEST_FRAME).unwrap();
             assert_eq!(decode_all::<Request>(&bytes, MAX_REQUEST_FRAME, 3).unwrap().0, r);
         }
-        let summary = GameSummary {
-            id: GameId::new("g").unwrap(),
-            name: "G".into(),
-            version: Version::new("2").unwrap(),
-            size: 10,
-            file_count: 1,
-            manifest_digest: [5; 32],
-        };
+        let summary = sample_summary();
         let responses = vec![
             Response::Games(vec![summary.clone()]),
             Response::Game(Box::new(GameDetails { summary, manifest: sample_manifest() })),
@@ -561,6 +570,24 @@ mod tests {
         let n = bytes.len();
         bytes[n - 5..].copy_from_slice(b"../..");
         assert!(matches!(decode_all::<Request>(&bytes, MAX_REQUEST_FRAME, 64), Err(ProtocolError::Malformed(_))));
+    }
+
+    /// A manifest from an older or hostile peer that names a file some
+    /// platform cannot hold fails to decode, before anything is planned or
+    /// written, and the error names the file.
+    #[test]
+    fn a_manifest_naming_a_file_windows_refuses_fails_to_decode_and_names_it() {
+        let summary = sample_summary();
+        let mut manifest = sample_manifest();
+        manifest.files[0].path = RelPath::new("data/whatX.txt").unwrap();
+        let answer = Response::Game(Box::new(GameDetails { summary, manifest }));
+        let mut bytes = encode_stream_start(&answer, MAX_RESPONSE_FRAME).unwrap().to_vec();
+        let at = bytes.windows(5).position(|w| w == b"whatX").unwrap() + 4;
+        for bad in [b'?', b'<', b'|', b'*', b'"'] {
+            bytes[at] = bad;
+            let err = decode_all::<Response>(&bytes, MAX_RESPONSE_FRAME, 64).unwrap_err();
+            assert!(matches!(&err, ProtocolError::Malformed(m) if m.contains("data/what")), "{err:?}");
+        }
     }
 
     #[test]

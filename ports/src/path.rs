@@ -53,8 +53,26 @@ pub struct RelPath(String);
 impl<'de> Deserialize<'de> for RelPath {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        RelPath::new(s).map_err(serde::de::Error::custom)
+        RelPath::new(s).map_err(|e| {
+            REFUSED.with(|r| *r.borrow_mut() = Some(e.clone()));
+            serde::de::Error::custom(e)
+        })
     }
+}
+
+thread_local! {
+    /// The last path a decode refused on this thread. Some formats keep no
+    /// message of a custom serde error (postcard's is a bare
+    /// `SerdeDeCustom`), so a decoder that must name the refused path reads
+    /// it here with [`take_refused_path`].
+    static REFUSED: std::cell::RefCell<Option<PathError>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Takes why the last path refused by a decode on this thread was refused
+/// (it names the path). Call it before decoding, to forget older refusals,
+/// and after a decode failed.
+pub fn take_refused_path() -> Option<PathError> {
+    REFUSED.with(|r| r.borrow_mut().take())
 }
 
 impl RelPath {
@@ -293,7 +311,9 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for p in ["", "a", "a/b.txt", ".hidden", "Game Data/level 1.pak", "console/x", "COM10", "lpt", "COM¹0", "Çà/日本語 [v1] (final)/ü.pak"] {
+        for p in
+            ["", "a", "a/b.txt", ".hidden", "Game Data/level 1.pak", "console/x", "COM10", "lpt", "COM¹0", "Çà/日本語 [v1] (final)/ü.pak"]
+        {
             assert!(RelPath::new(p).is_ok(), "{p}");
         }
     }
