@@ -54,12 +54,30 @@ impl RarUnpacker {
         self
     }
 
+    /// The first tool found, `unar` before `unrar`: on the search path,
+    /// then (unless a search path was given) next to this program, where a
+    /// Windows player drops `unrar.exe` (or `UnRAR.exe`: Windows' names are
+    /// caseless).
     fn find_tool(&self) -> Option<(Tool, PathBuf)> {
-        let path = self.search_path.clone().or_else(|| std::env::var_os("PATH"))?;
-        [(Tool::Unar, "unar"), (Tool::Unrar, "unrar")]
-            .into_iter()
-            .find_map(|(tool, name)| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p)).map(|p| (tool, p)))
+        let mut dirs: Vec<PathBuf> = match &self.search_path {
+            Some(path) => std::env::split_paths(path).collect(),
+            None => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf));
+                std::env::split_paths(&path).chain(beside).collect()
+            }
+        };
+        dirs.retain(|d| !d.as_os_str().is_empty());
+        find_in(&dirs, std::env::consts::EXE_SUFFIX)
     }
+}
+
+/// The first of the tools we drive that `dirs` hold, each named with the
+/// platform's executable `suffix` (`.exe` on Windows).
+fn find_in(dirs: &[PathBuf], suffix: &str) -> Option<(Tool, PathBuf)> {
+    [(Tool::Unar, "unar"), (Tool::Unrar, "unrar")]
+        .into_iter()
+        .find_map(|(tool, name)| dirs.iter().map(|d| d.join(format!("{name}{suffix}"))).find(|p| is_executable(p)).map(|p| (tool, p)))
 }
 
 #[cfg(unix)]
@@ -87,15 +105,19 @@ impl Unpacker for RarUnpacker {
         progress: ProgressFn<'_>,
     ) -> Result<Vec<UnpackedFile>, UnpackError> {
         let Some((tool, program)) = self.find_tool() else {
-            return Err(UnpackError::MissingTool(
-                "unrar or unar (install one of them, e.g. the `unrar` or `unar` package) to unpack RAR archives".into(),
-            ));
+            return Err(UnpackError::MissingTool(MISSING_TOOL.into()));
         };
         let temp_base = self.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let (archive, t) = (archive.clone(), target.clone());
         run(fs, target.clone(), progress, move |ctx| unrar(ctx, &archive, &t, tool, &program, &temp_base)).await
     }
 }
+
+/// What a player is told when a RAR game needs a tool we cannot find.
+#[cfg(not(windows))]
+const MISSING_TOOL: &str = "unrar or unar (install one of them, e.g. the `unrar` or `unar` package) to unpack RAR archives";
+#[cfg(windows)]
+const MISSING_TOOL: &str = "unrar.exe or unar.exe (put one on PATH or next to lanspread.exe) to unpack RAR archives";
 
 /// Whether `candidate` is another volume of the multi-volume set `archive`
 /// (`x.part1.rar` + `x.part2.rar`..., or `x.rar` + `x.r00`, `x.r01`...).
@@ -262,7 +284,40 @@ fn unrar(ctx: &mut Ctx, archive: &RelPath, target: &RelPath, tool: Tool, program
 
 #[cfg(test)]
 mod tests {
-    use super::is_sibling_volume;
+    use super::{find_in, is_sibling_volume, Tool};
+    use std::path::Path;
+
+    fn plant(dir: &Path, name: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, b"").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
+
+    #[test]
+    fn windows_tools_are_found_by_their_exe_names_and_unar_comes_first() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = [a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(find_in(&dirs, ".exe"), None);
+        plant(b.path(), "unrar.exe");
+        assert_eq!(find_in(&dirs, ".exe"), Some((Tool::Unrar, b.path().join("unrar.exe"))));
+        assert_eq!(find_in(&dirs, ""), None, "a bare `unrar` is not looked for where `.exe` is the suffix, and back");
+        plant(a.path(), "unar.exe");
+        assert_eq!(find_in(&dirs, ".exe"), Some((Tool::Unar, a.path().join("unar.exe"))));
+    }
+
+    /// RARLAB ships `UnRAR.exe`; Windows finds it by any case.
+    #[cfg(windows)]
+    #[test]
+    fn unrar_is_found_whatever_its_case() {
+        let dir = tempfile::tempdir().unwrap();
+        plant(dir.path(), "UnRAR.exe");
+        let (tool, _) = find_in(&[dir.path().to_path_buf()], std::env::consts::EXE_SUFFIX).unwrap();
+        assert_eq!(tool, Tool::Unrar);
+    }
 
     #[test]
     fn sibling_volumes() {

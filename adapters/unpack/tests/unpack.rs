@@ -379,6 +379,7 @@ async fn multi_dispatches_by_name() {
     assert!(matches!(r, Err(UnpackError::Unsupported(_))), "{r:?}");
 }
 
+#[cfg(unix)]
 fn script(dir: &Path, name: &str, body: &str) {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
@@ -386,6 +387,7 @@ fn script(dir: &Path, name: &str, body: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+#[cfg(unix)]
 /// A RAR 4 archive of stored (uncompressed) files, made by hand (no RAR
 /// writer is available): marker, main header, one file header per file
 /// followed by its data, end-of-archive block.
@@ -433,6 +435,8 @@ const UNAR_ARGS: &str =
 
 /// The RAR unpacker with fake tools (real RAR archives cannot be made here):
 /// staging, volume siblings, validation and copying are what is tested.
+/// Drives stand-in tools (shell scripts): Unix only.
+#[cfg(unix)]
 #[tokio::test]
 async fn rar_through_external_tools() {
     let tools = tempfile::tempdir().unwrap();
