@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod plain_udp;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use lanspread_ports::{BiStream, Connection, PeerId, RecvStream, SendStream, Transport, TransportError};
@@ -79,16 +81,47 @@ fn transport_config(limits: &TransportLimits) -> Result<TransportConfig, Transpo
 const SOCKET_BUFFER: usize = 4 << 20;
 
 fn enlarge_socket_buffers(socket: &std::net::UdpSocket) {
-    match quinn::udp::UdpSocketState::new(socket.into()) {
-        Ok(state) => {
-            if let Err(e) = state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER) {
-                tracing::debug!(error = %e, "could not enlarge UDP receive buffer");
+    let socket = socket2::SockRef::from(socket);
+    if let Err(e) = socket.set_recv_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not enlarge UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(SOCKET_BUFFER) {
+        tracing::debug!(error = %e, "could not enlarge UDP send buffer");
+    }
+}
+
+/// How the endpoint's socket is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Datagrams {
+    /// quinn-udp where the UDP stack allows it (ECN, segmentation offload),
+    /// else [`plain_udp`].
+    Best,
+    /// Always [`plain_udp`] (tests of that path on any system).
+    Plain,
+}
+
+/// A quinn endpoint on `socket`, through quinn-udp unless the stack
+/// refuses what it needs (see [`plain_udp`]) or `datagrams` says plain.
+fn make_endpoint(
+    config: EndpointConfig,
+    server: quinn::ServerConfig,
+    socket: std::net::UdpSocket,
+    runtime: Arc<dyn quinn::Runtime>,
+    datagrams: Datagrams,
+) -> std::io::Result<quinn::Endpoint> {
+    let offloads = match datagrams {
+        Datagrams::Best => quinn::udp::UdpSocketState::new((&socket).into()),
+        Datagrams::Plain => Err(std::io::ErrorKind::Unsupported.into()),
+    };
+    match offloads {
+        Ok(_) => quinn::Endpoint::new(config, Some(server), socket, runtime),
+        Err(e) => {
+            if datagrams == Datagrams::Best {
+                tracing::warn!(error = %e, "this system's UDP stack refuses ECN or packet information: sending plain datagrams");
             }
-            if let Err(e) = state.set_send_buffer_size(socket.into(), SOCKET_BUFFER) {
-                tracing::debug!(error = %e, "could not enlarge UDP send buffer");
-            }
+            let plain: Arc<dyn quinn::AsyncUdpSocket> = Arc::new(plain_udp::PlainUdp::new(socket)?);
+            quinn::Endpoint::new_with_abstract_socket(config, Some(server), plain, runtime)
         }
-        Err(e) => tracing::debug!(error = %e, "could not inspect UDP socket"),
     }
 }
 
@@ -114,6 +147,22 @@ impl QuinnTransport {
     /// socket; `[::]:port` is dual-stack, see [`bind_udp`]). Must be called
     /// from within a Tokio runtime.
     pub fn listen(addr: SocketAddr, identity: &Identity, limits: TransportLimits) -> Result<Arc<QuinnTransport>, TransportError> {
+        QuinnTransport::listen_with(addr, identity, limits, Datagrams::Best)
+    }
+
+    /// [`QuinnTransport::listen`], sending plain datagrams as on a UDP
+    /// stack without ECN (Wine, old Windows), so tests cover that path.
+    #[doc(hidden)]
+    pub fn listen_plain(addr: SocketAddr, identity: &Identity, limits: TransportLimits) -> Result<Arc<QuinnTransport>, TransportError> {
+        QuinnTransport::listen_with(addr, identity, limits, Datagrams::Plain)
+    }
+
+    fn listen_with(
+        addr: SocketAddr,
+        identity: &Identity,
+        limits: TransportLimits,
+        datagrams: Datagrams,
+    ) -> Result<Arc<QuinnTransport>, TransportError> {
         let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Other("no async runtime found".into()))?;
         let transport = Arc::new(transport_config(&limits)?);
 
@@ -133,7 +182,7 @@ impl QuinnTransport {
 
         let socket = bind_udp(addr).map_err(|e| TransportError::Other(format!("bind {addr}: {e}")))?;
         enlarge_socket_buffers(&socket);
-        let mut endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime).map_err(|e| other("endpoint", e))?;
+        let mut endpoint = make_endpoint(endpoint_config, server_config, socket, runtime, datagrams).map_err(|e| other("endpoint", e))?;
         endpoint.set_default_client_config(client_config);
         let local_addr = endpoint.local_addr().map_err(|e| other("local addr", e))?;
 
