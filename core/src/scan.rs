@@ -337,7 +337,8 @@ async fn walk_root(fs: &dyn Fs, root: &RelPath) -> Result<Walked, FsError> {
                     let shown = if dir.is_root() { e.name.clone() } else { format!("{dir}/{}", e.name) };
                     match e.kind {
                         FileKind::File | FileKind::Dir => {
-                            unportable.get_or_insert_with(|| format!("{shown:?} is a name that Windows, macOS or Linux cannot hold ({err})"));
+                            unportable
+                                .get_or_insert_with(|| format!("{shown:?} is a name that Windows, macOS or Linux cannot hold ({err})"));
                         }
                         FileKind::Symlink | FileKind::Other => problems.push(format!("skipped {shown:?}: {err}")),
                     }

@@ -1,23 +1,32 @@
 //! Local control of a running `serve`: the HTTP API of `lanspread-web` on
-//! a Unix socket in the config directory, always on, so the other commands
+//! a channel only this user can reach (a Unix socket in the config
+//! directory, a named pipe on Windows), always on, so the other commands
 //! can drive the peer that holds a game directory instead of being refused
-//! (see `remote.rs` for their side).
+//! (see `remote.rs` for their side). The channel is still behind the token.
 
 use crate::ui::RunningUi;
 use lanspread::Peer;
 use lanspread_web::{Token, UiConfig};
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The `Host` the control socket answers to.
+#[cfg(unix)]
+#[path = "control/unix.rs"]
+mod channel;
+#[cfg(windows)]
+#[path = "control/windows.rs"]
+mod channel;
+
+pub use channel::{connect, Endpoint};
+
+/// The `Host` the control channel answers to.
 pub const HOST: &str = "localhost";
 
-/// Where the control socket of the peer serving `games` (canonical) is:
-/// named like its identity, so one directory has one socket.
-pub fn socket_path(games: &Path) -> PathBuf {
+/// Where the control channel of the peer serving `games` (canonical) is:
+/// named like its identity, so one directory has one channel.
+pub fn endpoint(games: &Path) -> Endpoint {
     let key = lanspread::identity_dir_for(Path::new(""), games);
-    crate::setup::config_dir().join("control").join(key).with_extension("sock")
+    channel::endpoint(&crate::setup::config_dir().join("control"), &key.to_string_lossy())
 }
 
 /// The control socket of a running peer, beside whichever directory the
@@ -69,22 +78,14 @@ impl Control {
     }
 }
 
-/// Listens on the control socket of `games` (whose lock the peer holds)
+/// Listens on the control channel of `games` (whose lock the peer holds)
 /// and serves `peer`'s API there with `token`.
 async fn listen(peer: &Peer, games: &Path, token: Token) -> Result<RunningUi, String> {
-    let path = socket_path(games);
-    let fail = |e: std::io::Error| format!("control socket {}: {e}", path.display());
-    let dir = path.parent().ok_or_else(|| format!("control socket {}: no directory", path.display()))?;
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    // Only this user may reach the socket, whatever the umask.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
-    // We hold the directory's lock: a socket left here is a dead peer's.
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path).map_err(fail)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    let endpoint = endpoint(games);
+    let (listener, leftover) = channel::bind(&endpoint).map_err(|e| format!("control channel {endpoint}: {e}"))?;
     // No TCP address: the Host allowed is `localhost`, the token the same.
     let mut cfg = UiConfig::new(token, SocketAddr::from(([127, 0, 0, 1], 0)));
     cfg.extra_hosts = vec![HOST.to_owned()];
     let router = lanspread_web::router(peer.clone(), cfg);
-    Ok(RunningUi::spawn(listener, router, Some(path)))
+    Ok(RunningUi::spawn(listener, router, leftover))
 }

@@ -6,6 +6,11 @@
 //! so a large game has headroom. Nothing depends on it: the download, the
 //! server, the scan and the unpacker keep their own open-file budgets and
 //! must work with both limits at 256.
+//!
+//! Windows has no such limit on handles (the C runtime's descriptor table
+//! is not used by Rust's files and sockets), so there only `Unsupported` is
+//! built, and the rule below is compiled but unused.
+#![cfg_attr(not(unix), allow(dead_code))]
 
 /// Highest soft limit asked for: a hard limit of "unlimited" (or 2^30 in
 /// some containers) would otherwise hand every child process (an external

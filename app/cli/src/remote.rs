@@ -15,16 +15,16 @@ use hyper::{Method, Request, StatusCode};
 use lanspread::{GameId, GameView, PeerShare, TransferStats};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 /// How often a `get` asks the running peer whether a holder appeared.
 const HOLDER_POLL: Duration = Duration::from_millis(100);
 
-/// A running `serve`'s control socket.
+/// A running `serve`'s control channel.
 pub struct Remote {
-    socket: PathBuf,
+    endpoint: crate::control::Endpoint,
     token: String,
 }
 
@@ -55,10 +55,10 @@ impl Remote {
     /// The running `serve` that holds `games`, if one answers.
     pub async fn find(games: &Path) -> Option<Remote> {
         let games = lanspread::builder::check_game_dir(games).ok()?;
-        let socket = crate::control::socket_path(&games);
-        tokio::net::UnixStream::connect(&socket).await.ok()?;
+        let endpoint = crate::control::endpoint(&games);
+        crate::control::connect(&endpoint).await.ok()?;
         let token = crate::ui::saved_token().ok()?.to_hex();
-        let remote = Remote { socket, token };
+        let remote = Remote { endpoint, token };
         // A socket whose peer moved on to another directory is not this one's.
         let (_, settings) = remote.call(Method::GET, "/api/v1/settings", None).await.ok()?;
         (settings["game_dir"].as_str() == Some(&games.display().to_string())).then_some(remote)
@@ -66,8 +66,8 @@ impl Remote {
 
     /// One request; the answer's status and body.
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Result<(StatusCode, hyper::body::Incoming), String> {
-        let fail = |e: &dyn std::fmt::Display| format!("the running lanspread ({}): {e}", self.socket.display());
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| fail(&e))?;
+        let fail = |e: &dyn std::fmt::Display| format!("the running lanspread ({}): {e}", self.endpoint);
+        let stream = crate::control::connect(&self.endpoint).await.map_err(|e| fail(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| fail(&e))?;
         tokio::spawn(conn);
         let request = Request::builder()

@@ -22,7 +22,7 @@ pub struct UiArgs {
 pub struct RunningUi {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// A socket file to remove once stopped.
+    /// A file of the control channel to remove once stopped.
     socket: Option<std::path::PathBuf>,
 }
 

@@ -13,6 +13,8 @@
 //! up; ip netns exec ui tc qdisc add dev lo root tbf rate 400mbit burst
 //! 256kb latency 50ms`, then `ip netns exec ui cargo test --offline -p
 //! lanspread-cli --test browser`).
+// Drives Debian's chromium and the Linux program.
+#![cfg(unix)]
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
