@@ -1,5 +1,7 @@
 //! Interop of the two QUIC transport adapters: s2n-quic dials quinn and
 //! quinn dials s2n-quic (same ALPN, rustls on both sides, same exporter).
+// s2n-quic builds on Unix only.
+#![cfg(unix)]
 
 #[path = "../../../adapters/tls/tests-common/transport_suite.rs"]
 mod transport_suite;

@@ -1,6 +1,8 @@
 //! Trust over real QUIC (quinn and s2n-quic on loopback): the party key
 //! keeps strangers out, a lying seeder is banned, a pinned peer's key change
 //! is refused by the transport.
+// s2n-quic builds on Unix only.
+#![cfg(unix)]
 
 use lanspread::{Builder, DiscoveryKind, Events, PeerCommand, PeerEvent};
 use lanspread_core::catalog::Catalog;

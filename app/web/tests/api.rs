@@ -281,6 +281,14 @@ fn an_unknown_game_is_404() {
     });
 }
 
+/// The body of a game-directory change to `unix_path`, written as an
+/// absolute path of the platform running the test (`C:\srv\other` on
+/// Windows, where `/srv/other` is not absolute).
+fn game_dir_body(unix_path: &str) -> String {
+    let path = if cfg!(windows) { format!("C:{}", unix_path.replace('/', "\\")) } else { unix_path.to_owned() };
+    json!({ "path": path }).to_string()
+}
+
 #[test]
 fn a_second_action_while_one_runs_is_409() {
     Sim::run("web_409", 5, |mut sim| async move {
@@ -292,7 +300,7 @@ fn a_second_action_while_one_runs_is_409() {
             assert_eq!((a.status, a.code().as_str()), (StatusCode::CONFLICT, "busy"), "{action}");
         }
         // The game directory cannot change under a running operation.
-        let a = send(&ui, request(Method::PUT, "/api/v1/settings/game-dir", Some("{\"path\": \"/elsewhere\"}"))).await;
+        let a = send(&ui, request(Method::PUT, "/api/v1/settings/game-dir", Some(game_dir_body("/elsewhere").as_str()))).await;
         assert_eq!((a.status, a.code().as_str()), (StatusCode::CONFLICT, "busy"));
         sim
     });
@@ -333,7 +341,7 @@ fn cancel_is_409_when_nothing_runs_and_stops_a_running_download() {
 fn set_game_dir_refusals_are_typed() {
     alone("web_game_dir", async |ui| {
         // Simulated peers cannot open another directory.
-        let a = send(&ui, request(Method::PUT, "/api/v1/settings/game-dir", Some("{\"path\": \"/srv/other\"}"))).await;
+        let a = send(&ui, request(Method::PUT, "/api/v1/settings/game-dir", Some(game_dir_body("/srv/other").as_str()))).await;
         assert_eq!((a.status, a.code().as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"));
         let a = send(&ui, request(Method::PUT, "/api/v1/settings/game-dir", Some("{\"path\": \"relative/dir\"}"))).await;
         assert_eq!((a.status, a.code().as_str()), (StatusCode::BAD_REQUEST, "bad_request"));
