@@ -184,6 +184,7 @@ pub fn violations(root: &Path) -> Result<Vec<String>, String> {
         }
     }
     v.extend(unsafe_outside_alloc(root));
+    v.extend(platform_cfgs(root));
     if !root.join("ARCHITECTURE.md").is_file() {
         v.push("ARCHITECTURE.md is missing".into());
     } else {
@@ -206,6 +207,24 @@ fn unsafe_outside_alloc(root: &Path) -> Vec<String> {
             let unsafe_code = UNSAFE_FORMS.iter().any(|u| code.contains(u));
             if unsafe_code && path != allowed && !path.components().any(|c| c.as_os_str() == "target") {
                 v.push(format!("{}:{n}: `unsafe` outside {UNSAFE_ALLOWED_IN}: the workspace has one audited unsafe call", path.display()));
+            }
+        }
+    }
+    v
+}
+
+/// Sources that are the same on every platform: what differs between
+/// operating systems lives in adapters and at the program's edges.
+const PLATFORM_NEUTRAL: [&str; 3] = ["ports/src", "core/src", "app/lanspread/src"];
+
+/// Lines of [`PLATFORM_NEUTRAL`] sources that choose code by platform.
+fn platform_cfgs(root: &Path) -> Vec<String> {
+    let mut v = Vec::new();
+    for tree in PLATFORM_NEUTRAL {
+        for (path, n, code) in code_lines(&root.join(tree)) {
+            let chooses = code.contains("cfg") && ["unix", "windows", "target_os", "target_family"].iter().any(|p| code.contains(p));
+            if chooses {
+                v.push(format!("{}:{n}: a platform `cfg` in {tree}: platform code belongs in an adapter or the program", path.display()));
             }
         }
     }

@@ -12,9 +12,9 @@
 //! namespace is touched, and only 10.77.0.x and loopback are addressed.
 
 mod net;
-mod procs;
+pub mod procs;
 mod scenarios;
-mod tree;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -131,19 +131,26 @@ impl Procs {
 
     /// Starts `bin args…` in namespace `ns` with `env`; returns its index.
     pub fn spawn(&mut self, name: &str, ns: &str, bin: &Path, args: &[String], env: &[(&str, &Path)]) -> Result<usize, String> {
-        let out = self.logs.join(format!("{name}.stdout"));
-        let err = self.logs.join(format!("{name}.stderr"));
-        let file = |p: &Path| File::create(p).map_err(|e| format!("{}: {e}", p.display()));
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]).arg(bin).args(args).stdin(Stdio::null()).stdout(file(&out)?).stderr(file(&err)?);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
+        // `ip netns exec` execs the program: the child's pid is the program's.
+        cmd.args(["netns", "exec", ns]).arg(bin).args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.spawn_command(name, cmd)
+    }
+
+    /// Starts `cmd` as process `name`, its output in the logs (and
+    /// `RUST_LOG=info` unless set); returns its index.
+    pub fn spawn_command(&mut self, name: &str, mut cmd: Command) -> Result<usize, String> {
+        let out = self.logs.join(format!("{name}.stdout"));
+        let err = self.logs.join(format!("{name}.stderr"));
+        let file = |p: &Path| File::create(p).map_err(|e| format!("{}: {e}", p.display()));
+        cmd.stdin(Stdio::null()).stdout(file(&out)?).stderr(file(&err)?);
+        if std::env::var_os("RUST_LOG").is_none() && cmd.get_envs().all(|(k, _)| k != "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         std::fs::write(self.logs.join(format!("{name}.cmd")), format!("{}\n", super::show(&cmd))).map_err(|e| format!("log: {e}"))?;
-        // `ip netns exec` execs the program: the child's pid is the program's.
         let child = cmd.spawn().map_err(|e| format!("starting {name}: {e}"))?;
         self.list.push(Proc { name: name.to_owned(), child, started: Instant::now(), ended: None, status: None, out, err });
         Ok(self.list.len() - 1)
