@@ -11,11 +11,15 @@ fn p(s: &str) -> RelPath {
     RelPath::new(s).expect("test path")
 }
 
+/// Plants a symbolic link at `path` pointing to `target` in the
+/// filesystem under test.
+pub type PlantSymlink<'a> = &'a dyn Fn(&str, &str);
+
 /// Runs every check. `symlink(path, target)` plants a symbolic link in the
 /// filesystem under test (adapters have no port operation for that: peer
 /// data never creates links); `None` where the platform does not let a test
 /// make one (Windows, without a privilege), which skips the checks of links.
-pub async fn fs_contract(fs: Arc<dyn Fs>, symlink: Option<&dyn Fn(&str, &str)>) {
+pub async fn fs_contract(fs: Arc<dyn Fs>, symlink: Option<PlantSymlink<'_>>) {
     // Positional writes, no truncation on open_write.
     fs.create_dir(&p("g")).await.unwrap();
     let f = fs.open_write(&p("g/a.bin")).await.unwrap();
@@ -115,7 +119,7 @@ pub async fn fs_contract(fs: Arc<dyn Fs>, symlink: Option<&dyn Fn(&str, &str)>) 
 
 /// Symlinks (planted in `g/` by `symlink`, pointing out of it and at
 /// `inside/`) are reported, never followed, removed as links.
-async fn links(fs: &dyn Fs, symlink: &dyn Fn(&str, &str)) {
+async fn links(fs: &dyn Fs, symlink: PlantSymlink<'_>) {
     symlink("g/link-out", "/etc");
     symlink("g/link-in", "../inside");
     symlink("g/file-link", "../inside/t");

@@ -5,16 +5,19 @@ use lanspread_memfs::MemFs;
 use lanspread_testkit::contract::fs_contract;
 use std::sync::Arc;
 
-/// Plants real symbolic links beneath `root` where any user may (Unix);
-/// `None` on Windows, where making one needs a privilege.
-fn plant_symlink(root: &std::path::Path) -> Option<Box<dyn Fn(&str, &str) + '_>> {
+/// The contract on `fs`, rooted at `root`, with real symbolic links planted
+/// where any user may make them (Unix; Windows needs a privilege).
+async fn capfs_contract(fs: CapFs, root: &std::path::Path) {
     #[cfg(unix)]
-    return Some(Box::new(move |path, target| std::os::unix::fs::symlink(target, root.join(path)).unwrap()));
+    let plant = |path: &str, target: &str| std::os::unix::fs::symlink(target, root.join(path)).unwrap();
+    #[cfg(unix)]
+    let symlink: Option<lanspread_testkit::contract::PlantSymlink<'_>> = Some(&plant);
     #[cfg(not(unix))]
-    {
+    let symlink = {
         let _ = root;
         None
-    }
+    };
+    fs_contract(Arc::new(fs), symlink).await;
 }
 
 #[tokio::test]
@@ -29,7 +32,7 @@ async fn capfs_honours_the_fs_contract() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let fs = CapFs::open(&root).unwrap();
-    fs_contract(Arc::new(fs), plant_symlink(&root).as_deref()).await;
+    capfs_contract(fs, &root).await;
 }
 
 /// The same contract with the component-by-component walk that kernels
@@ -39,5 +42,5 @@ async fn capfs_without_openat2_honours_the_fs_contract() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let fs = CapFs::open_walking(&root).unwrap();
-    fs_contract(Arc::new(fs), plant_symlink(&root).as_deref()).await;
+    capfs_contract(fs, &root).await;
 }
