@@ -189,13 +189,13 @@ impl Inner {
         Ok(cur)
     }
 
-    /// Opens the parent directory of `path` and returns it with the last
-    /// component. Fails with `InvalidPath` for the root.
     /// Refuses a path the platform cannot open (Windows' 260 characters).
     fn check_len(&self, path: &RelPath) -> FsResult<()> {
         platform::check_path_len(&self.root_path, path.as_str()).map_err(|e| FsError::new(FsErrorKind::InvalidPath, e))
     }
 
+    /// Opens the parent directory of `path` and returns it with the last
+    /// component. Fails with `InvalidPath` for the root.
     fn open_parent<'p>(&self, path: &'p RelPath) -> FsResult<(DirRef<'_>, &'p str)> {
         self.check_len(path)?;
         let parent = path.parent().ok_or_else(|| FsError::new(FsErrorKind::InvalidPath, "the root has no parent"))?;
