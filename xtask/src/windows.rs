@@ -1,14 +1,15 @@
-//! `cargo xtask windows <build|test>`: the Windows build
-//! (`x86_64-pc-windows-gnu`, linked by mingw-w64) and its test suites run
-//! under Wine (see `wine.rs`).
+//! `cargo xtask windows <build|test|e2e>`: the Windows build
+//! (`x86_64-pc-windows-gnu`, linked by mingw-w64), its test suites run
+//! under Wine (see `wine.rs`), and the Windows program against the Linux one
+//! (`windows/e2e.rs`).
 //!
 //! What runs under Wine is what can: the name rule and the pure core, the
 //! filesystem contract on the real (Windows) capfs, the unpackers, the
 //! library's tests and simulations (quinn only: s2n-quic is Unix's), the
 //! web API's tests, and the program's own (its named-pipe control channel
-//! among them). Tests
-//! that need Linux (namespaces, `tc`, `syncfs`, `RLIMIT_NOFILE`, symlinks
-//! made without privileges) are `cfg`-gated to Unix where they live.
+//! among them). Tests that need Linux (namespaces, `tc`, `syncfs`,
+//! `RLIMIT_NOFILE`, symlinks made without privileges) are `cfg`-gated to
+//! Unix where they live.
 
 mod e2e;
 
@@ -56,7 +57,7 @@ pub fn program(root: &Path) -> std::path::PathBuf {
 
 /// Cross-builds [`SUITES`] and the program, runs the suites under Wine,
 /// then the end-to-end scenario against the Linux program; returns how
-/// many tests passed.
+/// many tests passed (the scenario counts as one).
 pub fn test(root: &Path) -> Result<u64, String> {
     let env = wine::prepare(root)?;
     build()?;
@@ -67,26 +68,39 @@ pub fn test(root: &Path) -> Result<u64, String> {
         cmd.env(wine::RUNNER_ENV, env.runner());
         cmd
     };
-    sh(&mut under_wine(suite_command("build")))?;
-    let passed = crate::run_tests(&mut under_wine(suite_command("run")))?;
+    sh(&mut under_wine(suite_command(Stage::Build)))?;
+    let passed = crate::run_tests(&mut under_wine(suite_command(Stage::Run)))?;
     println!("{}", e2e::run(root, &env)?);
     Ok(passed + 1)
 }
 
-/// `cargo nextest run` (or `cargo test`) of the suites for Windows; `stage`
-/// is `build` (compile only) or `run`.
-fn suite_command(stage: &str) -> std::process::Command {
+/// What a [`suite_command`] does with the suites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Compile them only.
+    Build,
+    /// Run them.
+    Run,
+}
+
+/// `cargo nextest run` (or `cargo test`) of the suites for Windows.
+fn suite_command(stage: Stage) -> std::process::Command {
     let mut cmd = cargo();
-    let runner = if crate::have_nextest() { ["nextest", "run"] } else { ["test", "--no-fail-fast"] };
+    let nextest = crate::have_nextest();
+    let runner = if nextest { ["nextest", "run"] } else { ["test", "--no-fail-fast"] };
     // Release, like the program: the suites share its compiled crates.
     cmd.args(runner).args(["--release", "--target", wine::TARGET]);
     match stage {
-        "build" => cmd.arg("--no-run"),
+        Stage::Build => {
+            cmd.arg("--no-run");
+        }
         // Wine now and then fails to start a process (exit 1, no output):
         // a test that fails that way is run again.
-        _ if runner[0] == "nextest" => cmd.args(["--no-fail-fast", "--retries", "2"]),
-        _ => &mut cmd,
-    };
+        Stage::Run if nextest => {
+            cmd.args(["--no-fail-fast", "--retries", "2"]);
+        }
+        Stage::Run => {}
+    }
     for krate in SUITES {
         cmd.args(["-p", krate]);
     }
